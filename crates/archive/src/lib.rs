@@ -1,0 +1,1 @@
+//! ferry-archive (being written).
