@@ -1,1 +1,8 @@
-//! ferry-testkit (being written).
+//! `ferry-testkit` (dev only) gives ferry's tests their peers: an in-process fake registry
+//! with fault injection ([`fake`]), random but valid images ([`image`]), and harnesses that
+//! start the real components on loopback — `docker-registry`, `skopeo`, `podman`,
+//! `containerd` ([`real`]).
+
+pub mod fake;
+pub mod image;
+pub mod real;

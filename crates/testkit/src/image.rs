@@ -1,0 +1,1 @@
+//! Random images (being written).

@@ -1,0 +1,1 @@
+//! Real components (being written).
