@@ -1,0 +1,170 @@
+//! A download in progress: `ingest/<alg>-<hex>.partial`, hashed as it is written, moved into
+//! `blobs/` only when verified.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use ferry_core::{Digest, Verifier};
+
+use crate::{Store, StoreError};
+
+/// Holds the blob's lock file for as long as it lives.
+pub struct Ingest {
+    digest: Digest,
+    size: Option<u64>,
+    partial: PathBuf,
+    target: PathBuf,
+    out: Option<BufWriter<File>>,
+    verifier: Verifier,
+    _lock: File,
+    done: bool,
+}
+
+impl Ingest {
+    pub(crate) fn begin(store: &Store, digest: &Digest, size: Option<u64>) -> Result<Ingest, StoreError> {
+        let lock_path = store.lock_path(digest);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        lock.lock().map_err(StoreError::io(&lock_path))?;
+        let partial = store.partial_path(digest);
+        let target = store.blob_path(digest);
+        let mut ingest = Ingest {
+            digest: digest.clone(),
+            size,
+            partial: partial.clone(),
+            target: target.clone(),
+            out: None,
+            verifier: Verifier::new(digest.clone(), size),
+            _lock: lock,
+            done: target.is_file(),
+        };
+        if ingest.done {
+            return Ok(ingest);
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&partial)
+            .map_err(StoreError::io(&partial))?;
+        // Re-hash what a previous attempt left, so the final check covers every byte.
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut valid = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(StoreError::io(&partial))?;
+            if n == 0 {
+                break;
+            }
+            if ingest.verifier.update(&buf[..n]).is_err() {
+                // Longer than the blob can be: the partial is junk. Start again.
+                ingest.verifier = Verifier::new(digest.clone(), size);
+                valid = 0;
+                break;
+            }
+            valid += n as u64;
+        }
+        file.set_len(valid).map_err(StoreError::io(&partial))?;
+        file.seek(SeekFrom::Start(valid)).map_err(StoreError::io(&partial))?;
+        ingest.out = Some(BufWriter::with_capacity(256 * 1024, file));
+        Ok(ingest)
+    }
+
+    /// Whether the blob was already complete in the store when this ingest began (another
+    /// process finished it while we waited for the lock). Then there is nothing to write.
+    pub fn already_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Bytes already held: where a download should resume (`Range: bytes=<offset>-`).
+    pub fn offset(&self) -> u64 {
+        self.verifier.seen()
+    }
+
+    /// Append bytes that continue the blob at [`offset`](Self::offset).
+    pub fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        self.verifier.update(buf)?;
+        let out = self.out.as_mut().ok_or_else(|| done_error(&self.partial))?;
+        out.write_all(buf).map_err(StoreError::io(&self.partial))
+    }
+
+    /// Throw away the partial bytes (the server would not resume, so the content restarts).
+    pub fn restart(&mut self) -> Result<(), StoreError> {
+        let out = self.out.as_mut().ok_or_else(|| done_error(&self.partial))?;
+        out.flush().map_err(StoreError::io(&self.partial))?;
+        let f = out.get_mut();
+        f.set_len(0).map_err(StoreError::io(&self.partial))?;
+        f.seek(SeekFrom::Start(0)).map_err(StoreError::io(&self.partial))?;
+        self.verifier = Verifier::new(self.digest.clone(), self.size);
+        Ok(())
+    }
+
+    /// Flush what was received so far to the partial file (kept for a later resume).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if let Some(out) = self.out.as_mut() {
+            out.flush().map_err(StoreError::io(&self.partial))?;
+        }
+        Ok(())
+    }
+
+    /// Verify size and digest and move the blob into `blobs/`. On a mismatch the partial
+    /// file is deleted (its bytes are wrong, so resuming from them would be too) and the
+    /// error names the blob.
+    pub fn commit(mut self) -> Result<PathBuf, StoreError> {
+        if self.done {
+            return Ok(self.target.clone());
+        }
+        let out = self.out.take().ok_or_else(|| done_error(&self.partial))?;
+        let file = out.into_inner().map_err(|e| StoreError::Io { path: self.partial.clone(), source: e.into_error() })?;
+        let verifier = std::mem::replace(&mut self.verifier, Verifier::new(self.digest.clone(), None));
+        if let Err(e) = verifier.finish() {
+            drop(file);
+            let _ = fs::remove_file(&self.partial);
+            return Err(e.into());
+        }
+        file.sync_all().map_err(StoreError::io(&self.partial))?;
+        drop(file);
+        fs::rename(&self.partial, &self.target).map_err(StoreError::io(&self.target))?;
+        self.done = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        // Keep whatever arrived for the next attempt.
+        if let Some(out) = self.out.as_mut() {
+            let _ = out.flush();
+        }
+    }
+}
+
+fn done_error(path: &std::path::Path) -> StoreError {
+    StoreError::Io { path: path.to_path_buf(), source: io::Error::other("ingest already finished") }
+}
+
+impl ferry_core::ResumableWrite for Ingest {
+    fn offset(&self) -> u64 {
+        Ingest::offset(self)
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write(buf).map_err(|e| match e {
+            StoreError::Io { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        })
+    }
+
+    fn restart(&mut self) -> io::Result<()> {
+        Ingest::restart(self).map_err(|e| io::Error::other(e.to_string()))
+    }
+}
