@@ -1,1 +1,27 @@
-//! ferry-registry (being written).
+//! `ferry-registry` is ferry's own thin client for the OCI distribution API (Docker Registry
+//! HTTP API v2), on `reqwest`: it pings `/v2/` and answers the `WWW-Authenticate` challenge
+//! (Bearer tokens per scope, refreshed when they expire, or Basic), finds credentials the way
+//! docker and podman do, fetches manifests (verified against their digest) and streams blobs
+//! into a [`ferry_core::ResumableWrite`] with retries, backoff, `Retry-After` and `Range`
+//! resume. Errors are a typed [`RegistryError`] with `is_not_found()` / `is_retryable()`.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), ferry_registry::RegistryError> {
+//! let client = ferry_registry::Client::new(Default::default())?;
+//! let r: ferry_core::Reference = "alpine:3.20".parse().unwrap();
+//! let m = client.manifest(&r).await?;
+//! println!("{} {}", m.media_type, m.digest);
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod auth;
+pub mod challenge;
+mod client;
+pub mod credentials;
+pub mod error;
+
+pub use api::{FetchedManifest, ProgressFn};
+pub use client::{Client, ClientOptions};
+pub use credentials::{Credential, CredentialError, CredentialFiles};
+pub use error::{RegistryError, RegistryErrorCode};

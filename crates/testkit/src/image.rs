@@ -18,7 +18,11 @@ pub struct Blob {
 
 impl Blob {
     fn new(media_type: &str, bytes: Vec<u8>) -> Blob {
-        Blob { digest: Digest::sha256_of(&bytes), media_type: media_type.to_string(), bytes: Bytes::from(bytes) }
+        Blob {
+            digest: Digest::sha256_of(&bytes),
+            media_type: media_type.to_string(),
+            bytes: Bytes::from(bytes),
+        }
     }
 
     /// The blob's size in bytes.
@@ -123,21 +127,38 @@ fn build_layer(rng: &mut SplitMix, seed: u64, index: usize, size: usize) -> (Vec
     let dir = format!("ferry-test/layer-{index}/");
     let mut random = vec![0u8; size];
     rng.fill(&mut random);
-    let text = format!("ferry-testkit seed {seed} layer {index} token {:016x}\n", rng.next_u64());
+    let text = format!(
+        "ferry-testkit seed {seed} layer {index} token {:016x}\n",
+        rng.next_u64()
+    );
 
     let mut builder = tar::Builder::new(Vec::new());
     let entries: [(String, &[u8], tar::EntryType, u32); 3] = [
         (dir.clone(), &[], tar::EntryType::Directory, 0o755),
-        (format!("{dir}random.bin"), &random, tar::EntryType::Regular, 0o644),
-        (format!("{dir}info.txt"), text.as_bytes(), tar::EntryType::Regular, 0o644),
+        (
+            format!("{dir}random.bin"),
+            &random,
+            tar::EntryType::Regular,
+            0o644,
+        ),
+        (
+            format!("{dir}info.txt"),
+            text.as_bytes(),
+            tar::EntryType::Regular,
+            0o644,
+        ),
     ];
     for (path, data, kind, mode) in entries {
         let header = tar_header(&path, data.len() as u64, kind, mode);
-        builder.append(&header, data).expect("writing tar to memory");
+        builder
+            .append(&header, data)
+            .expect("writing tar to memory");
     }
     let tar = builder.into_inner().expect("finishing tar in memory");
 
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).expect("gzip to memory");
     let gzip = gz.finish().expect("gzip to memory");
     (tar, gzip)
@@ -151,9 +172,17 @@ fn platform_json(p: &Platform) -> Value {
 pub fn random_image(spec: &ImageSpec) -> TestImage {
     let mut rng = SplitMix(spec.seed ^ 0x5EED_F0E7_7E57_0001);
     let (manifest_type, config_type, layer_type) = if spec.docker_media_types {
-        (media::DOCKER_MANIFEST, media::DOCKER_CONFIG, media::DOCKER_LAYER_GZIP)
+        (
+            media::DOCKER_MANIFEST,
+            media::DOCKER_CONFIG,
+            media::DOCKER_LAYER_GZIP,
+        )
     } else {
-        (media::OCI_MANIFEST, media::OCI_CONFIG, media::OCI_LAYER_GZIP)
+        (
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            media::OCI_LAYER_GZIP,
+        )
     };
 
     let mut layers = Vec::with_capacity(spec.layers);
@@ -182,7 +211,10 @@ pub fn random_image(spec: &ImageSpec) -> TestImage {
     if let Some(v) = &p.variant {
         config["variant"] = json!(v);
     }
-    let config = Blob::new(config_type, serde_json::to_vec(&config).expect("config serialises"));
+    let config = Blob::new(
+        config_type,
+        serde_json::to_vec(&config).expect("config serialises"),
+    );
 
     let manifest = json!({
         "schemaVersion": 2,
@@ -220,7 +252,11 @@ pub fn random_index(seed: u64, platforms: &[Platform], docker_media_types: bool)
             })
         })
         .collect();
-    let media_type = if docker_media_types { media::DOCKER_MANIFEST_LIST } else { media::OCI_INDEX };
+    let media_type = if docker_media_types {
+        media::DOCKER_MANIFEST_LIST
+    } else {
+        media::OCI_INDEX
+    };
     let index = json!({
         "schemaVersion": 2,
         "mediaType": media_type,
@@ -232,7 +268,12 @@ pub fn random_index(seed: u64, platforms: &[Platform], docker_media_types: bool)
         })).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
-    TestIndex { digest: Digest::sha256_of(&bytes), bytes: Bytes::from(bytes), media_type: media_type.to_string(), images }
+    TestIndex {
+        digest: Digest::sha256_of(&bytes),
+        bytes: Bytes::from(bytes),
+        media_type: media_type.to_string(),
+        images,
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +286,9 @@ mod tests {
         let img = random_image(&ImageSpec::default());
         for (layer, diff_id) in img.layers.iter().zip(&img.diff_ids) {
             let mut tar = Vec::new();
-            flate2::read::GzDecoder::new(&layer.bytes[..]).read_to_end(&mut tar).unwrap();
+            flate2::read::GzDecoder::new(&layer.bytes[..])
+                .read_to_end(&mut tar)
+                .unwrap();
             assert_eq!(&Digest::sha256_of(&tar), diff_id);
             let mut archive = tar::Archive::new(&tar[..]);
             let names: Vec<String> = archive

@@ -23,7 +23,10 @@ use sha2::{Digest as _, Sha256};
 
 /// True when `CI=true` (or `CI=1`): missing tools are then a failure, not a skip.
 pub fn is_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1") | Ok("TRUE"))
+    matches!(
+        std::env::var("CI").as_deref(),
+        Ok("true") | Ok("1") | Ok("TRUE")
+    )
 }
 
 /// Finds `name` on `PATH` (also `/usr/sbin`, `/sbin`). `None` when missing and not CI;
@@ -42,7 +45,9 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         }
     }
     if is_ci() {
-        panic!("required tool `{name}` is not installed (CI=true, so this is a failure, not a skip)");
+        panic!(
+            "required tool `{name}` is not installed (CI=true, so this is a failure, not a skip)"
+        );
     }
     eprintln!("skipping: tool `{name}` is not installed");
     None
@@ -146,7 +151,8 @@ pub fn skopeo_inspect(target: &str, extra: &[&str]) -> Result<serde_json::Value,
     let mut c = skopeo_cmd()?;
     c.arg("inspect").args(extra).arg(target);
     let out = run_ok(&mut c, Duration::from_secs(60))?;
-    serde_json::from_str(&out).map_err(|e| format!("skopeo inspect output is not JSON ({e}): {out}"))
+    serde_json::from_str(&out)
+        .map_err(|e| format!("skopeo inspect output is not JSON ({e}): {out}"))
 }
 
 /// Pushes the OCI layout at `layout_dir` to `docker://REGISTRY_HOST/REPO_TAG` over plain HTTP.
@@ -184,7 +190,10 @@ pub fn write_oci_layout<D: std::fmt::Display>(
 ) -> std::io::Result<()> {
     let write_blob = |digest: &str, data: &[u8]| -> std::io::Result<()> {
         let (alg, hex) = digest.split_once(':').ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad digest {digest}"))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad digest {digest}"),
+            )
         })?;
         let d = dir.join("blobs").join(alg);
         std::fs::create_dir_all(&d)?;
@@ -209,16 +218,15 @@ pub fn write_oci_layout<D: std::fmt::Display>(
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)
 }
 
+/// An HTTP response: (status, lower-cased header (name, value) pairs, body).
+pub type HttpResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Minimal blocking HTTP/1.1 GET against `host` ("127.0.0.1:PORT") with extra header lines
 /// (e.g. `("Authorization", "Bearer ...")`). Returns (status, headers, body). Bounded by 10 s.
-pub fn http_get(
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
-    let addr = host
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+pub fn http_get(host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+    let addr = host.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
+    })?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -246,7 +254,10 @@ pub fn http_get(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = buf[split + 4..].to_vec();
-    if hdrs.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+    if hdrs
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
         body = dechunk(&body);
     }
     Ok((status, hdrs, body))
@@ -256,7 +267,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(p) = b.windows(2).position(|w| w == b"\r\n") {
         let size_s = String::from_utf8_lossy(&b[..p]);
-        let size = usize::from_str_radix(size_s.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_s.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         if size == 0 || b.len() < p + 2 + size {
             break;
         }

@@ -1,0 +1,197 @@
+//! Answering a registry's challenge: Basic credentials, or Bearer tokens fetched from the
+//! challenge's realm for each scope, cached until shortly before they expire and fetched
+//! again when the registry says a token is no longer good (a token that expires in the middle
+//! of a long download on a slow link).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+use url::Url;
+
+use crate::challenge::Challenge;
+use crate::client::{read_limited, Client};
+use crate::credentials::Credential;
+use crate::error::{redact, RegistryError};
+
+/// Tokens are renewed this long before they expire.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+struct Token {
+    header: HeaderValue,
+    /// When to fetch a new one: a little before it expires.
+    refresh_at: Instant,
+}
+
+/// Per-registry authentication state.
+pub(crate) struct AuthState {
+    challenge: Option<Challenge>,
+    credential: Option<Credential>,
+    tokens: HashMap<String, Token>,
+}
+
+impl AuthState {
+    pub(crate) fn new(challenge: Option<Challenge>, credential: Option<Credential>) -> AuthState {
+        AuthState { challenge, credential, tokens: HashMap::new() }
+    }
+
+    /// Forget the token for `scope` after a 401, adopting the newer challenge if any.
+    pub(crate) fn invalidate(&mut self, scope: &str, challenge: Option<Challenge>) {
+        self.tokens.remove(scope);
+        if challenge.is_some() {
+            self.challenge = challenge;
+        }
+    }
+
+    pub(crate) async fn header_for(
+        &mut self,
+        client: &Client,
+        registry: &str,
+        scope: &str,
+        _force: bool,
+    ) -> Result<Option<HeaderValue>, RegistryError> {
+        match &self.challenge {
+            None => Ok(None),
+            Some(Challenge::Basic { .. }) => match &self.credential {
+                Some(Credential::Basic { username, password }) => Ok(Some(basic_header(username, password))),
+                Some(Credential::IdentityToken(_)) => Err(RegistryError::Auth {
+                    registry: registry.to_string(),
+                    reason: "the registry wants a username and password, but the stored credential is an identity token".into(),
+                }),
+                None => Ok(None),
+            },
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                if let Some(t) = self.tokens.get(scope) {
+                    if t.refresh_at > Instant::now() {
+                        return Ok(Some(t.header.clone()));
+                    }
+                }
+                let (realm, service) = (realm.clone(), service.clone());
+                let token = fetch_token(client, registry, &realm, service.as_deref(), scope, self.credential.as_ref()).await?;
+                let header = token.header.clone();
+                self.tokens.insert(scope.to_string(), token);
+                Ok(Some(header))
+            }
+        }
+    }
+}
+
+fn basic_header(user: &str, pass: &str) -> HeaderValue {
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut v = HeaderValue::from_str(&format!("Basic {enc}")).unwrap_or_else(|_| HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+async fn fetch_token(
+    client: &Client,
+    registry: &str,
+    realm: &str,
+    service: Option<&str>,
+    scope: &str,
+    credential: Option<&Credential>,
+) -> Result<Token, RegistryError> {
+    let auth_err = |reason: String| RegistryError::Auth { registry: registry.to_string(), reason };
+    let mut url = Url::parse(realm).map_err(|e| auth_err(format!("the token realm {realm:?} is not a URL: {e}")))?;
+    let realm_host = url.host_str().unwrap_or("").to_string();
+    let realm_port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    if url.scheme() != "https" {
+        let loopback = ferry_core::reference::is_loopback_host(&format!("{realm_host}{realm_port}"));
+        if url.scheme() != "http" || (!loopback && !client.opts.insecure) {
+            return Err(auth_err(format!(
+                "the token realm {} is not HTTPS; refusing to send credentials there (use --insecure to allow)",
+                redact(&url)
+            )));
+        }
+    }
+    let req = match credential {
+        Some(Credential::IdentityToken(refresh)) => {
+            let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", "ferry")];
+            if let Some(s) = service {
+                form.push(("service", s));
+            }
+            if !scope.is_empty() {
+                form.push(("scope", scope));
+            }
+            client.http.post(url.clone()).form(&form)
+        }
+        other => {
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(s) = service {
+                    q.append_pair("service", s);
+                }
+                if !scope.is_empty() {
+                    q.append_pair("scope", scope);
+                }
+                if other.is_some() {
+                    q.append_pair("account", match other {
+                        Some(Credential::Basic { username, .. }) => username,
+                        _ => "",
+                    });
+                }
+            }
+            let mut r = client.http.get(url.clone());
+            if let Some(Credential::Basic { username, password }) = other {
+                r = r.header(reqwest::header::AUTHORIZATION, basic_header(username, password));
+            }
+            r
+        }
+    };
+    let req = req.build().map_err(|e| auth_err(format!("cannot build the token request: {e}")))?;
+    let resp = client
+        .with_retries(|| async {
+            let r = req.try_clone().ok_or_else(|| auth_err("the token request cannot be repeated".into()))?;
+            let resp = client.http.execute(r).await.map_err(|source| RegistryError::Transport {
+                method: "GET".into(),
+                url: redact(&url),
+                source,
+            })?;
+            if resp.status().is_server_error() || resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(crate::client::status_error("GET", &url, resp).await);
+            }
+            Ok(resp)
+        })
+        .await?;
+    let status = resp.status();
+    if !status.is_success() {
+        let mut e = crate::client::status_error("GET", &url, resp).await;
+        if let RegistryError::Status { status, .. } = &e {
+            if *status == 401 || *status == 403 {
+                e = auth_err(match credential {
+                    Some(_) => "the token service refused the credentials (HTTP 401/403) — check the username and password".into(),
+                    None => "the registry requires credentials — pass --username and --password-stdin, or add them to ~/.docker/config.json".into(),
+                });
+            }
+        }
+        return Err(e);
+    }
+    let body = read_limited(resp, 1024 * 1024)
+        .await
+        .map_err(|source| RegistryError::Transport { method: "GET".into(), url: redact(&url), source })?;
+    let parsed: TokenResponse =
+        serde_json::from_slice(&body).map_err(|e| auth_err(format!("the token service answered something that is not a token: {e}")))?;
+    let value = parsed
+        .token
+        .filter(|t| !t.is_empty())
+        .or(parsed.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| auth_err("the token service answered without a token".into()))?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {value}")).map_err(|_| auth_err("the token has characters a header cannot carry".into()))?;
+    header.set_sensitive(true);
+    // The spec's default lifetime is 60 s when the service does not say.
+    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).max(1));
+    let margin = EXPIRY_MARGIN.min(lifetime / 2);
+    Ok(Token { header, refresh_at: Instant::now() + lifetime - margin })
+}

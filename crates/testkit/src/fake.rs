@@ -1,1 +1,0 @@
-//! Fake registry (being written).

@@ -1,0 +1,258 @@
+//! An in-process fake OCI distribution registry (read side) with fault injection.
+//!
+//! [`FakeRegistry::start`] binds `127.0.0.1:0` and serves `/v2/`, manifests, blobs (with
+//! `Range`), tag lists and the catalog, optionally behind Basic or Bearer auth. Faults
+//! ([`Fault`]) can be added and cleared at any time; every request is logged.
+
+mod auth;
+mod blobs;
+mod handlers;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use ferry_core::Digest;
+use tokio::task::JoinHandle;
+
+use crate::image::{TestImage, TestIndex};
+
+/// Which JSON field(s) the token endpoint puts the token in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenField {
+    Token,
+    AccessToken,
+    Both,
+}
+
+/// How the fake registry authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeAuth {
+    None,
+    /// `401` with `WWW-Authenticate: Basic realm="fake"` unless these credentials are sent.
+    Basic {
+        user: String,
+        pass: String,
+    },
+    /// Docker token auth: a `Bearer` challenge pointing at the fake's own `/token` endpoint,
+    /// which checks these Basic credentials if set and hands out anonymous tokens otherwise.
+    Bearer {
+        credentials: Option<(String, String)>,
+        token_field: TokenField,
+        expires_in: Option<u64>,
+    },
+}
+
+/// A fault the fake registry injects into its answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Send the headers and `after` bytes of the body, then abort the connection, for the
+    /// first `times` blob GETs of `digest` (or of any blob when `None`).
+    DropAfter {
+        digest: Option<Digest>,
+        after: u64,
+        times: usize,
+    },
+    /// Always serve this blob with one byte flipped (same length).
+    WrongDigest { digest: Digest },
+    /// Ignore `Range` headers: always 200 with the full body.
+    NoRange,
+    /// Answer the first `times` blob GETs with 429 and `Retry-After`.
+    TooManyRequests { times: usize, retry_after_secs: u64 },
+    /// Answer the first `times` blob GETs with 503.
+    ServerError { times: usize },
+    /// In Bearer mode, each token stops working after it has authorized `requests` requests.
+    ExpireTokensAfter { requests: usize },
+    /// Send blob bodies in small chunks at this rate.
+    Throttle { bytes_per_sec: u64 },
+    /// Answer blob GETs with 307 to a second listener at `http://localhost:<port2>/...`,
+    /// which serves the bytes without auth and records whether `Authorization` arrived.
+    RedirectBlobs,
+}
+
+/// One request the fake saw (on either listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub range: Option<String>,
+    pub authorization: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Repo {
+    /// Manifests by tag and by digest string: (media type, bytes).
+    pub(crate) manifests: HashMap<String, (String, Bytes)>,
+    pub(crate) tags: BTreeSet<String>,
+    pub(crate) blobs: HashMap<Digest, Bytes>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Token {
+    pub(crate) scopes: Vec<String>,
+    pub(crate) uses: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) auth: FakeAuth,
+    pub(crate) addr: SocketAddr,
+    pub(crate) redirect_addr: SocketAddr,
+    pub(crate) repos: BTreeMap<String, Repo>,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) log: Vec<LoggedRequest>,
+    pub(crate) blob_gets: HashMap<Digest, usize>,
+    pub(crate) tokens: HashMap<String, Token>,
+    pub(crate) tokens_issued: usize,
+    pub(crate) redirect_saw_authorization: bool,
+}
+
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+pub(crate) fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    // A panicking test thread must not wedge the fake for everyone else.
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The fake registry. Its servers are stopped when it is dropped.
+pub struct FakeRegistry {
+    state: Shared,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FakeRegistry {
+    /// Start the registry (and its redirect listener) on loopback.
+    pub async fn start(auth: FakeAuth) -> FakeRegistry {
+        let main = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake registry");
+        let redirect = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake redirect listener");
+        let state: Shared = Arc::new(Mutex::new(State {
+            auth,
+            addr: main.local_addr().expect("local addr"),
+            redirect_addr: redirect.local_addr().expect("local addr"),
+            repos: BTreeMap::new(),
+            faults: Vec::new(),
+            log: Vec::new(),
+            blob_gets: HashMap::new(),
+            tokens: HashMap::new(),
+            tokens_issued: 0,
+            redirect_saw_authorization: false,
+        }));
+        let main_app = handlers::main_router(state.clone());
+        let redirect_app = handlers::redirect_router(state.clone());
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = axum::serve(main, main_app).await;
+            }),
+            tokio::spawn(async move {
+                let _ = axum::serve(redirect, redirect_app).await;
+            }),
+        ];
+        FakeRegistry { state, tasks }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        lock(&self.state).addr.to_string()
+    }
+
+    /// `localhost:<port2>`: where [`Fault::RedirectBlobs`] sends blob GETs.
+    pub fn redirect_host(&self) -> String {
+        format!("localhost:{}", lock(&self.state).redirect_addr.port())
+    }
+
+    /// Store an image's manifest (by tag and by digest), config and layers.
+    pub fn push_image(&self, repo: &str, tag: &str, img: &TestImage) {
+        for blob in img.blobs() {
+            self.put_blob(repo, blob.digest.clone(), blob.bytes.clone());
+        }
+        self.put_manifest(
+            repo,
+            Some(tag),
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        );
+    }
+
+    /// Store an index (by tag and by digest) and all of its images (by digest).
+    pub fn push_index(&self, repo: &str, tag: &str, idx: &TestIndex) {
+        for img in &idx.images {
+            for blob in img.blobs() {
+                self.put_blob(repo, blob.digest.clone(), blob.bytes.clone());
+            }
+            self.put_manifest(repo, None, &img.manifest_media_type, img.manifest.clone());
+        }
+        self.put_manifest(repo, Some(tag), &idx.media_type, idx.bytes.clone());
+    }
+
+    /// Store arbitrary manifest bytes under `tag` (and their sha256 digest) with any media type.
+    pub fn put_manifest_raw(&self, repo: &str, tag: &str, media_type: &str, bytes: Bytes) {
+        self.put_manifest(repo, Some(tag), media_type, bytes);
+    }
+
+    /// Store a blob under `digest` (which need not match the bytes).
+    pub fn put_blob(&self, repo: &str, digest: Digest, bytes: Bytes) {
+        lock(&self.state)
+            .repos
+            .entry(repo.to_string())
+            .or_default()
+            .blobs
+            .insert(digest, bytes);
+    }
+
+    fn put_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: Bytes) {
+        let digest = Digest::sha256_of(&bytes).to_string();
+        let mut st = lock(&self.state);
+        let r = st.repos.entry(repo.to_string()).or_default();
+        let entry = (media_type.to_string(), bytes);
+        if let Some(tag) = tag {
+            r.tags.insert(tag.to_string());
+            r.manifests.insert(tag.to_string(), entry.clone());
+        }
+        r.manifests.insert(digest, entry);
+    }
+
+    pub fn add_fault(&self, f: Fault) {
+        lock(&self.state).faults.push(f);
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+
+    /// Every request so far, in order of completion of their headers.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        lock(&self.state).log.clone()
+    }
+
+    /// How many blob GETs for `digest` reached the registry (any status).
+    pub fn blob_gets(&self, digest: &Digest) -> usize {
+        lock(&self.state)
+            .blob_gets
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether any request to the redirect listener carried an `Authorization` header.
+    pub fn redirect_saw_authorization(&self) -> bool {
+        lock(&self.state).redirect_saw_authorization
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        lock(&self.state).tokens_issued
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
