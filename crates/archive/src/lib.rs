@@ -1,1 +1,93 @@
-//! ferry-archive (being written).
+//! `ferry-archive` turns images held in a blob store into the files users load: ferry's
+//! default archive (one deterministic tar that is both a `docker load` archive and an OCI
+//! layout, with the registry's original compressed blobs), an OCI layout directory, and
+//! docker's legacy layout with uncompressed layers for old loaders.
+//!
+//! The default archive is planned before anything is written: [`Plan::new`] lists every entry
+//! with its size, so the archive's length is known up front and the bytes are a pure function
+//! of the manifests (same input, same bytes, every time).
+//!
+//! ```no_run
+//! # fn f(images: Vec<ferry_archive::ArchiveImage>, blobs: &dyn ferry_archive::BlobReader) -> std::io::Result<()> {
+//! let plan = ferry_archive::Plan::new(&images);
+//! println!("{} bytes", plan.len());
+//! plan.write_tar(blobs, std::io::stdout().lock())?;
+//! # Ok(()) }
+//! ```
+
+mod legacy;
+mod plan;
+mod tarfmt;
+
+use std::io::{self, Read};
+
+use ferry_core::{Descriptor, Digest, Platform, Reference};
+
+pub use legacy::write_legacy;
+pub use plan::{Entry, EntryBody, Plan};
+
+/// Read access to verified blobs (the store).
+pub trait BlobReader: Sync {
+    /// Open blob `digest` for reading from its start.
+    fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
+    /// Read a small blob (manifest, config) whole.
+    fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open(digest)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// One platform's image: its manifest, config and layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageParts {
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    pub platform: Option<Platform>,
+}
+
+/// An image as it goes into an archive: the name it was pulled as, the top-level manifest
+/// (an image manifest, or an index when all platforms are kept) and the images under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveImage {
+    pub name: Reference,
+    /// The manifest the archive's index points at.
+    pub root: Descriptor,
+    /// Every manifest to store: the root first, then, for an index, its children.
+    pub manifests: Vec<Descriptor>,
+    /// The images with their blobs, in the order their manifests appear.
+    pub images: Vec<ImageParts>,
+    /// Which of `images` docker's `manifest.json` lists (docker loads one platform).
+    pub docker_image: Option<usize>,
+}
+
+impl ArchiveImage {
+    /// A single-platform image.
+    pub fn single(name: Reference, parts: ImageParts) -> ArchiveImage {
+        ArchiveImage {
+            name,
+            root: parts.manifest.clone(),
+            manifests: vec![parts.manifest.clone()],
+            images: vec![parts],
+            docker_image: Some(0),
+        }
+    }
+}
+
+/// Why an archive could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{context}: {source}")]
+    Io { context: String, #[source] source: io::Error },
+    #[error("layer {digest} decompresses to {actual}, but the image config says its content is {expected}")]
+    DiffIdMismatch { digest: Digest, expected: Digest, actual: Digest },
+    #[error("layer {digest} is compressed with {compression}, which the legacy format cannot unpack")]
+    Unsupported { digest: Digest, compression: String },
+    #[error("the image config {digest} is malformed: {reason}")]
+    BadConfig { digest: Digest, reason: String },
+}
+
+pub(crate) fn blob_name(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}

@@ -1,0 +1,196 @@
+//! Planning an archive: the full list of entries, in their fixed order, with sizes, before a
+//! byte is written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use serde_json::json;
+
+use ferry_core::{media, Digest};
+
+use crate::tarfmt;
+use crate::{blob_name, ArchiveError, ArchiveImage, BlobReader};
+
+/// What an entry holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryBody {
+    Dir,
+    /// Metadata ferry generates.
+    Bytes(Vec<u8>),
+    /// A blob from the store, copied as it is.
+    Blob(Digest),
+}
+
+/// One archive entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub body: EntryBody,
+    /// Only docker reads it (`manifest.json`); an OCI layout directory leaves it out.
+    pub docker_only: bool,
+}
+
+/// Every entry of an archive in order. The archive is a pure function of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    entries: Vec<Entry>,
+}
+
+impl Plan {
+    /// Plan the default archive for `images`: `oci-layout`, `index.json`, `manifest.json`,
+    /// then each blob once, in manifest order (manifests, config, layers).
+    pub fn new(images: &[ArchiveImage]) -> Plan {
+        let mut entries = Vec::new();
+        let bytes_entry = |name: &str, data: Vec<u8>, docker_only: bool| Entry {
+            name: name.to_string(),
+            size: data.len() as u64,
+            body: EntryBody::Bytes(data),
+            docker_only,
+        };
+        entries.push(bytes_entry("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(), false));
+        entries.push(bytes_entry("index.json", index_json(images), false));
+        entries.push(bytes_entry("manifest.json", docker_manifest_json(images), true));
+        let mut dirs_done = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut blobs = Vec::new();
+        for img in images {
+            let all = img
+                .manifests
+                .iter()
+                .chain(img.images.iter().flat_map(|p| std::iter::once(&p.config).chain(p.layers.iter())));
+            for d in all {
+                if seen.insert(d.digest.clone()) {
+                    blobs.push((d.digest.clone(), d.size));
+                }
+            }
+        }
+        for (digest, size) in blobs {
+            for dir in ["blobs/".to_string(), format!("blobs/{}/", digest.algorithm().as_str())] {
+                if dirs_done.insert(dir.clone()) {
+                    entries.push(Entry { name: dir, size: 0, body: EntryBody::Dir, docker_only: false });
+                }
+            }
+            entries.push(Entry { name: blob_name(&digest), size, body: EntryBody::Blob(digest), docker_only: false });
+        }
+        Plan { entries }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The archive's exact length in bytes.
+    pub fn len(&self) -> u64 {
+        self.entries.iter().map(|e| tarfmt::entry_len(&e.name, e.size)).sum::<u64>() + 2 * tarfmt::BLOCK
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Write the archive as one tar stream.
+    pub fn write_tar(&self, blobs: &dyn BlobReader, mut out: impl Write) -> Result<(), ArchiveError> {
+        for e in &self.entries {
+            let ctx = || format!("writing {} into the archive", e.name);
+            tarfmt::write_header(&mut out, &e.name, e.size, e.body == EntryBody::Dir).map_err(io_err(ctx()))?;
+            match &e.body {
+                EntryBody::Dir => continue,
+                EntryBody::Bytes(b) => out.write_all(b).map_err(io_err(ctx()))?,
+                EntryBody::Blob(d) => copy_blob(blobs, d, e.size, &mut out).map_err(io_err(ctx()))?,
+            }
+            tarfmt::write_padding(&mut out, e.size).map_err(io_err(ctx()))?;
+        }
+        tarfmt::write_end(&mut out).map_err(io_err("finishing the archive".into()))?;
+        out.flush().map_err(io_err("finishing the archive".into()))
+    }
+
+    /// Write an OCI image layout into the new directory `dir`, which must not exist. It is
+    /// built beside `dir` and renamed into place when complete.
+    pub fn write_dir(&self, blobs: &dyn BlobReader, dir: &Path) -> Result<(), ArchiveError> {
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "layout".into());
+        let tmp = dir.with_file_name(format!(".{name}.ferry-tmp-{}", std::process::id()));
+        let result = (|| -> io::Result<()> {
+            let _ = fs::remove_dir_all(&tmp);
+            fs::create_dir_all(&tmp)?;
+            for e in self.entries.iter().filter(|e| !e.docker_only) {
+                let path = tmp.join(&e.name);
+                match &e.body {
+                    EntryBody::Dir => fs::create_dir_all(&path)?,
+                    EntryBody::Bytes(b) => fs::write(&path, b)?,
+                    EntryBody::Blob(d) => {
+                        let mut f = fs::File::create(&path)?;
+                        copy_blob(blobs, d, e.size, &mut f)?;
+                        f.sync_all()?;
+                    }
+                }
+            }
+            fs::rename(&tmp, dir)
+        })();
+        result.map_err(|source| {
+            let _ = fs::remove_dir_all(&tmp);
+            ArchiveError::Io { context: format!("writing the OCI layout {}", dir.display()), source }
+        })
+    }
+}
+
+fn io_err(context: String) -> impl FnOnce(io::Error) -> ArchiveError {
+    move |source| ArchiveError::Io { context, source }
+}
+
+/// Copy exactly `size` bytes of a blob; a store file of another length is an error, not a
+/// silently wrong archive.
+fn copy_blob(blobs: &dyn BlobReader, d: &Digest, size: u64, out: &mut dyn Write) -> io::Result<()> {
+    let mut r = blobs.open(d)?.take(size + 1);
+    let n = io::copy(&mut r, out)?;
+    if n != size {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("blob {d} holds {n} bytes, expected {size}")));
+    }
+    Ok(())
+}
+
+fn index_json(images: &[ArchiveImage]) -> Vec<u8> {
+    let manifests: Vec<_> = images
+        .iter()
+        .map(|img| {
+            let mut ann = BTreeMap::new();
+            let full = img.name.tagged_name().unwrap_or_else(|| format!("{}@{}", img.name.name(), img.root.digest));
+            ann.insert("io.containerd.image.name", full);
+            if let Some(t) = img.name.tag() {
+                ann.insert("org.opencontainers.image.ref.name", t.to_string());
+            }
+            let mut d = json!({
+                "mediaType": img.root.media_type,
+                "digest": img.root.digest.to_string(),
+                "size": img.root.size,
+                "annotations": ann,
+            });
+            if let (Some(p), true) = (img.images.first().and_then(|p| p.platform.as_ref()), img.images.len() == 1) {
+                if !media::is_index(&img.root.media_type) {
+                    d["platform"] = serde_json::to_value(p).unwrap_or_default();
+                }
+            }
+            d
+        })
+        .collect();
+    let idx = json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests });
+    serde_json::to_vec(&idx).unwrap_or_default()
+}
+
+fn docker_manifest_json(images: &[ArchiveImage]) -> Vec<u8> {
+    let entries: Vec<_> = images
+        .iter()
+        .filter_map(|img| {
+            let parts = img.images.get(img.docker_image?)?;
+            let tags: Vec<String> = img.name.tag().map(|_| img.name.familiar()).into_iter().collect();
+            Some(json!({
+                "Config": blob_name(&parts.config.digest),
+                "RepoTags": tags,
+                "Layers": parts.layers.iter().map(|l| blob_name(&l.digest)).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    serde_json::to_vec(&entries).unwrap_or_default()
+}
