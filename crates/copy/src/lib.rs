@@ -1,1 +1,81 @@
-//! ferry-copy (being written).
+//! `ferry-copy` is the one copy engine. It resolves references to manifests (choosing the
+//! platform from an index the way docker does), works out which blobs the store lacks,
+//! downloads those in parallel through the registry client into the store — each one
+//! verified, resumable, reported as progress events — and hands back the [`ArchiveImage`]s
+//! an archive writer needs.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let client = ferry_registry::Client::new(Default::default())?;
+//! let store = ferry_store::Store::open("/tmp/cache")?;
+//! let refs = vec!["alpine:3.20".parse()?];
+//! let opts = ferry_copy::PullOptions::default();
+//! let images = ferry_copy::pull(&client, &store, &refs, &opts, Arc::new(ferry_copy::NoProgress)).await?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod progress;
+
+use std::io::{self, Read};
+
+use ferry_core::{Digest, Platform, Reference};
+
+pub use engine::pull;
+pub use ferry_archive::{ArchiveImage, ImageParts};
+pub use progress::{Event, NoProgress, Progress};
+
+/// What to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to take from an index; the machine's own by default.
+    pub platform: Platform,
+    /// Whether `platform` was asked for explicitly (then a single-platform image of another
+    /// platform is an error, not a warning).
+    pub platform_explicit: bool,
+    /// Keep the whole index, every platform.
+    pub all_platforms: bool,
+    /// Blobs downloaded at once.
+    pub jobs: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions { platform: Platform::host(), platform_explicit: false, all_platforms: false, jobs: 4 }
+    }
+}
+
+/// Why a copy failed. Each variant names the image or blob involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("fetching the manifest of {reference}")]
+    Manifest { reference: String, #[source] source: ferry_registry::RegistryError },
+    #[error("downloading blob {digest} of {reference}")]
+    Blob { reference: String, digest: Digest, #[source] source: ferry_registry::RegistryError },
+    #[error("{reference} has no image for {wanted}; it has: {}", available.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    NoPlatform { reference: String, wanted: Platform, available: Vec<Platform> },
+    #[error("{reference} is an image for {actual}, not {wanted}")]
+    WrongPlatform { reference: String, wanted: Platform, actual: String },
+    #[error("{reference}: the manifest lists {kind} {digest}, which is not what an image manifest may hold there")]
+    Unexpected { reference: String, kind: &'static str, digest: Digest },
+    #[error("caching blob {digest}")]
+    Store { digest: Digest, #[source] source: ferry_store::StoreError },
+    #[error("a download task failed: {0}")]
+    Task(String),
+}
+
+/// Lets archive writers read blobs from the store.
+pub struct StoreReader<'a>(pub &'a ferry_store::Store);
+
+impl ferry_archive::BlobReader for StoreReader<'_> {
+    fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        let f = self.0.open_blob(digest).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
+    }
+}
+
+/// The name an image is shown by in progress output.
+pub fn display_name(r: &Reference) -> String {
+    r.familiar()
+}

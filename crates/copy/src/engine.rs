@@ -1,0 +1,176 @@
+//! The pull path: resolve every reference, then download every missing blob once, in
+//! parallel, into the store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use ferry_core::{Descriptor, Manifest, Reference};
+use ferry_registry::{Client, FetchedManifest};
+use ferry_store::Store;
+
+use crate::{ArchiveImage, CopyError, Event, ImageParts, Progress, PullOptions};
+
+/// Pull `refs` into `store` and describe them for an archive writer. Blobs shared between the
+/// images, or already in the store, are downloaded once or not at all.
+pub async fn pull(
+    client: &Client,
+    store: &Store,
+    refs: &[Reference],
+    opts: &PullOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<ArchiveImage>, CopyError> {
+    let mut images = Vec::new();
+    for r in refs {
+        images.push(resolve(client, store, r, opts, progress.as_ref()).await?);
+    }
+    let mut wanted: Vec<(Reference, Descriptor)> = Vec::new();
+    let mut seen = HashSet::new();
+    for img in &images {
+        for p in &img.images {
+            for d in std::iter::once(&p.config).chain(&p.layers) {
+                if seen.insert(d.digest.clone()) {
+                    wanted.push((img.name.clone(), d.clone()));
+                }
+            }
+        }
+    }
+    download_all(client, store, wanted, opts.jobs.max(1), progress).await?;
+    Ok(images)
+}
+
+async fn fetch_manifest(client: &Client, store: &Store, r: &Reference, by: Option<&Descriptor>) -> Result<FetchedManifest, CopyError> {
+    let err = |source| CopyError::Manifest { reference: r.to_string(), source };
+    let m = match by {
+        None => client.manifest(r).await.map_err(err)?,
+        Some(d) => client
+            .manifest_at(r.api_host(), r.repository(), &d.digest.to_string(), Some(&d.digest))
+            .await
+            .map_err(err)?,
+    };
+    store
+        .put_verified(&m.digest, &m.bytes)
+        .map_err(|source| CopyError::Store { digest: m.digest.clone(), source })?;
+    Ok(m)
+}
+
+fn parts_of(r: &Reference, m: &FetchedManifest, platform: Option<ferry_core::Platform>) -> Result<ImageParts, CopyError> {
+    match &m.manifest {
+        Manifest::Image(im) => Ok(ImageParts {
+            manifest: m.descriptor(),
+            config: im.config.clone(),
+            layers: im.layers.clone(),
+            platform,
+        }),
+        Manifest::Index(_) => Err(CopyError::Unexpected { reference: r.to_string(), kind: "a nested index", digest: m.digest.clone() }),
+    }
+}
+
+async fn resolve(client: &Client, store: &Store, r: &Reference, opts: &PullOptions, progress: &dyn Progress) -> Result<ArchiveImage, CopyError> {
+    let top = fetch_manifest(client, store, r, None).await?;
+    // The archive names the image by tag and records the digest it resolved to.
+    let image = match &top.manifest {
+        Manifest::Image(_) => {
+            let parts = parts_of(r, &top, None)?;
+            ArchiveImage::single(r.clone(), parts)
+        }
+        Manifest::Index(idx) if opts.all_platforms => {
+            let mut images = Vec::new();
+            let mut manifests = vec![top.descriptor()];
+            let mut docker_image = None;
+            for d in &idx.manifests {
+                let child = fetch_manifest(client, store, r, Some(d)).await?;
+                let parts = parts_of(r, &child, d.platform.clone())?;
+                if docker_image.is_none() && d.platform.as_ref().is_some_and(|p| opts.platform.matches(p)) {
+                    docker_image = Some(images.len());
+                }
+                manifests.push(child.descriptor());
+                images.push(parts);
+            }
+            ArchiveImage { name: r.clone(), root: top.descriptor(), manifests, images, docker_image }
+        }
+        Manifest::Index(idx) => {
+            let Some(d) = idx.select(&opts.platform) else {
+                return Err(CopyError::NoPlatform { reference: r.familiar(), wanted: opts.platform.clone(), available: idx.platforms() });
+            };
+            let child = fetch_manifest(client, store, r, Some(d)).await?;
+            let parts = parts_of(r, &child, d.platform.clone())?;
+            ArchiveImage::single(r.clone(), parts)
+        }
+    };
+    let blobs: Vec<&Descriptor> = image.images.iter().flat_map(|p| std::iter::once(&p.config).chain(&p.layers)).collect();
+    progress.event(Event::Resolved {
+        reference: r.familiar(),
+        digest: image.root.digest.clone(),
+        platform: image.images.first().and_then(|p| p.platform.as_ref()).map(ToString::to_string),
+        blobs: blobs.len(),
+        bytes: blobs.iter().map(|d| d.size).sum(),
+    });
+    Ok(image)
+}
+
+async fn download_all(
+    client: &Client,
+    store: &Store,
+    wanted: Vec<(Reference, Descriptor)>,
+    jobs: usize,
+    progress: Arc<dyn Progress>,
+) -> Result<(), CopyError> {
+    let slots = Arc::new(Semaphore::new(jobs));
+    let mut set = JoinSet::new();
+    for (r, d) in wanted {
+        if store.contains(&d.digest) {
+            progress.event(Event::BlobCached { digest: d.digest.clone(), size: d.size });
+            continue;
+        }
+        let (client, store, progress, slots) = (client.clone(), store.clone(), progress.clone(), slots.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| CopyError::Task(e.to_string()))?;
+            download_one(&client, &store, &r, &d, progress.as_ref()).await
+        });
+    }
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(CopyError::Task(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+async fn download_one(client: &Client, store: &Store, r: &Reference, d: &Descriptor, progress: &dyn Progress) -> Result<(), CopyError> {
+    let store_err = |source| CopyError::Store { digest: d.digest.clone(), source };
+    let (s, digest, size) = (store.clone(), d.digest.clone(), d.size);
+    // Taking the blob's lock may wait for another process; keep that off the async threads.
+    let mut ingest = tokio::task::spawn_blocking(move || s.begin(&digest, Some(size)))
+        .await
+        .map_err(|e| CopyError::Task(e.to_string()))?
+        .map_err(store_err)?;
+    if ingest.already_done() {
+        progress.event(Event::BlobCached { digest: d.digest.clone(), size: d.size });
+        return Ok(());
+    }
+    progress.event(Event::BlobStarted { digest: d.digest.clone(), size: d.size, held: ingest.offset() });
+    let report = |held: u64| progress.event(Event::BlobProgress { digest: d.digest.clone(), held });
+    let fetched = client.blob_into(r.api_host(), r.repository(), d, &mut ingest, &report).await;
+    if let Err(source) = fetched {
+        let _ = ingest.flush();
+        return Err(CopyError::Blob { reference: r.familiar(), digest: d.digest.clone(), source });
+    }
+    tokio::task::spawn_blocking(move || ingest.commit())
+        .await
+        .map_err(|e| CopyError::Task(e.to_string()))?
+        .map_err(|source| match source {
+            ferry_store::StoreError::Verify(v) => CopyError::Blob {
+                reference: r.familiar(),
+                digest: d.digest.clone(),
+                source: ferry_registry::RegistryError::Verify(v),
+            },
+            other => CopyError::Store { digest: d.digest.clone(), source: other },
+        })?;
+    progress.event(Event::BlobDone { digest: d.digest.clone(), size: d.size });
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Progress events: what the engine reports as it works, for bars, plain lines or nothing.
+
+use ferry_core::Digest;
+
+/// Something that happened during a copy.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A reference was resolved to a manifest.
+    Resolved { reference: String, digest: Digest, platform: Option<String>, blobs: usize, bytes: u64 },
+    /// A blob download starts (or resumes from `held` bytes).
+    BlobStarted { digest: Digest, size: u64, held: u64 },
+    /// A blob was already in the cache; nothing is downloaded.
+    BlobCached { digest: Digest, size: u64 },
+    /// Bytes of a blob held so far.
+    BlobProgress { digest: Digest, held: u64 },
+    /// A blob is downloaded and verified.
+    BlobDone { digest: Digest, size: u64 },
+}
+
+/// Receives events; called from several tasks at once.
+pub trait Progress: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: Event) {}
+}
