@@ -79,10 +79,20 @@ impl ArchiveImage {
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("layer {digest} decompresses to {actual}, but the image config says its content is {expected}")]
-    DiffIdMismatch { digest: Digest, expected: Digest, actual: Digest },
-    #[error("layer {digest} is compressed with {compression}, which the legacy format cannot unpack")]
+    DiffIdMismatch {
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error(
+        "layer {digest} is compressed with {compression}, which the legacy format cannot unpack"
+    )]
     Unsupported { digest: Digest, compression: String },
     #[error("the image config {digest} is malformed: {reason}")]
     BadConfig { digest: Digest, reason: String },

@@ -50,17 +50,26 @@ impl Plan {
             body: EntryBody::Bytes(data),
             docker_only,
         };
-        entries.push(bytes_entry("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(), false));
+        entries.push(bytes_entry(
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            false,
+        ));
         entries.push(bytes_entry("index.json", index_json(images), false));
-        entries.push(bytes_entry("manifest.json", docker_manifest_json(images), true));
+        entries.push(bytes_entry(
+            "manifest.json",
+            docker_manifest_json(images),
+            true,
+        ));
         let mut dirs_done = HashSet::new();
         let mut seen = HashSet::new();
         let mut blobs = Vec::new();
         for img in images {
-            let all = img
-                .manifests
-                .iter()
-                .chain(img.images.iter().flat_map(|p| std::iter::once(&p.config).chain(p.layers.iter())));
+            let all = img.manifests.iter().chain(
+                img.images
+                    .iter()
+                    .flat_map(|p| std::iter::once(&p.config).chain(p.layers.iter())),
+            );
             for d in all {
                 if seen.insert(d.digest.clone()) {
                     blobs.push((d.digest.clone(), d.size));
@@ -68,12 +77,25 @@ impl Plan {
             }
         }
         for (digest, size) in blobs {
-            for dir in ["blobs/".to_string(), format!("blobs/{}/", digest.algorithm().as_str())] {
+            for dir in [
+                "blobs/".to_string(),
+                format!("blobs/{}/", digest.algorithm().as_str()),
+            ] {
                 if dirs_done.insert(dir.clone()) {
-                    entries.push(Entry { name: dir, size: 0, body: EntryBody::Dir, docker_only: false });
+                    entries.push(Entry {
+                        name: dir,
+                        size: 0,
+                        body: EntryBody::Dir,
+                        docker_only: false,
+                    });
                 }
             }
-            entries.push(Entry { name: blob_name(&digest), size, body: EntryBody::Blob(digest), docker_only: false });
+            entries.push(Entry {
+                name: blob_name(&digest),
+                size,
+                body: EntryBody::Blob(digest),
+                docker_only: false,
+            });
         }
         Plan { entries }
     }
@@ -84,7 +106,11 @@ impl Plan {
 
     /// The archive's exact length in bytes.
     pub fn len(&self) -> u64 {
-        self.entries.iter().map(|e| tarfmt::entry_len(&e.name, e.size)).sum::<u64>() + 2 * tarfmt::BLOCK
+        self.entries
+            .iter()
+            .map(|e| tarfmt::entry_len(&e.name, e.size))
+            .sum::<u64>()
+            + 2 * tarfmt::BLOCK
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,14 +118,21 @@ impl Plan {
     }
 
     /// Write the archive as one tar stream.
-    pub fn write_tar(&self, blobs: &dyn BlobReader, mut out: impl Write) -> Result<(), ArchiveError> {
+    pub fn write_tar(
+        &self,
+        blobs: &dyn BlobReader,
+        mut out: impl Write,
+    ) -> Result<(), ArchiveError> {
         for e in &self.entries {
             let ctx = || format!("writing {} into the archive", e.name);
-            tarfmt::write_header(&mut out, &e.name, e.size, e.body == EntryBody::Dir).map_err(io_err(ctx()))?;
+            tarfmt::write_header(&mut out, &e.name, e.size, e.body == EntryBody::Dir)
+                .map_err(io_err(ctx()))?;
             match &e.body {
                 EntryBody::Dir => continue,
                 EntryBody::Bytes(b) => out.write_all(b).map_err(io_err(ctx()))?,
-                EntryBody::Blob(d) => copy_blob(blobs, d, e.size, &mut out).map_err(io_err(ctx()))?,
+                EntryBody::Blob(d) => {
+                    copy_blob(blobs, d, e.size, &mut out).map_err(io_err(ctx()))?
+                }
             }
             tarfmt::write_padding(&mut out, e.size).map_err(io_err(ctx()))?;
         }
@@ -110,7 +143,10 @@ impl Plan {
     /// Write an OCI image layout into the new directory `dir`, which must not exist. It is
     /// built beside `dir` and renamed into place when complete.
     pub fn write_dir(&self, blobs: &dyn BlobReader, dir: &Path) -> Result<(), ArchiveError> {
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "layout".into());
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "layout".into());
         let tmp = dir.with_file_name(format!(".{name}.ferry-tmp-{}", std::process::id()));
         let result = (|| -> io::Result<()> {
             let _ = fs::remove_dir_all(&tmp);
@@ -131,7 +167,10 @@ impl Plan {
         })();
         result.map_err(|source| {
             let _ = fs::remove_dir_all(&tmp);
-            ArchiveError::Io { context: format!("writing the OCI layout {}", dir.display()), source }
+            ArchiveError::Io {
+                context: format!("writing the OCI layout {}", dir.display()),
+                source,
+            }
         })
     }
 }
@@ -146,7 +185,10 @@ fn copy_blob(blobs: &dyn BlobReader, d: &Digest, size: u64, out: &mut dyn Write)
     let mut r = blobs.open(d)?.take(size + 1);
     let n = io::copy(&mut r, out)?;
     if n != size {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("blob {d} holds {n} bytes, expected {size}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("blob {d} holds {n} bytes, expected {size}"),
+        ));
     }
     Ok(())
 }
@@ -156,7 +198,10 @@ fn index_json(images: &[ArchiveImage]) -> Vec<u8> {
         .iter()
         .map(|img| {
             let mut ann = BTreeMap::new();
-            let full = img.name.tagged_name().unwrap_or_else(|| format!("{}@{}", img.name.name(), img.root.digest));
+            let full = img
+                .name
+                .tagged_name()
+                .unwrap_or_else(|| format!("{}@{}", img.name.name(), img.root.digest));
             ann.insert("io.containerd.image.name", full);
             if let Some(t) = img.name.tag() {
                 ann.insert("org.opencontainers.image.ref.name", t.to_string());
@@ -167,7 +212,10 @@ fn index_json(images: &[ArchiveImage]) -> Vec<u8> {
                 "size": img.root.size,
                 "annotations": ann,
             });
-            if let (Some(p), true) = (img.images.first().and_then(|p| p.platform.as_ref()), img.images.len() == 1) {
+            if let (Some(p), true) = (
+                img.images.first().and_then(|p| p.platform.as_ref()),
+                img.images.len() == 1,
+            ) {
                 if !media::is_index(&img.root.media_type) {
                     d["platform"] = serde_json::to_value(p).unwrap_or_default();
                 }
@@ -184,7 +232,12 @@ fn docker_manifest_json(images: &[ArchiveImage]) -> Vec<u8> {
         .iter()
         .filter_map(|img| {
             let parts = img.images.get(img.docker_image?)?;
-            let tags: Vec<String> = img.name.tag().map(|_| img.name.familiar()).into_iter().collect();
+            let tags: Vec<String> = img
+                .name
+                .tag()
+                .map(|_| img.name.familiar())
+                .into_iter()
+                .collect();
             Some(json!({
                 "Config": blob_name(&parts.config.digest),
                 "RepoTags": tags,

@@ -11,7 +11,11 @@ pub fn padded(len: u64) -> u64 {
 
 /// Bytes an entry of `name` and `size` takes in the archive, headers and padding included.
 pub fn entry_len(name: &str, size: u64) -> u64 {
-    let long = if name.len() > 100 { BLOCK + padded(name.len() as u64 + 1) } else { 0 };
+    let long = if name.len() > 100 {
+        BLOCK + padded(name.len() as u64 + 1)
+    } else {
+        0
+    };
     long + BLOCK + padded(size)
 }
 
@@ -21,7 +25,8 @@ pub fn write_header(out: &mut dyn Write, name: &str, size: u64, dir: bool) -> io
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::GNULongName);
         fixed(&mut h, name.len() as u64 + 1, 0o644);
-        h.as_gnu_mut().map(|g| g.name[..13].copy_from_slice(b"././@LongLink"));
+        h.as_gnu_mut()
+            .map(|g| g.name[..13].copy_from_slice(b"././@LongLink"));
         h.set_cksum();
         out.write_all(h.as_bytes())?;
         let mut data = name.as_bytes().to_vec();
@@ -30,7 +35,11 @@ pub fn write_header(out: &mut dyn Write, name: &str, size: u64, dir: bool) -> io
         out.write_all(&data)?;
     }
     let mut h = tar::Header::new_ustar();
-    h.set_entry_type(if dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
     fixed(&mut h, size, if dir { 0o755 } else { 0o644 });
     let short = &name.as_bytes()[..name.len().min(100)];
     if let Some(u) = h.as_ustar_mut() {

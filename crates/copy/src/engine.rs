@@ -41,22 +41,42 @@ pub async fn pull(
     Ok(images)
 }
 
-async fn fetch_manifest(client: &Client, store: &Store, r: &Reference, by: Option<&Descriptor>) -> Result<FetchedManifest, CopyError> {
-    let err = |source| CopyError::Manifest { reference: r.to_string(), source };
+async fn fetch_manifest(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    by: Option<&Descriptor>,
+) -> Result<FetchedManifest, CopyError> {
+    let err = |source| CopyError::Manifest {
+        reference: r.to_string(),
+        source,
+    };
     let m = match by {
         None => client.manifest(r).await.map_err(err)?,
         Some(d) => client
-            .manifest_at(r.api_host(), r.repository(), &d.digest.to_string(), Some(&d.digest))
+            .manifest_at(
+                r.api_host(),
+                r.repository(),
+                &d.digest.to_string(),
+                Some(&d.digest),
+            )
             .await
             .map_err(err)?,
     };
     store
         .put_verified(&m.digest, &m.bytes)
-        .map_err(|source| CopyError::Store { digest: m.digest.clone(), source })?;
+        .map_err(|source| CopyError::Store {
+            digest: m.digest.clone(),
+            source,
+        })?;
     Ok(m)
 }
 
-fn parts_of(r: &Reference, m: &FetchedManifest, platform: Option<ferry_core::Platform>) -> Result<ImageParts, CopyError> {
+fn parts_of(
+    r: &Reference,
+    m: &FetchedManifest,
+    platform: Option<ferry_core::Platform>,
+) -> Result<ImageParts, CopyError> {
     match &m.manifest {
         Manifest::Image(im) => Ok(ImageParts {
             manifest: m.descriptor(),
@@ -64,11 +84,21 @@ fn parts_of(r: &Reference, m: &FetchedManifest, platform: Option<ferry_core::Pla
             layers: im.layers.clone(),
             platform,
         }),
-        Manifest::Index(_) => Err(CopyError::Unexpected { reference: r.to_string(), kind: "a nested index", digest: m.digest.clone() }),
+        Manifest::Index(_) => Err(CopyError::Unexpected {
+            reference: r.to_string(),
+            kind: "a nested index",
+            digest: m.digest.clone(),
+        }),
     }
 }
 
-async fn resolve(client: &Client, store: &Store, r: &Reference, opts: &PullOptions, progress: &dyn Progress) -> Result<ArchiveImage, CopyError> {
+async fn resolve(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<ArchiveImage, CopyError> {
     let top = fetch_manifest(client, store, r, None).await?;
     // The archive names the image by tag and records the digest it resolved to.
     let image = match &top.manifest {
@@ -83,28 +113,50 @@ async fn resolve(client: &Client, store: &Store, r: &Reference, opts: &PullOptio
             for d in &idx.manifests {
                 let child = fetch_manifest(client, store, r, Some(d)).await?;
                 let parts = parts_of(r, &child, d.platform.clone())?;
-                if docker_image.is_none() && d.platform.as_ref().is_some_and(|p| opts.platform.matches(p)) {
+                if docker_image.is_none()
+                    && d.platform
+                        .as_ref()
+                        .is_some_and(|p| opts.platform.matches(p))
+                {
                     docker_image = Some(images.len());
                 }
                 manifests.push(child.descriptor());
                 images.push(parts);
             }
-            ArchiveImage { name: r.clone(), root: top.descriptor(), manifests, images, docker_image }
+            ArchiveImage {
+                name: r.clone(),
+                root: top.descriptor(),
+                manifests,
+                images,
+                docker_image,
+            }
         }
         Manifest::Index(idx) => {
             let Some(d) = idx.select(&opts.platform) else {
-                return Err(CopyError::NoPlatform { reference: r.familiar(), wanted: opts.platform.clone(), available: idx.platforms() });
+                return Err(CopyError::NoPlatform {
+                    reference: r.familiar(),
+                    wanted: opts.platform.clone(),
+                    available: idx.platforms(),
+                });
             };
             let child = fetch_manifest(client, store, r, Some(d)).await?;
             let parts = parts_of(r, &child, d.platform.clone())?;
             ArchiveImage::single(r.clone(), parts)
         }
     };
-    let blobs: Vec<&Descriptor> = image.images.iter().flat_map(|p| std::iter::once(&p.config).chain(&p.layers)).collect();
+    let blobs: Vec<&Descriptor> = image
+        .images
+        .iter()
+        .flat_map(|p| std::iter::once(&p.config).chain(&p.layers))
+        .collect();
     progress.event(Event::Resolved {
         reference: r.familiar(),
         digest: image.root.digest.clone(),
-        platform: image.images.first().and_then(|p| p.platform.as_ref()).map(ToString::to_string),
+        platform: image
+            .images
+            .first()
+            .and_then(|p| p.platform.as_ref())
+            .map(ToString::to_string),
         blobs: blobs.len(),
         bytes: blobs.iter().map(|d| d.size).sum(),
     });
@@ -122,12 +174,23 @@ async fn download_all(
     let mut set = JoinSet::new();
     for (r, d) in wanted {
         if store.contains(&d.digest) {
-            progress.event(Event::BlobCached { digest: d.digest.clone(), size: d.size });
+            progress.event(Event::BlobCached {
+                digest: d.digest.clone(),
+                size: d.size,
+            });
             continue;
         }
-        let (client, store, progress, slots) = (client.clone(), store.clone(), progress.clone(), slots.clone());
+        let (client, store, progress, slots) = (
+            client.clone(),
+            store.clone(),
+            progress.clone(),
+            slots.clone(),
+        );
         set.spawn(async move {
-            let _slot = slots.acquire_owned().await.map_err(|e| CopyError::Task(e.to_string()))?;
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|e| CopyError::Task(e.to_string()))?;
             download_one(&client, &store, &r, &d, progress.as_ref()).await
         });
     }
@@ -141,8 +204,17 @@ async fn download_all(
     Ok(())
 }
 
-async fn download_one(client: &Client, store: &Store, r: &Reference, d: &Descriptor, progress: &dyn Progress) -> Result<(), CopyError> {
-    let store_err = |source| CopyError::Store { digest: d.digest.clone(), source };
+async fn download_one(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    d: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<(), CopyError> {
+    let store_err = |source| CopyError::Store {
+        digest: d.digest.clone(),
+        source,
+    };
     let (s, digest, size) = (store.clone(), d.digest.clone(), d.size);
     // Taking the blob's lock may wait for another process; keep that off the async threads.
     let mut ingest = tokio::task::spawn_blocking(move || s.begin(&digest, Some(size)))
@@ -150,15 +222,33 @@ async fn download_one(client: &Client, store: &Store, r: &Reference, d: &Descrip
         .map_err(|e| CopyError::Task(e.to_string()))?
         .map_err(store_err)?;
     if ingest.already_done() {
-        progress.event(Event::BlobCached { digest: d.digest.clone(), size: d.size });
+        progress.event(Event::BlobCached {
+            digest: d.digest.clone(),
+            size: d.size,
+        });
         return Ok(());
     }
-    progress.event(Event::BlobStarted { digest: d.digest.clone(), size: d.size, held: ingest.offset() });
-    let report = |held: u64| progress.event(Event::BlobProgress { digest: d.digest.clone(), held });
-    let fetched = client.blob_into(r.api_host(), r.repository(), d, &mut ingest, &report).await;
+    progress.event(Event::BlobStarted {
+        digest: d.digest.clone(),
+        size: d.size,
+        held: ingest.offset(),
+    });
+    let report = |held: u64| {
+        progress.event(Event::BlobProgress {
+            digest: d.digest.clone(),
+            held,
+        })
+    };
+    let fetched = client
+        .blob_into(r.api_host(), r.repository(), d, &mut ingest, &report)
+        .await;
     if let Err(source) = fetched {
         let _ = ingest.flush();
-        return Err(CopyError::Blob { reference: r.familiar(), digest: d.digest.clone(), source });
+        return Err(CopyError::Blob {
+            reference: r.familiar(),
+            digest: d.digest.clone(),
+            source,
+        });
     }
     tokio::task::spawn_blocking(move || ingest.commit())
         .await
@@ -169,8 +259,14 @@ async fn download_one(client: &Client, store: &Store, r: &Reference, d: &Descrip
                 digest: d.digest.clone(),
                 source: ferry_registry::RegistryError::Verify(v),
             },
-            other => CopyError::Store { digest: d.digest.clone(), source: other },
+            other => CopyError::Store {
+                digest: d.digest.clone(),
+                source: other,
+            },
         })?;
-    progress.event(Event::BlobDone { digest: d.digest.clone(), size: d.size });
+    progress.event(Event::BlobDone {
+        digest: d.digest.clone(),
+        size: d.size,
+    });
     Ok(())
 }

@@ -42,7 +42,12 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: Platform::host(), platform_explicit: false, all_platforms: false, jobs: 4 }
+        PullOptions {
+            platform: Platform::host(),
+            platform_explicit: false,
+            all_platforms: false,
+            jobs: 4,
+        }
     }
 }
 
@@ -50,17 +55,42 @@ impl Default for PullOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error("fetching the manifest of {reference}")]
-    Manifest { reference: String, #[source] source: ferry_registry::RegistryError },
+    Manifest {
+        reference: String,
+        #[source]
+        source: ferry_registry::RegistryError,
+    },
     #[error("downloading blob {digest} of {reference}")]
-    Blob { reference: String, digest: Digest, #[source] source: ferry_registry::RegistryError },
+    Blob {
+        reference: String,
+        digest: Digest,
+        #[source]
+        source: ferry_registry::RegistryError,
+    },
     #[error("{reference} has no image for {wanted}; it has: {}", available.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
-    NoPlatform { reference: String, wanted: Platform, available: Vec<Platform> },
+    NoPlatform {
+        reference: String,
+        wanted: Platform,
+        available: Vec<Platform>,
+    },
     #[error("{reference} is an image for {actual}, not {wanted}")]
-    WrongPlatform { reference: String, wanted: Platform, actual: String },
+    WrongPlatform {
+        reference: String,
+        wanted: Platform,
+        actual: String,
+    },
     #[error("{reference}: the manifest lists {kind} {digest}, which is not what an image manifest may hold there")]
-    Unexpected { reference: String, kind: &'static str, digest: Digest },
+    Unexpected {
+        reference: String,
+        kind: &'static str,
+        digest: Digest,
+    },
     #[error("caching blob {digest}")]
-    Store { digest: Digest, #[source] source: ferry_store::StoreError },
+    Store {
+        digest: Digest,
+        #[source]
+        source: ferry_store::StoreError,
+    },
     #[error("a download task failed: {0}")]
     Task(String),
 }
@@ -70,7 +100,10 @@ pub struct StoreReader<'a>(pub &'a ferry_store::Store);
 
 impl ferry_archive::BlobReader for StoreReader<'_> {
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
-        let f = self.0.open_blob(digest).map_err(|e| io::Error::other(e.to_string()))?;
+        let f = self
+            .0
+            .open_blob(digest)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
     }
 }

@@ -6,9 +6,19 @@ use ferry_core::Digest;
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A reference was resolved to a manifest.
-    Resolved { reference: String, digest: Digest, platform: Option<String>, blobs: usize, bytes: u64 },
+    Resolved {
+        reference: String,
+        digest: Digest,
+        platform: Option<String>,
+        blobs: usize,
+        bytes: u64,
+    },
     /// A blob download starts (or resumes from `held` bytes).
-    BlobStarted { digest: Digest, size: u64, held: u64 },
+    BlobStarted {
+        digest: Digest,
+        size: u64,
+        held: u64,
+    },
     /// A blob was already in the cache; nothing is downloaded.
     BlobCached { digest: Digest, size: u64 },
     /// Bytes of a blob held so far.

@@ -38,7 +38,11 @@ pub enum DigestError {
     #[error("digest algorithm {0:?} is not supported (ferry verifies sha256 and sha512)")]
     UnsupportedAlgorithm(String),
     #[error("digest {digest:?}: the {algorithm} part must be {expected} lowercase hex characters")]
-    BadHex { digest: String, algorithm: &'static str, expected: usize },
+    BadHex {
+        digest: String,
+        algorithm: &'static str,
+        expected: usize,
+    },
 }
 
 /// A validated content digest. The hex part is always lowercase and of the algorithm's length,
@@ -52,7 +56,10 @@ pub struct Digest {
 impl Digest {
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
-        Digest { algorithm: Algorithm::Sha256, hex: hex::encode(sha2::Sha256::digest(bytes)) }
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(sha2::Sha256::digest(bytes)),
+        }
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -78,8 +85,9 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (algo, hex) =
-            s.split_once(':').ok_or_else(|| DigestError::MissingAlgorithm(s.to_string()))?;
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::MissingAlgorithm(s.to_string()))?;
         let algorithm = match algo {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
@@ -87,7 +95,9 @@ impl FromStr for Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
         let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadHex {
                 digest: s.to_string(),
@@ -95,7 +105,10 @@ impl FromStr for Digest {
                 expected: algorithm.hex_len(),
             });
         }
-        Ok(Digest { algorithm, hex: hex.to_string() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -141,11 +154,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("abc".parse::<Digest>(), Err(DigestError::MissingAlgorithm(_))));
-        assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(matches!("sha256:abcd".parse::<Digest>(), Err(DigestError::BadHex { .. })));
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestError::MissingAlgorithm(_))
+        ));
+        assert!(matches!(
+            "md5:abcd".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abcd".parse::<Digest>(),
+            Err(DigestError::BadHex { .. })
+        ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadHex { .. })));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadHex { .. })
+        ));
         let traversal = format!("sha256:../{}", "a".repeat(61));
         assert!(traversal.parse::<Digest>().is_err());
     }

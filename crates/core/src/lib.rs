@@ -22,4 +22,4 @@ pub use digest::{Algorithm, Digest, DigestError};
 pub use manifest::{Descriptor, ImageManifest, IndexManifest, Manifest, ManifestError};
 pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError};
-pub use verify::{ResumableWrite, VerifyError, Verifier, VerifyingReader};
+pub use verify::{ResumableWrite, Verifier, VerifyError, VerifyingReader};

@@ -19,7 +19,9 @@ pub enum ManifestError {
     Schema1(String),
     #[error("unsupported manifest media type {0:?} (ferry reads OCI and Docker schema 2 manifests and indexes)")]
     UnsupportedMediaType(String),
-    #[error("the manifest has neither 'layers' nor 'manifests'; it is not an image manifest or index")]
+    #[error(
+        "the manifest has neither 'layers' nor 'manifests'; it is not an image manifest or index"
+    )]
     Unrecognised,
     #[error("the manifest is malformed: {0}")]
     Malformed(#[source] serde_json::Error),
@@ -42,7 +44,14 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.to_string(), digest, size, platform: None, urls: None, annotations: None }
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            platform: None,
+            urls: None,
+            annotations: None,
+        }
     }
 }
 
@@ -109,13 +118,20 @@ impl Manifest {
             fs_layers: Option<serde_json::Value>,
         }
         let probe: Probe = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
-        let content_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).filter(|c| !c.is_empty());
+        let content_type = content_type
+            .map(|c| c.split(';').next().unwrap_or("").trim())
+            .filter(|c| !c.is_empty());
         let declared = probe.media_type.as_deref().or(content_type);
         if probe.schema_version == Some(1)
             || probe.fs_layers.is_some()
-            || matches!(declared, Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED))
+            || matches!(
+                declared,
+                Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)
+            )
         {
-            return Err(ManifestError::Schema1(declared.unwrap_or(media::DOCKER_SCHEMA1).to_string()));
+            return Err(ManifestError::Schema1(
+                declared.unwrap_or(media::DOCKER_SCHEMA1).to_string(),
+            ));
         }
         let is_index = match probe.media_type.as_deref() {
             Some(mt) if media::is_index(mt) => true,
@@ -126,9 +142,13 @@ impl Manifest {
             None => return Err(ManifestError::Unrecognised),
         };
         if is_index {
-            serde_json::from_slice(bytes).map(Manifest::Index).map_err(ManifestError::Malformed)
+            serde_json::from_slice(bytes)
+                .map(Manifest::Index)
+                .map_err(ManifestError::Malformed)
         } else {
-            serde_json::from_slice(bytes).map(Manifest::Image).map_err(ManifestError::Malformed)
+            serde_json::from_slice(bytes)
+                .map(Manifest::Image)
+                .map_err(ManifestError::Malformed)
         }
     }
 
@@ -177,7 +197,9 @@ mod tests {
 
     #[test]
     fn parses_docker_schema2() {
-        let Manifest::Image(m) = Manifest::parse(IMG.as_bytes(), None).unwrap() else { panic!() };
+        let Manifest::Image(m) = Manifest::parse(IMG.as_bytes(), None).unwrap() else {
+            panic!()
+        };
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.config.size, 3);
     }
@@ -191,19 +213,32 @@ mod tests {
             {{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,"digest":"{d}","platform":{{"os":"linux","architecture":"arm64","variant":"v8","features":["x"]}}}},
             {{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,"digest":"{d}","platform":{{"os":"unknown","architecture":"unknown"}}}}]}}"#
         );
-        let Manifest::Index(i) = Manifest::parse(idx.as_bytes(), None).unwrap() else { panic!() };
+        let Manifest::Index(i) = Manifest::parse(idx.as_bytes(), None).unwrap() else {
+            panic!()
+        };
         assert_eq!(i.platforms().len(), 2);
         let arm = i.select(&"linux/arm64".parse().unwrap()).unwrap();
-        assert_eq!(arm.platform.as_ref().unwrap().variant.as_deref(), Some("v8"));
+        assert_eq!(
+            arm.platform.as_ref().unwrap().variant.as_deref(),
+            Some("v8")
+        );
         assert!(i.select(&"linux/s390x".parse().unwrap()).is_none());
     }
 
     #[test]
     fn schema1_and_garbage_are_refused_clearly() {
         let s1 = r#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
-        let err = Manifest::parse(s1.as_bytes(), None).unwrap_err().to_string();
-        assert!(err.contains("schema 1") && err.contains("not supported"), "{err}");
-        assert!(Manifest::parse(b"nope", None).unwrap_err().to_string().contains("not valid JSON"));
+        let err = Manifest::parse(s1.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("schema 1") && err.contains("not supported"),
+            "{err}"
+        );
+        assert!(Manifest::parse(b"nope", None)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
         assert!(Manifest::parse(b"{}", None).is_err());
         let bad_digest = IMG.replace("sha256:e3b0", "sha256:zzzz");
         assert!(Manifest::parse(bad_digest.as_bytes(), None).is_err());

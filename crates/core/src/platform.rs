@@ -17,7 +17,11 @@ pub struct Platform {
     pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -54,7 +58,9 @@ impl Platform {
     /// Whether an index entry's platform satisfies this wanted platform. A wanted platform
     /// without variant accepts any variant; `arm64` and `arm64/v8` are the same.
     pub fn matches(&self, candidate: &Platform) -> bool {
-        if self.os != candidate.os || normalise_arch(&self.architecture) != normalise_arch(&candidate.architecture) {
+        if self.os != candidate.os
+            || normalise_arch(&self.architecture) != normalise_arch(&candidate.architecture)
+        {
             return false;
         }
         match &self.variant {
@@ -68,7 +74,11 @@ impl Platform {
 
     /// Choose the best entry among `candidates` for this wanted platform: an exact variant
     /// match first, then the architecture's default variant, then the first that matches.
-    pub fn choose<'a, T>(&self, candidates: &'a [T], platform_of: impl Fn(&T) -> Option<&Platform>) -> Option<&'a T> {
+    pub fn choose<'a, T>(
+        &self,
+        candidates: &'a [T],
+        platform_of: impl Fn(&T) -> Option<&Platform>,
+    ) -> Option<&'a T> {
         let matching: Vec<&T> = candidates
             .iter()
             .filter(|c| platform_of(c).is_some_and(|p| self.matches(p)))
@@ -82,7 +92,8 @@ impl Platform {
             .iter()
             .find(|c| {
                 let p = platform_of(c).expect("filtered");
-                normalise_variant(&p.architecture, p.variant.as_deref()).as_deref() == default_variant
+                normalise_variant(&p.architecture, p.variant.as_deref()).as_deref()
+                    == default_variant
             })
             .or_else(|| matching.first())
             .copied()
@@ -111,7 +122,11 @@ impl FromStr for Platform {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        };
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform::new(os, arch, Some(v))),
@@ -154,6 +169,9 @@ mod tests {
             Platform::new("linux", "arm", Some("v7")),
         ];
         let want: Platform = "linux/arm".parse().unwrap();
-        assert_eq!(want.choose(&c, |p| Some(p)).unwrap().variant.as_deref(), Some("v7"));
+        assert_eq!(
+            want.choose(&c, |p| Some(p)).unwrap().variant.as_deref(),
+            Some("v7")
+        );
     }
 }

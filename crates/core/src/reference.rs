@@ -19,11 +19,19 @@ pub enum ReferenceError {
     #[error("the reference is empty")]
     Empty,
     #[error("reference {reference:?}: the repository name must be lowercase ({component:?})")]
-    Uppercase { reference: String, component: String },
-    #[error("reference {reference:?} has an empty path component (check for '//' or a trailing '/')")]
+    Uppercase {
+        reference: String,
+        component: String,
+    },
+    #[error(
+        "reference {reference:?} has an empty path component (check for '//' or a trailing '/')"
+    )]
     EmptyComponent { reference: String },
     #[error("reference {reference:?}: path component {component:?} has invalid characters (allowed: a-z, 0-9, and '.', '_', '__' or '-' between them)")]
-    BadComponent { reference: String, component: String },
+    BadComponent {
+        reference: String,
+        component: String,
+    },
     #[error("reference {reference:?}: registry host {host:?} is not a valid host[:port]")]
     BadHost { reference: String, host: String },
     #[error("reference {reference:?}: tag {tag:?} is invalid (1-128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-')")]
@@ -31,7 +39,10 @@ pub enum ReferenceError {
     #[error("reference {reference:?}: the name is {len} characters, over the limit of 255")]
     TooLong { reference: String, len: usize },
     #[error("reference {reference:?}: {source}")]
-    BadDigest { reference: String, source: DigestError },
+    BadDigest {
+        reference: String,
+        source: DigestError,
+    },
 }
 
 /// A fully normalised image reference.
@@ -48,7 +59,12 @@ pub struct Reference {
 
 impl Reference {
     /// Build a reference from parts that are already valid (as a registry reported them).
-    pub fn new(registry: &str, repository: &str, tag: Option<&str>, digest: Option<Digest>) -> Result<Reference, ReferenceError> {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<Reference, ReferenceError> {
         let mut s = format!("{registry}/{repository}");
         if let Some(t) = tag {
             s.push(':');
@@ -100,7 +116,10 @@ impl Reference {
 
     /// The same image pinned to `digest` (the tag is kept for naming).
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { digest: Some(digest), ..self.clone() }
+        Reference {
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// The same repository with another tag and no digest.
@@ -116,7 +135,10 @@ impl Reference {
     /// The short name docker shows: `docker.io/library/` and `docker.io/` are dropped.
     pub fn familiar_name(&self) -> String {
         if self.registry == DOCKER_HUB {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
+            self.repository
+                .strip_prefix("library/")
+                .unwrap_or(&self.repository)
+                .to_string()
         } else {
             self.name()
         }
@@ -165,7 +187,9 @@ pub fn is_loopback_host(host_port: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 impl fmt::Display for Reference {
@@ -193,7 +217,10 @@ impl FromStr for Reference {
             Some((rest, d)) => {
                 let digest = d
                     .parse::<Digest>()
-                    .map_err(|source| ReferenceError::BadDigest { reference: reference.clone(), source })?;
+                    .map_err(|source| ReferenceError::BadDigest {
+                        reference: reference.clone(),
+                        source,
+                    })?;
                 (rest, Some(digest))
             }
             None => (input, None),
@@ -206,19 +233,28 @@ impl FromStr for Reference {
         };
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(ReferenceError::BadTag { reference, tag: t.to_string() });
+                return Err(ReferenceError::BadTag {
+                    reference,
+                    tag: t.to_string(),
+                });
             }
         }
         if name.is_empty() {
             return Err(ReferenceError::EmptyComponent { reference });
         }
         if name.len() > MAX_NAME_LEN {
-            return Err(ReferenceError::TooLong { reference, len: name.len() });
+            return Err(ReferenceError::TooLong {
+                reference,
+                len: name.len(),
+            });
         }
         let (registry, path) = split_domain(name);
         if let Some(host) = registry {
             if !valid_host(host) {
-                return Err(ReferenceError::BadHost { reference, host: host.to_string() });
+                return Err(ReferenceError::BadHost {
+                    reference,
+                    host: host.to_string(),
+                });
             }
         }
         for component in path.split('/') {
@@ -227,9 +263,15 @@ impl FromStr for Reference {
             }
             if !valid_component(component) {
                 if valid_component(&component.to_ascii_lowercase()) {
-                    return Err(ReferenceError::Uppercase { reference, component: component.to_string() });
+                    return Err(ReferenceError::Uppercase {
+                        reference,
+                        component: component.to_string(),
+                    });
                 }
-                return Err(ReferenceError::BadComponent { reference, component: component.to_string() });
+                return Err(ReferenceError::BadComponent {
+                    reference,
+                    component: component.to_string(),
+                });
             }
         }
         let mut registry = registry.unwrap_or(DOCKER_HUB).to_string();
@@ -242,14 +284,22 @@ impl FromStr for Reference {
         }
         let full_len = registry.len() + 1 + repository.len();
         if full_len > MAX_NAME_LEN {
-            return Err(ReferenceError::TooLong { reference, len: full_len });
+            return Err(ReferenceError::TooLong {
+                reference,
+                len: full_len,
+            });
         }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
             (None, None) => Some("latest".to_string()),
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 }
 
@@ -273,7 +323,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_TAG_LEN
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
@@ -304,7 +355,9 @@ fn valid_component(c: &str) -> bool {
 
 fn valid_host(host: &str) -> bool {
     let (h, port) = if let Some(rest) = host.strip_prefix('[') {
-        let Some((ip6, after)) = rest.split_once(']') else { return false };
+        let Some((ip6, after)) = rest.split_once(']') else {
+            return false;
+        };
         if ip6.parse::<std::net::Ipv6Addr>().is_err() {
             return false;
         }
@@ -322,7 +375,11 @@ fn valid_host(host: &str) -> bool {
         }
     };
     if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n > 65535) {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |n| n > 65535)
+        {
             return false;
         }
     }
@@ -353,7 +410,10 @@ mod tests {
         assert_eq!(p("alpine").to_string(), "docker.io/library/alpine:latest");
         assert_eq!(p("alpine").api_host(), "registry-1.docker.io");
         assert_eq!(p("user/app:1").to_string(), "docker.io/user/app:1");
-        assert_eq!(p("docker.io/alpine:3.20").to_string(), "docker.io/library/alpine:3.20");
+        assert_eq!(
+            p("docker.io/alpine:3.20").to_string(),
+            "docker.io/library/alpine:3.20"
+        );
         assert_eq!(p("index.docker.io/library/alpine").registry(), "docker.io");
         assert_eq!(p("alpine:3.20").familiar(), "alpine:3.20");
         assert_eq!(p("user/app").familiar(), "user/app:latest");
@@ -398,10 +458,17 @@ mod tests {
         ];
         for (input, needle) in cases {
             let err = input.parse::<Reference>().expect_err(input).to_string();
-            assert!(err.contains(needle), "{input:?} gave {err:?}, expected it to mention {needle:?}");
+            assert!(
+                err.contains(needle),
+                "{input:?} gave {err:?}, expected it to mention {needle:?}"
+            );
         }
         let long = format!("{}/x", "a".repeat(260));
-        assert!(long.parse::<Reference>().unwrap_err().to_string().contains("over the limit"));
+        assert!(long
+            .parse::<Reference>()
+            .unwrap_err()
+            .to_string()
+            .contains("over the limit"));
     }
 
     fn component() -> impl Strategy<Value = String> {

@@ -15,7 +15,11 @@ pub enum VerifyError {
     #[error("blob {digest} is larger than the {expected} bytes its descriptor declares")]
     TooLong { digest: Digest, expected: u64 },
     #[error("blob {digest} ended after {got} bytes but its descriptor declares {expected}")]
-    TooShort { digest: Digest, expected: u64, got: u64 },
+    TooShort {
+        digest: Digest,
+        expected: u64,
+        got: u64,
+    },
     #[error("blob {expected} does not match its digest: its content hashes to {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
 }
@@ -41,7 +45,12 @@ impl Verifier {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
         };
-        Verifier { expected, expected_size, seen: 0, hasher }
+        Verifier {
+            expected,
+            expected_size,
+            seen: 0,
+            hasher,
+        }
     }
 
     /// Bytes seen so far.
@@ -58,7 +67,10 @@ impl Verifier {
         self.seen += buf.len() as u64;
         if let Some(size) = self.expected_size {
             if self.seen > size {
-                return Err(VerifyError::TooLong { digest: self.expected.clone(), expected: size });
+                return Err(VerifyError::TooLong {
+                    digest: self.expected.clone(),
+                    expected: size,
+                });
             }
         }
         match &mut self.hasher {
@@ -84,7 +96,10 @@ impl Verifier {
             Hasher::Sha512(h) => Digest::from_parts(Algorithm::Sha512, hex::encode(h.finalize())),
         };
         if actual != self.expected {
-            return Err(VerifyError::DigestMismatch { expected: self.expected, actual });
+            return Err(VerifyError::DigestMismatch {
+                expected: self.expected,
+                actual,
+            });
         }
         Ok(())
     }
@@ -99,20 +114,27 @@ pub struct VerifyingReader<R> {
 
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R, expected: Digest, expected_size: Option<u64>) -> Self {
-        VerifyingReader { inner, verifier: Some(Verifier::new(expected, expected_size)) }
+        VerifyingReader {
+            inner,
+            verifier: Some(Verifier::new(expected, expected_size)),
+        }
     }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let Some(v) = self.verifier.as_mut() else { return Ok(n) };
+        let Some(v) = self.verifier.as_mut() else {
+            return Ok(n);
+        };
         if n == 0 {
             let v = self.verifier.take().expect("checked above");
-            v.finish().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            v.finish()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             return Ok(0);
         }
-        v.update(&buf[..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        v.update(&buf[..n])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(n)
     }
 }

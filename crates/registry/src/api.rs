@@ -22,7 +22,11 @@ pub struct FetchedManifest {
 
 impl FetchedManifest {
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as u64)
+        Descriptor::new(
+            &self.media_type,
+            self.digest.clone(),
+            self.bytes.len() as u64,
+        )
     }
 }
 
@@ -37,8 +41,13 @@ impl Client {
     /// Fetch a manifest by tag or digest. The digest is verified whenever it is known: the
     /// reference's digest, else the registry's `Docker-Content-Digest` header.
     pub async fn manifest(&self, reference: &Reference) -> Result<FetchedManifest, RegistryError> {
-        self.manifest_at(reference.api_host(), reference.repository(), &reference.manifest_reference(), reference.digest())
-            .await
+        self.manifest_at(
+            reference.api_host(),
+            reference.repository(),
+            &reference.manifest_reference(),
+            reference.digest(),
+        )
+        .await
     }
 
     /// Fetch the manifest `tag_or_digest` of `repo` on `host`.
@@ -55,26 +64,52 @@ impl Client {
         let scope = pull_scope(repo);
         let (bytes, content_type, header_digest) = self
             .with_retries(|| async {
-                let resp = self.send(host, &scope, Method::GET, &path, headers.clone()).await?;
+                let resp = self
+                    .send(host, &scope, Method::GET, &path, headers.clone())
+                    .await?;
                 let url = resp.url().clone();
-                let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let dcd = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-                if resp.content_length().is_some_and(|l| l as usize > MAX_MANIFEST) {
-                    return Err(RegistryError::Protocol { url: crate::error::redact(&url), reason: "the manifest is larger than 4 MiB".into() });
+                let ct = resp
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let dcd = resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if resp
+                    .content_length()
+                    .is_some_and(|l| l as usize > MAX_MANIFEST)
+                {
+                    return Err(RegistryError::Protocol {
+                        url: crate::error::redact(&url),
+                        reason: "the manifest is larger than 4 MiB".into(),
+                    });
                 }
-                let body = read_limited(resp, MAX_MANIFEST + 1).await.map_err(|source| RegistryError::Body {
-                    url: crate::error::redact(&url),
-                    received: 0,
-                    source,
-                })?;
+                let body = read_limited(resp, MAX_MANIFEST + 1)
+                    .await
+                    .map_err(|source| RegistryError::Body {
+                        url: crate::error::redact(&url),
+                        received: 0,
+                        source,
+                    })?;
                 if body.len() > MAX_MANIFEST {
-                    return Err(RegistryError::Protocol { url: crate::error::redact(&url), reason: "the manifest is larger than 4 MiB".into() });
+                    return Err(RegistryError::Protocol {
+                        url: crate::error::redact(&url),
+                        reason: "the manifest is larger than 4 MiB".into(),
+                    });
                 }
                 Ok((body, ct, dcd))
             })
             .await?;
         let where_ = format!("{host}/{repo}:{tag_or_digest}");
-        let digest = match (expected, header_digest.as_deref().and_then(|d| d.parse::<Digest>().ok())) {
+        let digest = match (
+            expected,
+            header_digest
+                .as_deref()
+                .and_then(|d| d.parse::<Digest>().ok()),
+        ) {
             (Some(d), _) => d.clone(),
             (None, Some(d)) => d,
             (None, None) => Digest::sha256_of(&bytes),
@@ -82,10 +117,19 @@ impl Client {
         let mut v = Verifier::new(digest.clone(), Some(bytes.len() as u64));
         v.update(&bytes)?;
         v.finish()?;
-        let manifest = Manifest::parse(&bytes, content_type.as_deref())
-            .map_err(|source| RegistryError::Manifest { reference: where_, source })?;
+        let manifest = Manifest::parse(&bytes, content_type.as_deref()).map_err(|source| {
+            RegistryError::Manifest {
+                reference: where_,
+                source,
+            }
+        })?;
         let media_type = manifest.media_type().to_string();
-        Ok(FetchedManifest { bytes, media_type, digest, manifest })
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+            manifest,
+        })
     }
 
     /// Download blob `desc` of `repo` into `out`, verifying size and digest as bytes arrive.
@@ -105,7 +149,10 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let scope = pull_scope(repo);
         let path = format!("v2/{repo}/blobs/{}", desc.digest);
-        let write_err = |source: std::io::Error| RegistryError::Write { digest: desc.digest.to_string(), source };
+        let write_err = |source: std::io::Error| RegistryError::Write {
+            digest: desc.digest.to_string(),
+            source,
+        };
         let mut attempt = 0u32;
         loop {
             let offset = out.offset();
@@ -114,7 +161,9 @@ impl Client {
                 return Ok(());
             }
             let before = offset;
-            let result = self.blob_attempt(host, &scope, &path, desc, out, progress).await;
+            let result = self
+                .blob_attempt(host, &scope, &path, desc, out, progress)
+                .await;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() => {
@@ -125,17 +174,26 @@ impl Client {
                         return Err(e);
                     }
                     let wait = self.backoff(attempt, e.retry_after())?;
-                    tracing::debug!("blob {}: {e}; resuming from byte {} in {wait:?}", desc.digest.short(), out.offset());
+                    tracing::debug!(
+                        "blob {}: {e}; resuming from byte {} in {wait:?}",
+                        desc.digest.short(),
+                        out.offset()
+                    );
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(RegistryError::Write { source, .. }) if source.kind() == std::io::ErrorKind::InvalidData => {
+                Err(RegistryError::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::InvalidData =>
+                {
                     // The content grew past its declared size: the registry is serving
                     // something else. Nothing resumable is left.
                     out.restart().map_err(write_err)?;
                     return Err(RegistryError::Protocol {
                         url: format!("{host}/{path}"),
-                        reason: format!("blob {} is larger than the {} bytes its descriptor declares", desc.digest, desc.size),
+                        reason: format!(
+                            "blob {} is larger than the {} bytes its descriptor declares",
+                            desc.digest, desc.size
+                        ),
                     });
                 }
                 Err(e) => return Err(e),
@@ -152,11 +210,15 @@ impl Client {
         out: &mut dyn ResumableWrite,
         progress: ProgressFn<'_>,
     ) -> Result<(), RegistryError> {
-        let write_err = |source: std::io::Error| RegistryError::Write { digest: desc.digest.to_string(), source };
+        let write_err = |source: std::io::Error| RegistryError::Write {
+            digest: desc.digest.to_string(),
+            source,
+        };
         let offset = out.offset();
         let mut headers = HeaderMap::new();
         if offset > 0 {
-            let v = HeaderValue::from_str(&format!("bytes={offset}-")).map_err(|e| RegistryError::Config(e.to_string()))?;
+            let v = HeaderValue::from_str(&format!("bytes={offset}-"))
+                .map_err(|e| RegistryError::Config(e.to_string()))?;
             headers.insert(RANGE, v);
         }
         let mut resp = self.send(host, scope, Method::GET, path, headers).await?;
@@ -179,13 +241,19 @@ impl Client {
             }
             StatusCode::OK => {
                 if offset > 0 {
-                    tracing::debug!("{url} ignored Range; starting blob {} again", desc.digest.short());
+                    tracing::debug!(
+                        "{url} ignored Range; starting blob {} again",
+                        desc.digest.short()
+                    );
                     out.restart().map_err(write_err)?;
                     progress(0);
                 }
             }
             other => {
-                return Err(RegistryError::Protocol { url, reason: format!("unexpected status {other} for a blob") });
+                return Err(RegistryError::Protocol {
+                    url,
+                    reason: format!("unexpected status {other} for a blob"),
+                });
             }
         }
         loop {
@@ -195,7 +263,13 @@ impl Client {
                     progress(out.offset());
                 }
                 Ok(None) => break,
-                Err(source) => return Err(RegistryError::Body { url, received: out.offset(), source }),
+                Err(source) => {
+                    return Err(RegistryError::Body {
+                        url,
+                        received: out.offset(),
+                        source,
+                    })
+                }
             }
         }
         if out.offset() < desc.size {
@@ -209,10 +283,18 @@ impl Client {
     }
 
     /// Whether blob `digest` exists in `repo` (HEAD), and its size.
-    pub async fn blob_exists(&self, host: &str, repo: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+    pub async fn blob_exists(
+        &self,
+        host: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
         let path = format!("v2/{repo}/blobs/{digest}");
         let scope = pull_scope(repo);
-        match self.with_retries(|| self.send(host, &scope, Method::HEAD, &path, HeaderMap::new())).await {
+        match self
+            .with_retries(|| self.send(host, &scope, Method::HEAD, &path, HeaderMap::new()))
+            .await
+        {
             Ok(r) => Ok(r.content_length()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -230,8 +312,10 @@ impl Client {
         let mut path = format!("v2/{repo}/tags/list?n=1000");
         for _ in 0..10_000 {
             let (body, next) = self.json_page(host, &pull_scope(repo), &path).await?;
-            let t: Tags = serde_json::from_slice(&body)
-                .map_err(|e| RegistryError::Protocol { url: path.clone(), reason: format!("bad tag list: {e}") })?;
+            let t: Tags = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                url: path.clone(),
+                reason: format!("bad tag list: {e}"),
+            })?;
             out.extend(t.tags.unwrap_or_default());
             match next {
                 Some(n) => path = n,
@@ -252,8 +336,11 @@ impl Client {
         let mut path = "v2/_catalog?n=1000".to_string();
         for _ in 0..10_000 {
             let (body, next) = self.json_page(host, "registry:catalog:*", &path).await?;
-            let c: Catalog = serde_json::from_slice(&body)
-                .map_err(|e| RegistryError::Protocol { url: path.clone(), reason: format!("bad catalog: {e}") })?;
+            let c: Catalog =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    url: path.clone(),
+                    reason: format!("bad catalog: {e}"),
+                })?;
             out.extend(c.repositories);
             match next {
                 Some(n) => path = n,
@@ -263,19 +350,36 @@ impl Client {
         Ok(out)
     }
 
-    async fn json_page(&self, host: &str, scope: &str, path: &str) -> Result<(Vec<u8>, Option<String>), RegistryError> {
+    async fn json_page(
+        &self,
+        host: &str,
+        scope: &str,
+        path: &str,
+    ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
         self.with_retries(|| async {
-            let resp = self.send(host, scope, Method::GET, path, HeaderMap::new()).await?;
+            let resp = self
+                .send(host, scope, Method::GET, path, HeaderMap::new())
+                .await?;
             let url = resp.url().clone();
             let next = resp
                 .headers()
                 .get(reqwest::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| l.split(';').next())
-                .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>').trim_start_matches('/').to_string());
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .trim_start_matches('/')
+                        .to_string()
+                });
             let body = read_limited(resp, 64 * 1024 * 1024)
                 .await
-                .map_err(|source| RegistryError::Body { url: crate::error::redact(&url), received: 0, source })?;
+                .map_err(|source| RegistryError::Body {
+                    url: crate::error::redact(&url),
+                    received: 0,
+                    source,
+                })?;
             Ok((body, next))
         })
         .await
@@ -285,9 +389,16 @@ impl Client {
 /// Mark a protocol hiccup as worth a retry by presenting it as a 503.
 fn retryable(e: RegistryError) -> RegistryError {
     match e {
-        RegistryError::Protocol { url, reason } => {
-            RegistryError::Status { method: "GET".into(), url, status: 503, codes: vec![crate::error::RegistryErrorCode { code: "INCOMPLETE".into(), message: reason }], retry_after: None }
-        }
+        RegistryError::Protocol { url, reason } => RegistryError::Status {
+            method: "GET".into(),
+            url,
+            status: 503,
+            codes: vec![crate::error::RegistryErrorCode {
+                code: "INCOMPLETE".into(),
+                message: reason,
+            }],
+            retry_after: None,
+        },
         other => other,
     }
 }

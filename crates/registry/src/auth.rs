@@ -34,7 +34,11 @@ pub(crate) struct AuthState {
 
 impl AuthState {
     pub(crate) fn new(challenge: Option<Challenge>, credential: Option<Credential>) -> AuthState {
-        AuthState { challenge, credential, tokens: HashMap::new() }
+        AuthState {
+            challenge,
+            credential,
+            tokens: HashMap::new(),
+        }
     }
 
     /// Forget the token for `scope` after a 401, adopting the newer challenge if any.
@@ -80,7 +84,8 @@ impl AuthState {
 
 fn basic_header(user: &str, pass: &str) -> HeaderValue {
     let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    let mut v = HeaderValue::from_str(&format!("Basic {enc}")).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut v = HeaderValue::from_str(&format!("Basic {enc}"))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
 }
@@ -103,12 +108,17 @@ async fn fetch_token(
     scope: &str,
     credential: Option<&Credential>,
 ) -> Result<Token, RegistryError> {
-    let auth_err = |reason: String| RegistryError::Auth { registry: registry.to_string(), reason };
-    let mut url = Url::parse(realm).map_err(|e| auth_err(format!("the token realm {realm:?} is not a URL: {e}")))?;
+    let auth_err = |reason: String| RegistryError::Auth {
+        registry: registry.to_string(),
+        reason,
+    };
+    let mut url = Url::parse(realm)
+        .map_err(|e| auth_err(format!("the token realm {realm:?} is not a URL: {e}")))?;
     let realm_host = url.host_str().unwrap_or("").to_string();
     let realm_port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     if url.scheme() != "https" {
-        let loopback = ferry_core::reference::is_loopback_host(&format!("{realm_host}{realm_port}"));
+        let loopback =
+            ferry_core::reference::is_loopback_host(&format!("{realm_host}{realm_port}"));
         if url.scheme() != "http" || (!loopback && !client.opts.insecure) {
             return Err(auth_err(format!(
                 "the token realm {} is not HTTPS; refusing to send credentials there (use --insecure to allow)",
@@ -118,7 +128,11 @@ async fn fetch_token(
     }
     let req = match credential {
         Some(Credential::IdentityToken(refresh)) => {
-            let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", "ferry")];
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", "ferry"),
+            ];
             if let Some(s) = service {
                 form.push(("service", s));
             }
@@ -137,29 +151,45 @@ async fn fetch_token(
                     q.append_pair("scope", scope);
                 }
                 if other.is_some() {
-                    q.append_pair("account", match other {
-                        Some(Credential::Basic { username, .. }) => username,
-                        _ => "",
-                    });
+                    q.append_pair(
+                        "account",
+                        match other {
+                            Some(Credential::Basic { username, .. }) => username,
+                            _ => "",
+                        },
+                    );
                 }
             }
             let mut r = client.http.get(url.clone());
             if let Some(Credential::Basic { username, password }) = other {
-                r = r.header(reqwest::header::AUTHORIZATION, basic_header(username, password));
+                r = r.header(
+                    reqwest::header::AUTHORIZATION,
+                    basic_header(username, password),
+                );
             }
             r
         }
     };
-    let req = req.build().map_err(|e| auth_err(format!("cannot build the token request: {e}")))?;
+    let req = req
+        .build()
+        .map_err(|e| auth_err(format!("cannot build the token request: {e}")))?;
     let resp = client
         .with_retries(|| async {
-            let r = req.try_clone().ok_or_else(|| auth_err("the token request cannot be repeated".into()))?;
-            let resp = client.http.execute(r).await.map_err(|source| RegistryError::Transport {
-                method: "GET".into(),
-                url: redact(&url),
-                source,
-            })?;
-            if resp.status().is_server_error() || resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let r = req
+                .try_clone()
+                .ok_or_else(|| auth_err("the token request cannot be repeated".into()))?;
+            let resp = client
+                .http
+                .execute(r)
+                .await
+                .map_err(|source| RegistryError::Transport {
+                    method: "GET".into(),
+                    url: redact(&url),
+                    source,
+                })?;
+            if resp.status().is_server_error()
+                || resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
+            {
                 return Err(crate::client::status_error("GET", &url, resp).await);
             }
             Ok(resp)
@@ -178,20 +208,32 @@ async fn fetch_token(
         }
         return Err(e);
     }
-    let body = read_limited(resp, 1024 * 1024)
-        .await
-        .map_err(|source| RegistryError::Transport { method: "GET".into(), url: redact(&url), source })?;
-    let parsed: TokenResponse =
-        serde_json::from_slice(&body).map_err(|e| auth_err(format!("the token service answered something that is not a token: {e}")))?;
+    let body =
+        read_limited(resp, 1024 * 1024)
+            .await
+            .map_err(|source| RegistryError::Transport {
+                method: "GET".into(),
+                url: redact(&url),
+                source,
+            })?;
+    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+        auth_err(format!(
+            "the token service answered something that is not a token: {e}"
+        ))
+    })?;
     let value = parsed
         .token
         .filter(|t| !t.is_empty())
         .or(parsed.access_token.filter(|t| !t.is_empty()))
         .ok_or_else(|| auth_err("the token service answered without a token".into()))?;
-    let mut header = HeaderValue::from_str(&format!("Bearer {value}")).map_err(|_| auth_err("the token has characters a header cannot carry".into()))?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
+        .map_err(|_| auth_err("the token has characters a header cannot carry".into()))?;
     header.set_sensitive(true);
     // The spec's default lifetime is 60 s when the service does not say.
     let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).max(1));
     let margin = EXPIRY_MARGIN.min(lifetime / 2);
-    Ok(Token { header, refresh_at: Instant::now() + lifetime - margin })
+    Ok(Token {
+        header,
+        refresh_at: Instant::now() + lifetime - margin,
+    })
 }

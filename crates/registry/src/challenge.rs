@@ -5,8 +5,15 @@ use std::collections::HashMap;
 /// A parsed challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
-    Basic { realm: Option<String> },
-    Bearer { realm: String, service: Option<String>, scope: Option<String>, error: Option<String> },
+    Basic {
+        realm: Option<String>,
+    },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+        error: Option<String>,
+    },
 }
 
 impl Challenge {
@@ -25,7 +32,11 @@ impl Challenge {
                         error: params.get("error").cloned(),
                     });
                 }
-                "basic" => basic = Some(Challenge::Basic { realm: params.get("realm").cloned() }),
+                "basic" => {
+                    basic = Some(Challenge::Basic {
+                        realm: params.get("realm").cloned(),
+                    })
+                }
                 _ => {}
             }
         }
@@ -112,13 +123,24 @@ mod tests {
 
     #[test]
     fn basic_and_multiple() {
-        assert_eq!(Challenge::parse(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic { realm: Some("Registry Realm".into()) }));
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic {
+                realm: Some("Registry Realm".into())
+            })
+        );
         let both = r#"Basic realm="x", Bearer realm="https://t/token",scope="a:b:pull,push",error="insufficient_scope""#;
-        let Some(Challenge::Bearer { scope, error, .. }) = Challenge::parse(both) else { panic!() };
+        let Some(Challenge::Bearer { scope, error, .. }) = Challenge::parse(both) else {
+            panic!()
+        };
         assert_eq!(scope.as_deref(), Some("a:b:pull,push"));
         assert_eq!(error.as_deref(), Some("insufficient_scope"));
         assert_eq!(Challenge::parse("Negotiate"), None);
         assert_eq!(Challenge::parse(""), None);
-        assert_eq!(Challenge::parse("Bearer service=x"), None, "a bearer challenge without realm is unusable");
+        assert_eq!(
+            Challenge::parse("Bearer service=x"),
+            None,
+            "a bearer challenge without realm is unusable"
+        );
     }
 }

@@ -81,10 +81,13 @@ impl Client {
             .pool_max_idle_per_host(16)
             .redirect(reqwest::redirect::Policy::limited(10));
         for pem in &opts.ca_certs {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| RegistryError::Config(format!("the CA certificate file is not PEM: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                RegistryError::Config(format!("the CA certificate file is not PEM: {e}"))
+            })?;
             if certs.is_empty() {
-                return Err(RegistryError::Config("the CA certificate file holds no certificate".into()));
+                return Err(RegistryError::Config(
+                    "the CA certificate file holds no certificate".into(),
+                ));
             }
             for c in certs {
                 b = b.add_root_certificate(c);
@@ -93,8 +96,14 @@ impl Client {
         if opts.insecure {
             b = b.danger_accept_invalid_certs(true);
         }
-        let http = b.build().map_err(|e| RegistryError::Config(format!("cannot set up HTTP: {e}")))?;
-        Ok(Client { http, opts: Arc::new(opts), registries: Arc::new(Mutex::new(HashMap::new())) })
+        let http = b
+            .build()
+            .map_err(|e| RegistryError::Config(format!("cannot set up HTTP: {e}")))?;
+        Ok(Client {
+            http,
+            opts: Arc::new(opts),
+            registries: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -103,7 +112,10 @@ impl Client {
 
     /// The state of `registry` (an API host such as `registry-1.docker.io` or `127.0.0.1:5000`),
     /// pinging it the first time.
-    pub(crate) async fn registry(&self, registry: &str) -> Result<Arc<RegistryState>, RegistryError> {
+    pub(crate) async fn registry(
+        &self,
+        registry: &str,
+    ) -> Result<Arc<RegistryState>, RegistryError> {
         let mut map = self.registries.lock().await;
         if let Some(s) = map.get(registry) {
             return Ok(s.clone());
@@ -125,10 +137,15 @@ impl Client {
         };
         let mut last_err = None;
         for scheme in schemes {
-            let base = Url::parse(&format!("{scheme}://{registry}/"))
-                .map_err(|e| RegistryError::Config(format!("registry {registry:?} is not a valid host: {e}")))?;
-            let url = base.join("v2/").map_err(|e| RegistryError::Config(e.to_string()))?;
-            let resp = self.retrying(|| self.http.get(url.clone()).send(), "GET", &url).await;
+            let base = Url::parse(&format!("{scheme}://{registry}/")).map_err(|e| {
+                RegistryError::Config(format!("registry {registry:?} is not a valid host: {e}"))
+            })?;
+            let url = base
+                .join("v2/")
+                .map_err(|e| RegistryError::Config(e.to_string()))?;
+            let resp = self
+                .retrying(|| self.http.get(url.clone()).send(), "GET", &url)
+                .await;
             match resp {
                 Ok(resp) => {
                     let status = resp.status();
@@ -141,7 +158,11 @@ impl Client {
                         return Err(status_error("GET", &url, resp).await);
                     }
                     let auth = AuthState::new(challenge, self.credential_for(registry)?);
-                    return Ok(RegistryState { base, name: registry.to_string(), auth: Mutex::new(auth) });
+                    return Ok(RegistryState {
+                        base,
+                        name: registry.to_string(),
+                        auth: Mutex::new(auth),
+                    });
                 }
                 Err(e) => last_err = Some(e),
             }
@@ -150,7 +171,10 @@ impl Client {
         if !self.opts.insecure && !loopback {
             if let RegistryError::Transport { source, .. } = &err {
                 let chain = error_chain(source);
-                if chain.contains("certificate") || chain.contains("InvalidCertificate") || chain.contains("UnknownIssuer") {
+                if chain.contains("certificate")
+                    || chain.contains("InvalidCertificate")
+                    || chain.contains("UnknownIssuer")
+                {
                     return Err(RegistryError::Insecure(format!(
                         "{registry} presented a certificate that is not trusted ({chain}); pass --ca-cert FILE with its CA, or --insecure to skip verification"
                     )));
@@ -161,14 +185,26 @@ impl Client {
     }
 
     fn credential_for(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
-        let user_name = if registry == ferry_core::reference::DOCKER_HUB_API { "docker.io" } else { registry };
-        if let Some(c) = self.opts.credentials.get(user_name).or_else(|| self.opts.credentials.get(registry)) {
+        let user_name = if registry == ferry_core::reference::DOCKER_HUB_API {
+            "docker.io"
+        } else {
+            registry
+        };
+        if let Some(c) = self
+            .opts
+            .credentials
+            .get(user_name)
+            .or_else(|| self.opts.credentials.get(registry))
+        {
             return Ok(Some(c.clone()));
         }
         self.opts
             .credential_files
             .lookup(user_name)
-            .map_err(|e| RegistryError::Auth { registry: user_name.to_string(), reason: e.to_string() })
+            .map_err(|e| RegistryError::Auth {
+                registry: user_name.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Send an authenticated request for `repository` with `actions` (`pull`, `push`).
@@ -183,19 +219,28 @@ impl Client {
         headers: HeaderMap,
     ) -> Result<Response, RegistryError> {
         let state = self.registry(registry).await?;
-        let url = state.base.join(path).map_err(|e| RegistryError::Config(format!("bad path {path:?}: {e}")))?;
+        let url = state
+            .base
+            .join(path)
+            .map_err(|e| RegistryError::Config(format!("bad path {path:?}: {e}")))?;
         let mut refreshed = false;
         loop {
             let auth = self.authorization(&state, scope, false).await?;
-            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
             if let Some(a) = auth {
                 req = req.header(AUTHORIZATION, a);
             }
-            let resp = req.send().await.map_err(|source| RegistryError::Transport {
-                method: method.to_string(),
-                url: redact(&url),
-                source,
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|source| RegistryError::Transport {
+                    method: method.to_string(),
+                    url: redact(&url),
+                    source,
+                })?;
             if resp.status() == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
                 let challenge = resp
@@ -214,22 +259,34 @@ impl Client {
     }
 
     /// The `Authorization` value for `scope`, fetching a token when needed.
-    async fn authorization(&self, state: &RegistryState, scope: &str, force: bool) -> Result<Option<HeaderValue>, RegistryError> {
+    async fn authorization(
+        &self,
+        state: &RegistryState,
+        scope: &str,
+        force: bool,
+    ) -> Result<Option<HeaderValue>, RegistryError> {
         let mut auth = state.auth.lock().await;
         auth.header_for(self, &state.name, scope, force).await
     }
 
     /// Run `send` until it succeeds, fails for good, or attempts run out, with backoff and
     /// `Retry-After`.
-    pub(crate) async fn retrying<F, Fut>(&self, send: F, method: &str, url: &Url) -> Result<Response, RegistryError>
+    pub(crate) async fn retrying<F, Fut>(
+        &self,
+        send: F,
+        method: &str,
+        url: &Url,
+    ) -> Result<Response, RegistryError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Response, reqwest::Error>>,
     {
         self.with_retries(|| async {
-            let resp = send()
-                .await
-                .map_err(|source| RegistryError::Transport { method: method.to_string(), url: redact(url), source })?;
+            let resp = send().await.map_err(|source| RegistryError::Transport {
+                method: method.to_string(),
+                url: redact(url),
+                source,
+            })?;
             let s = resp.status();
             if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS {
                 return Err(status_error(method, url, resp).await);
@@ -261,7 +318,11 @@ impl Client {
     }
 
     /// How long to wait before attempt `attempt + 1`.
-    pub(crate) fn backoff(&self, attempt: u32, retry_after: Option<u64>) -> Result<Duration, RegistryError> {
+    pub(crate) fn backoff(
+        &self,
+        attempt: u32,
+        retry_after: Option<u64>,
+    ) -> Result<Duration, RegistryError> {
         if let Some(secs) = retry_after {
             let d = Duration::from_secs(secs);
             if d > self.opts.max_retry_after {
@@ -272,7 +333,10 @@ impl Client {
             }
             return Ok(d);
         }
-        let exp = self.opts.base_backoff.saturating_mul(1u32 << attempt.min(16));
+        let exp = self
+            .opts
+            .base_backoff
+            .saturating_mul(1u32 << attempt.min(16));
         let capped = exp.min(self.opts.max_backoff);
         let jitter = rand::random::<f64>() * 0.25 + 0.875;
         Ok(capped.mul_f64(jitter))
@@ -288,7 +352,13 @@ pub(crate) async fn status_error(method: &str, url: &Url, resp: Response) -> Reg
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
-    RegistryError::Status { method: method.to_string(), url: redact(url), status, codes: parse_codes(&body), retry_after }
+    RegistryError::Status {
+        method: method.to_string(),
+        url: redact(url),
+        status,
+        codes: parse_codes(&body),
+        retry_after,
+    }
 }
 
 /// `Retry-After` is either seconds or an HTTP date.
@@ -297,11 +367,18 @@ pub(crate) fn parse_retry_after(v: &str) -> Option<u64> {
         return Some(secs);
     }
     let when = httpdate::parse_http_date(v.trim()).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).map(|d| d.as_secs()).unwrap_or(0))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
 }
 
 /// Read a body of at most `limit` bytes.
-pub(crate) async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+pub(crate) async fn read_limited(
+    mut resp: Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         if out.len() + chunk.len() > limit {

@@ -13,7 +13,10 @@ use serde::Deserialize;
 /// A credential for one registry. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (`identitytoken` in config.json), exchanged at the token realm.
     IdentityToken(String),
 }
@@ -31,13 +34,25 @@ impl fmt::Debug for Credential {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not valid JSON: {source}")]
-    Parse { path: PathBuf, #[source] source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the 'auth' entry for {registry} in {path} is not base64 of 'user:password'")]
     BadAuth { registry: String, path: PathBuf },
     #[error("credential helper docker-credential-{helper} failed for {registry}: {reason}")]
-    Helper { helper: String, registry: String, reason: String },
+    Helper {
+        helper: String,
+        registry: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,10 +105,18 @@ impl CredentialFiles {
             let text = match std::fs::read(path) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(CredentialError::Read { path: path.clone(), source }),
+                Err(source) => {
+                    return Err(CredentialError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
             };
             let cfg: ConfigFile =
-                serde_json::from_slice(&text).map_err(|source| CredentialError::Parse { path: path.clone(), source })?;
+                serde_json::from_slice(&text).map_err(|source| CredentialError::Parse {
+                    path: path.clone(),
+                    source,
+                })?;
             if let Some(c) = lookup_in(&cfg, path, registry)? {
                 return Ok(Some(c));
             }
@@ -111,15 +134,21 @@ pub fn docker_config_path() -> PathBuf {
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// The keys a registry may be stored under. Docker Hub is `https://index.docker.io/v1/`.
 fn normalise_key(key: &str) -> String {
-    let k = key.trim_start_matches("https://").trim_start_matches("http://");
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let k = k.split('/').next().unwrap_or(k);
     match k {
-        "index.docker.io" | "registry-1.docker.io" | "registry.docker.io" => "docker.io".to_string(),
+        "index.docker.io" | "registry-1.docker.io" | "registry.docker.io" => {
+            "docker.io".to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -132,9 +161,17 @@ fn helper_server_url(registry: &str) -> String {
     }
 }
 
-fn lookup_in(cfg: &ConfigFile, path: &Path, registry: &str) -> Result<Option<Credential>, CredentialError> {
+fn lookup_in(
+    cfg: &ConfigFile,
+    path: &Path,
+    registry: &str,
+) -> Result<Option<Credential>, CredentialError> {
     let want = normalise_key(registry);
-    if let Some((_, helper)) = cfg.cred_helpers.iter().find(|(k, _)| normalise_key(k) == want) {
+    if let Some((_, helper)) = cfg
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| normalise_key(k) == want)
+    {
         return run_helper(helper, registry);
     }
     if let Some((_, entry)) = cfg.auths.iter().find(|(k, _)| normalise_key(k) == want) {
@@ -142,14 +179,25 @@ fn lookup_in(cfg: &ConfigFile, path: &Path, registry: &str) -> Result<Option<Cre
             return Ok(Some(Credential::IdentityToken(tok.clone())));
         }
         if let Some(auth) = entry.auth.as_ref().filter(|a| !a.is_empty()) {
-            let bad = || CredentialError::BadAuth { registry: registry.to_string(), path: path.to_path_buf() };
-            let raw = base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| bad())?;
+            let bad = || CredentialError::BadAuth {
+                registry: registry.to_string(),
+                path: path.to_path_buf(),
+            };
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .map_err(|_| bad())?;
             let text = String::from_utf8(raw).map_err(|_| bad())?;
             let (u, p) = text.split_once(':').ok_or_else(bad)?;
-            return Ok(Some(Credential::Basic { username: u.to_string(), password: p.to_string() }));
+            return Ok(Some(Credential::Basic {
+                username: u.to_string(),
+                password: p.to_string(),
+            }));
         }
         if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-            return Ok(Some(Credential::Basic { username: u.clone(), password: p.clone() }));
+            return Ok(Some(Credential::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            }));
         }
     }
     if let Some(store) = cfg.creds_store.as_ref().filter(|s| !s.is_empty()) {
@@ -160,9 +208,18 @@ fn lookup_in(cfg: &ConfigFile, path: &Path, registry: &str) -> Result<Option<Cre
 
 /// Run `docker-credential-<helper> get` with the server URL on stdin (no shell involved).
 fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, CredentialError> {
-    let fail = |reason: String| CredentialError::Helper { helper: helper.to_string(), registry: registry.to_string(), reason };
-    if !helper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
-        return Err(fail("the helper name has characters a program name cannot have".into()));
+    let fail = |reason: String| CredentialError::Helper {
+        helper: helper.to_string(),
+        registry: registry.to_string(),
+        reason,
+    };
+    if !helper
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(fail(
+            "the helper name has characters a program name cannot have".into(),
+        ));
     }
     let mut child = Command::new(format!("docker-credential-{helper}"))
         .arg("get")
@@ -172,7 +229,9 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
         .spawn()
         .map_err(|e| fail(format!("cannot run it: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(helper_server_url(registry).as_bytes()).map_err(|e| fail(e.to_string()))?;
+        stdin
+            .write_all(helper_server_url(registry).as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
@@ -190,11 +249,15 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
         #[serde(rename = "Secret", default)]
         secret: String,
     }
-    let ans: HelperAnswer = serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad answer: {e}")))?;
+    let ans: HelperAnswer =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad answer: {e}")))?;
     if ans.username == "<token>" {
         return Ok(Some(Credential::IdentityToken(ans.secret)));
     }
-    Ok(Some(Credential::Basic { username: ans.username, password: ans.secret }))
+    Ok(Some(Credential::Basic {
+        username: ans.username,
+        password: ans.secret,
+    }))
 }
 
 #[cfg(test)]
@@ -216,9 +279,15 @@ mod tests {
         ));
         assert_eq!(
             f.lookup("docker.io").unwrap(),
-            Some(Credential::Basic { username: "bob".into(), password: "s3cret".into() })
+            Some(Credential::Basic {
+                username: "bob".into(),
+                password: "s3cret".into()
+            })
         );
-        assert_eq!(f.lookup("ghcr.io").unwrap(), Some(Credential::IdentityToken("tok".into())));
+        assert_eq!(
+            f.lookup("ghcr.io").unwrap(),
+            Some(Credential::IdentityToken("tok".into()))
+        );
         assert!(f.lookup("quay.io").unwrap().is_none());
         let err = f.lookup("localhost:5000").unwrap_err().to_string();
         assert!(err.contains("not base64 of 'user:password'"), "{err}");
@@ -232,15 +301,29 @@ mod tests {
         std::fs::write(&helper, "#!/bin/sh\nread url\necho \"{\\\"Username\\\":\\\"u-$url\\\",\\\"Secret\\\":\\\"p\\\"}\"\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!("{}:{}", d.path().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            d.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         // The helper is found on PATH; only this test changes PATH, and it restores nothing
         // other tests rely on.
         std::env::set_var("PATH", path);
-        let (_c, f) = files_with(r#"{"credHelpers":{"myreg.example":"ferrytest"},"credsStore":"ferrytest"}"#);
-        assert_eq!(f.lookup("myreg.example").unwrap(), Some(Credential::Basic { username: "u-myreg.example".into(), password: "p".into() }));
+        let (_c, f) =
+            files_with(r#"{"credHelpers":{"myreg.example":"ferrytest"},"credsStore":"ferrytest"}"#);
+        assert_eq!(
+            f.lookup("myreg.example").unwrap(),
+            Some(Credential::Basic {
+                username: "u-myreg.example".into(),
+                password: "p".into()
+            })
+        );
         assert_eq!(
             f.lookup("docker.io").unwrap(),
-            Some(Credential::Basic { username: "u-https://index.docker.io/v1/".into(), password: "p".into() })
+            Some(Credential::Basic {
+                username: "u-https://index.docker.io/v1/".into(),
+                password: "p".into()
+            })
         );
         let (_c, f) = files_with(r#"{"credsStore":"bad;rm -rf /"}"#);
         assert!(f.lookup("x.io").is_err());

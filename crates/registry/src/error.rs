@@ -103,7 +103,10 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         match self {
             RegistryError::Status { status, codes, .. } => {
-                *status == 404 || codes.iter().any(|c| c.code.ends_with("_UNKNOWN") || c.code == "NAME_UNKNOWN")
+                *status == 404
+                    || codes
+                        .iter()
+                        .any(|c| c.code.ends_with("_UNKNOWN") || c.code == "NAME_UNKNOWN")
             }
             _ => false,
         }
@@ -113,7 +116,11 @@ impl RegistryError {
     pub fn is_unauthorized(&self) -> bool {
         match self {
             RegistryError::Status { status, codes, .. } => {
-                *status == 401 || *status == 403 || codes.iter().any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
+                *status == 401
+                    || *status == 403
+                    || codes
+                        .iter()
+                        .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
             }
             RegistryError::Auth { .. } => true,
             _ => false,
@@ -127,7 +134,9 @@ impl RegistryError {
                 matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504)
                     || codes.iter().any(|c| c.code == "TOOMANYREQUESTS")
             }
-            RegistryError::Transport { source, .. } => !source.is_builder() && !is_tls_or_scheme_error(source),
+            RegistryError::Transport { source, .. } => {
+                !source.is_builder() && !is_tls_or_scheme_error(source)
+            }
             RegistryError::Body { .. } => true,
             _ => false,
         }
@@ -146,7 +155,10 @@ fn is_tls_or_scheme_error(e: &reqwest::Error) -> bool {
     let mut src: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = src {
         let text = s.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("invalid peer") || text.contains("tls") && text.contains("handshake") {
+        if text.contains("certificate")
+            || text.contains("invalid peer")
+            || text.contains("tls") && text.contains("handshake")
+        {
             return true;
         }
         src = s.source();
@@ -173,7 +185,9 @@ pub(crate) fn parse_codes(body: &[u8]) -> Vec<RegistryErrorCode> {
         #[serde(default)]
         errors: Vec<RegistryErrorCode>,
     }
-    serde_json::from_slice::<Body>(body).map(|b| b.errors).unwrap_or_default()
+    serde_json::from_slice::<Body>(body)
+        .map(|b| b.errors)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -186,12 +200,20 @@ mod tests {
             method: "GET".into(),
             url: "x".into(),
             status: 404,
-            codes: parse_codes(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+            codes: parse_codes(
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            ),
             retry_after: None,
         };
         assert!(e.is_not_found() && !e.is_retryable());
         assert!(e.to_string().contains("MANIFEST_UNKNOWN: manifest unknown"));
-        let e = RegistryError::Status { method: "GET".into(), url: "x".into(), status: 429, codes: vec![], retry_after: Some(3) };
+        let e = RegistryError::Status {
+            method: "GET".into(),
+            url: "x".into(),
+            status: 429,
+            codes: vec![],
+            retry_after: Some(3),
+        };
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(3));
         let u = url::Url::parse("https://user:pw@s3.example/blob?X-Amz-Signature=secret").unwrap();

@@ -22,7 +22,11 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub(crate) fn begin(store: &Store, digest: &Digest, size: Option<u64>) -> Result<Ingest, StoreError> {
+    pub(crate) fn begin(
+        store: &Store,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Ingest, StoreError> {
         let lock_path = store.lock_path(digest);
         let lock = OpenOptions::new()
             .create(true)
@@ -70,7 +74,8 @@ impl Ingest {
             valid += n as u64;
         }
         file.set_len(valid).map_err(StoreError::io(&partial))?;
-        file.seek(SeekFrom::Start(valid)).map_err(StoreError::io(&partial))?;
+        file.seek(SeekFrom::Start(valid))
+            .map_err(StoreError::io(&partial))?;
         ingest.out = Some(BufWriter::with_capacity(256 * 1024, file));
         Ok(ingest)
     }
@@ -103,7 +108,8 @@ impl Ingest {
         out.flush().map_err(StoreError::io(&self.partial))?;
         let f = out.get_mut();
         f.set_len(0).map_err(StoreError::io(&self.partial))?;
-        f.seek(SeekFrom::Start(0)).map_err(StoreError::io(&self.partial))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(StoreError::io(&self.partial))?;
         self.verifier = Verifier::new(self.digest.clone(), self.size);
         Ok(())
     }
@@ -124,8 +130,12 @@ impl Ingest {
             return Ok(self.target.clone());
         }
         let out = self.out.take().ok_or_else(|| done_error(&self.partial))?;
-        let file = out.into_inner().map_err(|e| StoreError::Io { path: self.partial.clone(), source: e.into_error() })?;
-        let verifier = std::mem::replace(&mut self.verifier, Verifier::new(self.digest.clone(), None));
+        let file = out.into_inner().map_err(|e| StoreError::Io {
+            path: self.partial.clone(),
+            source: e.into_error(),
+        })?;
+        let verifier =
+            std::mem::replace(&mut self.verifier, Verifier::new(self.digest.clone(), None));
         if let Err(e) = verifier.finish() {
             drop(file);
             let _ = fs::remove_file(&self.partial);
@@ -149,7 +159,10 @@ impl Drop for Ingest {
 }
 
 fn done_error(path: &std::path::Path) -> StoreError {
-    StoreError::Io { path: path.to_path_buf(), source: io::Error::other("ingest already finished") }
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other("ingest already finished"),
+    }
 }
 
 impl ferry_core::ResumableWrite for Ingest {

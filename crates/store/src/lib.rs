@@ -33,14 +33,21 @@ pub use ingest::Ingest;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cache I/O on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Verify(#[from] VerifyError),
 }
 
 impl StoreError {
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-        move |source| StoreError::Io { path: path.to_path_buf(), source }
+        move |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// Whether the error is a content mismatch (as opposed to a local I/O problem).
@@ -72,15 +79,26 @@ impl Store {
 
     /// Where the verified blob `digest` lives (whether or not it is there yet).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
     }
 
     pub(crate) fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("ingest").join(format!("{}-{}.partial", digest.algorithm().as_str(), digest.hex()))
+        self.root.join("ingest").join(format!(
+            "{}-{}.partial",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ))
     }
 
     pub(crate) fn lock_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("ingest").join(format!("{}-{}.lock", digest.algorithm().as_str(), digest.hex()))
+        self.root.join("ingest").join(format!(
+            "{}-{}.lock",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ))
     }
 
     /// Whether the verified blob is present.
@@ -103,7 +121,9 @@ impl Store {
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest);
         let mut out = Vec::new();
-        File::open(&p).and_then(|mut f| f.read_to_end(&mut out)).map_err(StoreError::io(&p))?;
+        File::open(&p)
+            .and_then(|mut f| f.read_to_end(&mut out))
+            .map_err(StoreError::io(&p))?;
         Ok(out)
     }
 
@@ -116,7 +136,10 @@ impl Store {
         v.update(bytes)?;
         v.finish()?;
         let target = self.blob_path(digest);
-        let tmp = self.root.join("ingest").join(format!("{}.{}.tmp", digest.hex(), std::process::id()));
+        let tmp =
+            self.root
+                .join("ingest")
+                .join(format!("{}.{}.tmp", digest.hex(), std::process::id()));
         let write = || -> io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -125,7 +148,10 @@ impl Store {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            StoreError::Io { path: target.clone(), source: e }
+            StoreError::Io {
+                path: target.clone(),
+                source: e,
+            }
         })
     }
 
@@ -139,7 +165,9 @@ impl Store {
 
     /// Bytes held in partial downloads (what a resume would reuse).
     pub fn partial_bytes(&self, digest: &Digest) -> u64 {
-        fs::metadata(self.partial_path(digest)).map(|m| m.len()).unwrap_or(0)
+        fs::metadata(self.partial_path(digest))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 

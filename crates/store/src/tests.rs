@@ -17,7 +17,10 @@ fn partial_survives_and_resumes() {
         i.write(&data[..40_000]).unwrap();
         // dropped without commit, as a killed or failed download would be
     }
-    assert!(!store.contains(&d), "nothing appears under blobs/ before verification");
+    assert!(
+        !store.contains(&d),
+        "nothing appears under blobs/ before verification"
+    );
     assert_eq!(store.partial_bytes(&d), 40_000);
     let mut i = store.begin(&d, Some(data.len() as u64)).unwrap();
     assert_eq!(i.offset(), 40_000);
@@ -39,7 +42,11 @@ fn corrupt_content_never_reaches_blobs() {
     let err = i.commit().unwrap_err();
     assert!(err.is_verify(), "{err}");
     assert!(!store.contains(&d));
-    assert_eq!(store.partial_bytes(&d), 0, "a wrong partial is not kept for resume");
+    assert_eq!(
+        store.partial_bytes(&d),
+        0,
+        "a wrong partial is not kept for resume"
+    );
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The commands, one file each, and what they share: building the client from the network
+//! options, and temporary outputs that an interruption must not leave behind.
+
+mod pull;
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::Context;
+
+use ferry_registry::{Client, ClientOptions, Credential, CredentialFiles};
+
+use crate::cli::{Cli, Command, NetArgs};
+use crate::exit;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Pull(args) => pull::run(args).await,
+    }
+}
+
+static TEMP_OUTPUTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Remember a temporary output so an interruption removes it.
+pub(crate) fn track_temp(p: PathBuf) {
+    if let Ok(mut v) = TEMP_OUTPUTS.lock() {
+        v.push(p);
+    }
+}
+
+pub(crate) fn untrack_temp(p: &std::path::Path) {
+    if let Ok(mut v) = TEMP_OUTPUTS.lock() {
+        v.retain(|x| x != p);
+    }
+}
+
+pub fn cleanup_temp_outputs() {
+    if let Ok(v) = TEMP_OUTPUTS.lock() {
+        for p in v.iter() {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Build the registry client for `registries` (the user-facing names the credentials
+/// given on the command line apply to).
+pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyhow::Result<Client> {
+    let mut opts = ClientOptions {
+        insecure: net.insecure,
+        credential_files: CredentialFiles::from_env(),
+        ..Default::default()
+    };
+    for path in &net.ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+        opts.ca_certs.push(pem);
+    }
+    if let Some(user) = &net.username {
+        let password = password(net, user, quiet)?;
+        let cred = Credential::Basic {
+            username: user.clone(),
+            password,
+        };
+        let mut map = HashMap::new();
+        for r in registries {
+            map.insert(r.clone(), cred.clone());
+        }
+        opts.credentials = map;
+    }
+    Ok(Client::new(opts)?)
+}
+
+fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {
+    if let Some(p) = &net.password {
+        if !quiet {
+            eprintln!("warning: a password on the command line can be seen by other users; prefer --password-stdin");
+        }
+        return Ok(p.clone());
+    }
+    if net.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        if p.is_empty() {
+            return Err(exit::usage("--password-stdin got an empty password", None));
+        }
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(format!("Password for {user}: "))
+            .context("reading the password")?;
+        return Ok(p);
+    }
+    Err(exit::usage(
+        "--username needs a password, and standard input is not a terminal to ask for one",
+        Some("pipe it in with --password-stdin"),
+    ))
+}

@@ -1,0 +1,209 @@
+//! `ferry pull`: registry → cache → archive.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use ferry_archive::{ArchiveImage, Plan};
+use ferry_copy::{PullOptions, StoreReader};
+use ferry_core::{Platform, Reference};
+use ferry_store::Store;
+
+use crate::cli::{Format, PullArgs};
+use crate::exit;
+use crate::progress::Reporter;
+
+enum Output {
+    Stdout,
+    Path(PathBuf),
+}
+
+pub async fn run(args: PullArgs) -> anyhow::Result<()> {
+    let refs = args
+        .images
+        .iter()
+        .map(|s| s.parse::<Reference>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let (platform, explicit) = match &args.platform {
+        Some(p) => (
+            p.parse::<Platform>()
+                .map_err(|e| exit::usage(e.to_string(), None))?,
+            true,
+        ),
+        None => (Platform::host(), false),
+    };
+    if args.all_platforms && args.format == Format::Legacy {
+        return Err(exit::usage(
+            "--all-platforms cannot go in the legacy format, which holds one platform per image",
+            Some("use --format oci or the default archive"),
+        ));
+    }
+    let output = output_for(&args, &refs)?;
+    let cache = match &args.cache_dir {
+        Some(d) => d.clone(),
+        None => dirs::cache_dir().map(|d| d.join("ferry")).ok_or_else(|| {
+            exit::usage(
+                "cannot tell where the cache directory should be",
+                Some("give one with --cache-dir DIR"),
+            )
+        })?,
+    };
+    let store =
+        Store::open(&cache).with_context(|| format!("opening the cache at {}", cache.display()))?;
+    let mut registries: Vec<String> = refs.iter().map(|r| r.registry().to_string()).collect();
+    registries.dedup();
+    let client = super::client(&args.net, &registries, args.quiet)?;
+    let opts = PullOptions {
+        platform,
+        platform_explicit: explicit,
+        all_platforms: args.all_platforms,
+        jobs: args.jobs as usize,
+    };
+    let reporter = Arc::new(Reporter::new(args.quiet));
+    let images = ferry_copy::pull(&client, &store, &refs, &opts, reporter.clone()).await?;
+    reporter.finish_downloads();
+    let format = args.format;
+    let written =
+        tokio::task::spawn_blocking(move || write_output(&images, &store, format, &output))
+            .await
+            .context("the writer task failed")??;
+    if let Some(path) = written {
+        reporter.line(&format!("wrote {}", path.display()));
+    }
+    Ok(())
+}
+
+fn output_for(args: &PullArgs, refs: &[Reference]) -> anyhow::Result<Output> {
+    let out = match &args.output {
+        Some(p) if p.as_os_str() == "-" => {
+            if args.format == Format::Oci {
+                return Err(exit::usage(
+                    "--format oci writes a directory and cannot go to standard output",
+                    Some("use the default archive format with -o -"),
+                ));
+            }
+            if std::io::stdout().is_terminal() {
+                return Err(exit::usage(
+                    "refusing to write an archive to a terminal",
+                    Some("redirect it: ferry pull IMAGE -o - > file.tar, or | docker load"),
+                ));
+            }
+            return Ok(Output::Stdout);
+        }
+        Some(p) => p.clone(),
+        None => {
+            if refs.len() > 1 {
+                return Err(exit::usage(
+                    "several images need an output name",
+                    Some("add -o FILE, e.g. -o images.tar"),
+                ));
+            }
+            let stem = refs[0].file_stem();
+            PathBuf::from(match args.format {
+                Format::Oci => stem,
+                _ => format!("{stem}.tar"),
+            })
+        }
+    };
+    if args.format == Format::Oci {
+        if out.exists() {
+            return Err(exit::usage(
+                format!(
+                    "{} already exists; an OCI layout is written to a new directory",
+                    out.display()
+                ),
+                Some("remove it or choose another -o"),
+            ));
+        }
+    } else if out.is_dir() {
+        return Err(exit::usage(
+            format!(
+                "{} is a directory; the archive needs a file name",
+                out.display()
+            ),
+            None,
+        ));
+    }
+    Ok(Output::Path(out))
+}
+
+/// Write the output; `Some(path)` when a file or directory was made.
+fn write_output(
+    images: &[ArchiveImage],
+    store: &Store,
+    format: Format,
+    output: &Output,
+) -> anyhow::Result<Option<PathBuf>> {
+    let blobs = StoreReader(store);
+    match output {
+        Output::Stdout => {
+            let stdout = std::io::stdout();
+            let w = BufWriter::with_capacity(1 << 20, stdout.lock());
+            write_tar(images, store, format, w)?;
+            Ok(None)
+        }
+        Output::Path(path) if format == Format::Oci => {
+            super::track_temp(temp_name(path));
+            let r = Plan::new(images).write_dir(&blobs, path);
+            super::untrack_temp(&temp_name(path));
+            r?;
+            Ok(Some(path.clone()))
+        }
+        Output::Path(path) => {
+            let tmp = temp_name(path);
+            super::track_temp(tmp.clone());
+            let result = (|| -> anyhow::Result<()> {
+                let f =
+                    File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                let mut w = BufWriter::with_capacity(1 << 20, f);
+                write_tar(images, store, format, &mut w)?;
+                let f = w
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                f.sync_all()
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, path).with_context(|| {
+                    format!("moving the finished archive to {}", path.display())
+                })?;
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            super::untrack_temp(&tmp);
+            result?;
+            Ok(Some(path.clone()))
+        }
+    }
+}
+
+fn write_tar(
+    images: &[ArchiveImage],
+    store: &Store,
+    format: Format,
+    mut w: impl Write,
+) -> anyhow::Result<()> {
+    let blobs = StoreReader(store);
+    match format {
+        Format::Legacy => {
+            let scratch = store.root().join("ingest");
+            ferry_archive::write_legacy(images, &blobs, &scratch, &mut w)?
+        }
+        _ => Plan::new(images).write_tar(&blobs, &mut w)?,
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The temporary name an output is built under, beside it so the rename is atomic.
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "output".into());
+    path.with_file_name(format!(".{name}.ferry-tmp-{}", std::process::id()))
+}
