@@ -5,4 +5,6 @@
 
 pub mod fake;
 pub mod image;
+pub mod proxy;
 pub mod real;
+pub mod tls;
