@@ -8,7 +8,7 @@
 //! of the manifests (same input, same bytes, every time).
 //!
 //! ```no_run
-//! # fn f(images: Vec<ferry_archive::ArchiveImage>, blobs: &dyn ferry_archive::BlobReader) -> std::io::Result<()> {
+//! # fn f(images: Vec<ferry_archive::ArchiveImage>, blobs: &dyn ferry_archive::BlobReader) -> Result<(), Box<dyn std::error::Error>> {
 //! let plan = ferry_archive::Plan::new(&images);
 //! println!("{} bytes", plan.len());
 //! plan.write_tar(blobs, std::io::stdout().lock())?;
@@ -30,6 +30,11 @@ pub use plan::{Entry, EntryBody, Plan};
 pub trait BlobReader: Sync {
     /// Open blob `digest` for reading from its start.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
+    /// The blob as a plain file, when the backend has one: archives then copy it with the
+    /// kernel's file-to-file copy instead of through user-space buffers.
+    fn open_file(&self, _digest: &Digest) -> Option<io::Result<std::fs::File>> {
+        None
+    }
     /// Read a small blob (manifest, config) whole.
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();

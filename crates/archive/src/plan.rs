@@ -117,7 +117,8 @@ impl Plan {
         self.entries.is_empty()
     }
 
-    /// Write the archive as one tar stream.
+    /// Write the archive as one tar stream. When `out` is a file or pipe (buffered or not),
+    /// blob bodies go by `copy_file_range`/`splice`, never through ferry's memory.
     pub fn write_tar(
         &self,
         blobs: &dyn BlobReader,
@@ -131,7 +132,7 @@ impl Plan {
                 EntryBody::Dir => continue,
                 EntryBody::Bytes(b) => out.write_all(b).map_err(io_err(ctx()))?,
                 EntryBody::Blob(d) => {
-                    copy_blob(blobs, d, e.size, &mut out).map_err(io_err(ctx()))?
+                    copy_blob_fast(blobs, d, e.size, &mut out).map_err(io_err(ctx()))?
                 }
             }
             tarfmt::write_padding(&mut out, e.size).map_err(io_err(ctx()))?;
@@ -158,7 +159,7 @@ impl Plan {
                     EntryBody::Bytes(b) => fs::write(&path, b)?,
                     EntryBody::Blob(d) => {
                         let mut f = fs::File::create(&path)?;
-                        copy_blob(blobs, d, e.size, &mut f)?;
+                        copy_blob_fast(blobs, d, e.size, &mut f)?;
                         f.sync_all()?;
                     }
                 }
@@ -177,6 +178,18 @@ impl Plan {
 
 fn io_err(context: String) -> impl FnOnce(io::Error) -> ArchiveError {
     move |source| ArchiveError::Io { context, source }
+}
+
+/// [`copy_blob`] for a concretely typed writer, so that the standard library can use the
+/// kernel's zero-copy paths when both ends are files or pipes.
+fn copy_blob_fast<W: Write>(blobs: &dyn BlobReader, d: &Digest, size: u64, out: &mut W) -> io::Result<()> {
+    let Some(file) = blobs.open_file(d) else { return copy_blob(blobs, d, size, out) };
+    let mut r = file?.take(size + 1);
+    let n = io::copy(&mut r, out)?;
+    if n != size {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("blob {d} holds {n} bytes, expected {size}")));
+    }
+    Ok(())
 }
 
 /// Copy exactly `size` bytes of a blob; a store file of another length is an error, not a

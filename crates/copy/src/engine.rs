@@ -102,7 +102,10 @@ async fn resolve(
     let top = fetch_manifest(client, store, r, None).await?;
     // The archive names the image by tag and records the digest it resolved to.
     let image = match &top.manifest {
-        Manifest::Image(_) => {
+        Manifest::Image(im) => {
+            if opts.platform_explicit {
+                check_image_platform(client, store, r, &im.config, opts, progress).await?;
+            }
             let parts = parts_of(r, &top, None)?;
             ArchiveImage::single(r.clone(), parts)
         }
@@ -161,6 +164,44 @@ async fn resolve(
         bytes: blobs.iter().map(|d| d.size).sum(),
     });
     Ok(image)
+}
+
+/// A single-platform image names its platform only in its config: fetch that (into the
+/// store, where it is wanted anyway) and refuse an image of another platform than the one
+/// asked for explicitly, as docker does.
+async fn check_image_platform(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    config: &Descriptor,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<(), CopyError> {
+    if !store.contains(&config.digest) {
+        download_one(client, store, r, config, progress).await?;
+    }
+    let bytes = store
+        .read_small(&config.digest)
+        .map_err(|source| CopyError::Store {
+            digest: config.digest.clone(),
+            source,
+        })?;
+    // A config that does not say (or does not parse) is not held against the image.
+    let Ok(cfg) = ferry_core::manifest::ImageConfig::parse(&bytes) else {
+        return Ok(());
+    };
+    let (Some(os), Some(arch)) = (cfg.os.as_deref(), cfg.architecture.as_deref()) else {
+        return Ok(());
+    };
+    let actual = ferry_core::Platform::new(os, arch, cfg.variant.as_deref());
+    if opts.platform.matches(&actual) {
+        return Ok(());
+    }
+    Err(CopyError::WrongPlatform {
+        reference: r.familiar(),
+        wanted: opts.platform.clone(),
+        actual: actual.to_string(),
+    })
 }
 
 async fn download_all(

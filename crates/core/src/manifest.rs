@@ -172,6 +172,8 @@ pub struct ImageConfig {
     #[serde(default)]
     pub os: Option<String>,
     #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
     pub rootfs: Option<RootFs>,
 }
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const AFTER_HELP: &str = "\
+/// The exit codes, shown by `ferry --help` and `ferry pull --help` alike.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0    success
   1    other error
@@ -13,14 +16,21 @@ Exit codes:
   4    authentication failed
   5    network failure after all retries (run again: it resumes)
   6    content did not match its digest
-  130  interrupted
+  130  interrupted"
+    };
+}
+
+const AFTER_HELP: &str = concat!(
+    exit_codes!(),
+    "
 
 Environment:
   FERRY_CACHE_DIR        the blob cache (default: the user's cache dir, e.g. ~/.cache/ferry)
   DOCKER_CONFIG          directory of docker's config.json (default ~/.docker)
   REGISTRY_AUTH_FILE     podman's auth.json
   HTTPS_PROXY, NO_PROXY  proxies, as usual
-  FERRY_LOG              log filter (e.g. debug)";
+  FERRY_LOG              log filter (e.g. debug)"
+);
 
 /// Move container images across slow, blocked and air-gapped networks.
 #[derive(Debug, Parser)]
@@ -40,7 +50,8 @@ pub enum Command {
     Pull(PullArgs),
 }
 
-const PULL_HELP: &str = "\
+const PULL_HELP: &str = concat!(
+    "\
 Examples:
   ferry pull alpine:3.20                       writes alpine_3.20.tar
   ferry pull alpine busybox -o both.tar        two images, shared layers stored once
@@ -50,7 +61,11 @@ Examples:
 
 The default archive loads with docker load, podman load, ctr images import and
 skopeo (docker-archive: and oci-archive:). Interrupted pulls resume: run the
-same command again.";
+same command again.
+
+",
+    exit_codes!()
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

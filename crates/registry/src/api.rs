@@ -295,7 +295,12 @@ impl Client {
             .with_retries(|| self.send(host, &scope, Method::HEAD, &path, HeaderMap::new()))
             .await
         {
-            Ok(r) => Ok(r.content_length()),
+            // Not `content_length()`: that is the body's size hint, which is 0 for a HEAD.
+            Ok(r) => Ok(r
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }

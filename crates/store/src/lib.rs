@@ -143,7 +143,6 @@ impl Store {
         let write = || -> io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
             fs::rename(&tmp, &target)
         };
         write().map_err(|e| {

@@ -160,11 +160,10 @@ fn write_output(
                     File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
                 write_tar(images, store, format, &mut w)?;
-                let f = w
-                    .into_inner()
+                // Complete before it is renamed into place; not fsynced, as docker save and
+                // skopeo do not: the cost is a second write of the whole image to disk.
+                w.into_inner()
                     .map_err(|e| e.into_error())
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                f.sync_all()
                     .with_context(|| format!("writing {}", tmp.display()))?;
                 std::fs::rename(&tmp, path).with_context(|| {
                     format!("moving the finished archive to {}", path.display())

@@ -115,3 +115,113 @@ pub fn digests(list: &[ferry_core::Digest]) -> Vec<String> {
 pub fn tmp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+// ---- Helpers for real_auth.rs, real_platforms.rs and real_formats.rs ----
+
+/// Put a multi-platform image (an OCI index or a Docker manifest list, with every child
+/// image) into a real registry as `repo:tag`: an OCI layout whose `index.json` points at the
+/// index blob, copied with `skopeo copy --all`, which pushes the children by digest and then
+/// the index byte for byte.
+pub fn push_index_with_skopeo(
+    reg: &real::RealRegistry,
+    repo_tag: &str,
+    idx: &ferry_testkit::image::TestIndex,
+    creds: Option<(&str, &str)>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = dir.path().join("layout");
+    let mut blobs: Vec<(String, &[u8])> = Vec::new();
+    for img in &idx.images {
+        blobs.push((img.manifest_digest.to_string(), &img.manifest[..]));
+        blobs.extend(img.blobs().map(|b| (b.digest.to_string(), &b.bytes[..])));
+    }
+    real::write_oci_layout(&layout, &idx.media_type, &idx.bytes, &blobs)
+        .expect("writing the layout");
+    let creds_arg = creds.map(|(u, p)| format!("--dest-creds={u}:{p}"));
+    let mut extra = vec!["--all", "--dest-tls-verify=false"];
+    if let Some(c) = &creds_arg {
+        extra.push(c);
+    }
+    real::skopeo_copy(
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{}/{repo_tag}", reg.host),
+        &extra,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "skopeo push of the index: {e}\nregistry log:\n{}",
+            reg.log()
+        )
+    });
+}
+
+/// Run a prepared ferry command with `input` written to its standard input.
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ferry");
+    {
+        let mut stdin = child.stdin.take().expect("ferry's stdin");
+        stdin.write_all(input).expect("writing ferry's stdin");
+    }
+    child.wait_with_output().expect("waiting for ferry")
+}
+
+/// Every regular file of the tar at `path` (name → bytes), in archive order.
+pub fn tar_files(path: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut a = tar::Archive::new(f);
+    let mut out = Vec::new();
+    for e in a.entries().expect("tar entries") {
+        let mut e = e.expect("tar entry");
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = e.path().expect("entry path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("reading a tar entry");
+        out.push((name, data));
+    }
+    out
+}
+
+/// The file `name` of a tar read by [`tar_files`], parsed as JSON.
+pub fn tar_json(files: &[(String, Vec<u8>)], name: &str) -> serde_json::Value {
+    let (_, data) = files
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("the archive has no {name}"));
+    serde_json::from_slice(data).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"))
+}
+
+/// Standard base64 (with padding), as docker's config.json `auth` entries use.
+pub fn base64_std(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// sha256 digest (`sha256:<hex>`) of `data`.
+pub fn sha256_of(data: &[u8]) -> String {
+    real::sha256_digest(data)
+}
