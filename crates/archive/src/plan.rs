@@ -182,12 +182,22 @@ fn io_err(context: String) -> impl FnOnce(io::Error) -> ArchiveError {
 
 /// [`copy_blob`] for a concretely typed writer, so that the standard library can use the
 /// kernel's zero-copy paths when both ends are files or pipes.
-fn copy_blob_fast<W: Write>(blobs: &dyn BlobReader, d: &Digest, size: u64, out: &mut W) -> io::Result<()> {
-    let Some(file) = blobs.open_file(d) else { return copy_blob(blobs, d, size, out) };
+fn copy_blob_fast<W: Write>(
+    blobs: &dyn BlobReader,
+    d: &Digest,
+    size: u64,
+    out: &mut W,
+) -> io::Result<()> {
+    let Some(file) = blobs.open_file(d) else {
+        return copy_blob(blobs, d, size, out);
+    };
     let mut r = file?.take(size + 1);
     let n = io::copy(&mut r, out)?;
     if n != size {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("blob {d} holds {n} bytes, expected {size}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("blob {d} holds {n} bytes, expected {size}"),
+        ));
     }
     Ok(())
 }

@@ -25,8 +25,9 @@ pub fn write_header(out: &mut dyn Write, name: &str, size: u64, dir: bool) -> io
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::GNULongName);
         fixed(&mut h, name.len() as u64 + 1, 0o644);
-        h.as_gnu_mut()
-            .map(|g| g.name[..13].copy_from_slice(b"././@LongLink"));
+        if let Some(g) = h.as_gnu_mut() {
+            g.name[..13].copy_from_slice(b"././@LongLink");
+        }
         h.set_cksum();
         out.write_all(h.as_bytes())?;
         let mut data = name.as_bytes().to_vec();

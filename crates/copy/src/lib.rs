@@ -15,6 +15,10 @@
 //! # Ok(()) }
 //! ```
 
+// `CopyError` is large because it keeps the registry's whole error (method, URL, codes);
+// it travels only on the failure path, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 mod engine;
 mod progress;
 
@@ -108,7 +112,11 @@ impl ferry_archive::BlobReader for StoreReader<'_> {
     }
 
     fn open_file(&self, digest: &Digest) -> Option<io::Result<std::fs::File>> {
-        Some(self.0.open_blob(digest).map_err(|e| io::Error::other(e.to_string())))
+        Some(
+            self.0
+                .open_blob(digest)
+                .map_err(|e| io::Error::other(e.to_string())),
+        )
     }
 }
 

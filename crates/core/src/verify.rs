@@ -139,6 +139,19 @@ impl<R: Read> Read for VerifyingReader<R> {
     }
 }
 
+/// Where a resumable download writes: it knows how many bytes it already holds, takes the
+/// bytes that follow, and can start over when a server will not resume. Implemented by the
+/// store's ingest file; the registry client drives it.
+pub trait ResumableWrite: Send {
+    /// Bytes already held; a download continues from here.
+    fn offset(&self) -> u64;
+    /// Append bytes that continue the content at [`offset`](Self::offset). Fails when the
+    /// content grows past its declared size.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()>;
+    /// Discard everything held and start from byte 0.
+    fn restart(&mut self) -> std::io::Result<()>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,17 +191,4 @@ mod tests {
         v.update(b"x").unwrap();
         v.finish().unwrap();
     }
-}
-
-/// Where a resumable download writes: it knows how many bytes it already holds, takes the
-/// bytes that follow, and can start over when a server will not resume. Implemented by the
-/// store's ingest file; the registry client drives it.
-pub trait ResumableWrite: Send {
-    /// Bytes already held; a download continues from here.
-    fn offset(&self) -> u64;
-    /// Append bytes that continue the content at [`offset`](Self::offset). Fails when the
-    /// content grows past its declared size.
-    fn append(&mut self, buf: &[u8]) -> std::io::Result<()>;
-    /// Discard everything held and start from byte 0.
-    fn restart(&mut self) -> std::io::Result<()>;
 }

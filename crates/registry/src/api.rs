@@ -235,8 +235,11 @@ impl Client {
                 if start != Some(offset) {
                     // A range we did not ask for: take it from the top next time.
                     out.restart().map_err(write_err)?;
-                    return Err(RegistryError::Protocol { url, reason: format!("asked for bytes from {offset}, got Content-Range starting at {start:?}") })
-                        .or_else(|e| if offset > 0 { Err(retryable(e)) } else { Err(e) });
+                    // Having restarted, the next attempt asks for the whole blob.
+                    return Err(retryable(RegistryError::Protocol {
+                        url,
+                        reason: format!("asked for bytes from {offset}, got Content-Range starting at {start:?}"),
+                    }));
                 }
             }
             StatusCode::OK => {

@@ -1,0 +1,823 @@
+//! Fault injection at the library level: the registry client against the fake registry,
+//! downloading through the store's `Ingest`, the way the copy engine does.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_core::{media, Descriptor, Digest, Reference};
+use ferry_registry::{Client, ClientOptions, Credential, RegistryError};
+use ferry_store::Store;
+use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault, LoggedRequest, TokenField};
+use ferry_testkit::image::{random_image, Blob, ImageSpec, TestImage};
+
+const REPO: &str = "lib/app";
+
+fn fast_opts() -> ClientOptions {
+    ClientOptions {
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
+fn fast_client() -> Client {
+    Client::new(fast_opts()).expect("client")
+}
+
+fn client_with(host: &str, user: &str, pass: &str) -> Client {
+    let mut opts = fast_opts();
+    opts.credentials.insert(
+        host.to_string(),
+        Credential::Basic {
+            username: user.into(),
+            password: pass.into(),
+        },
+    );
+    Client::new(opts).expect("client")
+}
+
+/// A one-layer image whose layer is about `layer_size` bytes (random content: gzip cannot
+/// shrink it).
+fn image(seed: u64, layer_size: usize) -> TestImage {
+    random_image(&ImageSpec {
+        seed,
+        layers: 1,
+        layer_size,
+        ..ImageSpec::default()
+    })
+}
+
+async fn registry_with(auth: FakeAuth, img: &TestImage) -> FakeRegistry {
+    let reg = FakeRegistry::start(auth).await;
+    reg.push_image(REPO, "v1", img);
+    reg
+}
+
+fn desc(b: &Blob) -> Descriptor {
+    Descriptor::new(&b.media_type, b.digest.clone(), b.size())
+}
+
+/// Download `blob` into `store` through an Ingest and commit it.
+async fn fetch_into(
+    client: &Client,
+    host: &str,
+    store: &Store,
+    blob: &Blob,
+) -> Result<std::path::PathBuf, String> {
+    let mut ingest = store
+        .begin(&blob.digest, Some(blob.size()))
+        .map_err(|e| e.to_string())?;
+    client
+        .blob_into(host, REPO, &desc(blob), &mut ingest, &|_| {})
+        .await
+        .map_err(|e| format!("blob_into: {e}"))?;
+    ingest.commit().map_err(|e| format!("commit: {e}"))
+}
+
+fn blob_path_of(d: &Digest) -> String {
+    format!("/v2/{REPO}/blobs/{d}")
+}
+
+/// The GETs of one blob on the main listener, in order.
+fn blob_gets(reg: &FakeRegistry, d: &Digest) -> Vec<LoggedRequest> {
+    let p = blob_path_of(d);
+    reg.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == p)
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn assert_stored(store: &Store, blob: &Blob) {
+    let got = std::fs::read(store.blob_path(&blob.digest)).expect("stored blob");
+    assert_eq!(got.len(), blob.bytes.len());
+    assert!(got == blob.bytes[..], "stored bytes differ from the blob");
+    assert_eq!(Digest::sha256_of(&got), blob.digest);
+    assert!(
+        !files_in(&store.root().join("ingest"))
+            .iter()
+            .any(|f| f.ends_with(".partial")),
+        "a partial file is left behind: {:?}",
+        files_in(&store.root().join("ingest"))
+    );
+}
+
+#[tokio::test]
+async fn dropped_body_resumes_with_range_from_the_byte_received() {
+    let img = image(1, 300_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::DropAfter {
+        digest: Some(layer.digest.clone()),
+        after: 100_000,
+        times: 1,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    let gets = blob_gets(&reg, &layer.digest);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].range, None);
+    assert_eq!(gets[0].status, 200);
+    assert_eq!(gets[1].range.as_deref(), Some("bytes=100000-"), "{gets:?}");
+    assert_eq!(gets[1].status, 206);
+}
+
+#[tokio::test]
+async fn several_drops_in_a_row_still_finish_each_resuming_further() {
+    let img = image(2, 120_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::DropAfter {
+        digest: None,
+        after: 20_000,
+        times: 5,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Five drops, more than max_attempts (2) allows in a row without progress: every drop
+    // made progress, so the counter resets and the download must finish.
+    let client = Client::new(ClientOptions {
+        max_attempts: 2,
+        ..fast_opts()
+    })
+    .unwrap();
+    fetch_into(&client, &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    let gets = blob_gets(&reg, &layer.digest);
+    let ranges: Vec<Option<String>> = gets.iter().map(|g| g.range.clone()).collect();
+    let want: Vec<Option<String>> = std::iter::once(None)
+        .chain((1..=5).map(|i| Some(format!("bytes={}-", i * 20_000))))
+        .collect();
+    assert_eq!(ranges, want);
+}
+
+#[tokio::test]
+async fn attempts_without_progress_are_capped() {
+    let img = image(3, 10_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::DropAfter {
+        digest: None,
+        after: 0,
+        times: 100,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let client = Client::new(ClientOptions {
+        max_attempts: 3,
+        ..fast_opts()
+    })
+    .unwrap();
+    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+    let err = client
+        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(blob_gets(&reg, &layer.digest).len(), 3);
+    assert!(!store.contains(&layer.digest));
+}
+
+#[tokio::test]
+async fn server_ignoring_range_restarts_the_blob_and_it_still_verifies() {
+    let img = image(4, 200_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::NoRange);
+    reg.add_fault(Fault::DropAfter {
+        digest: Some(layer.digest.clone()),
+        after: 50_000,
+        times: 2,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seen_restart = std::sync::atomic::AtomicBool::new(false);
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let progress = |held: u64| {
+        if held < last.swap(held, std::sync::atomic::Ordering::SeqCst) {
+            seen_restart.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let client = fast_client();
+    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+    client
+        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &progress)
+        .await
+        .unwrap();
+    ingest.commit().unwrap();
+    assert_stored(&store, layer);
+    let gets = blob_gets(&reg, &layer.digest);
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    assert_eq!(gets[1].range.as_deref(), Some("bytes=50000-"));
+    assert!(gets.iter().all(|g| g.status == 200), "{gets:?}");
+    assert!(
+        seen_restart.load(std::sync::atomic::Ordering::SeqCst),
+        "progress never went back to the start after the server ignored Range"
+    );
+}
+
+#[tokio::test]
+async fn wrong_digest_is_an_error_naming_the_blob_and_nothing_is_kept() {
+    let img = image(5, 50_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::WrongDigest {
+        digest: layer.digest.clone(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap_err();
+    assert!(err.contains(&layer.digest.to_string()), "{err}");
+    assert!(err.contains("does not match"), "{err}");
+    assert!(!store.contains(&layer.digest));
+    assert_eq!(
+        files_in(&dir.path().join("blobs/sha256")),
+        Vec::<String>::new()
+    );
+    let ingest = files_in(&dir.path().join("ingest"));
+    assert!(
+        !ingest.iter().any(|f| f.ends_with(".partial")),
+        "the bad partial must be removed: {ingest:?}"
+    );
+    assert_eq!(store.partial_bytes(&layer.digest), 0);
+}
+
+#[tokio::test]
+async fn retry_after_of_a_429_is_waited_out() {
+    let img = image(6, 10_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::TooManyRequests {
+        times: 1,
+        retry_after_secs: 1,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let start = Instant::now();
+    fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured ({took:?})"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_stored(&store, layer);
+    let statuses: Vec<u16> = blob_gets(&reg, &layer.digest)
+        .iter()
+        .map(|g| g.status)
+        .collect();
+    assert_eq!(statuses, vec![429, 200]);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_limit_fails_at_once_saying_so() {
+    let img = image(6, 1_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::TooManyRequests {
+        times: 1,
+        retry_after_secs: 3600,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let client = Client::new(ClientOptions {
+        max_retry_after: Duration::from_secs(5),
+        ..fast_opts()
+    })
+    .unwrap();
+    let start = Instant::now();
+    let err = fetch_into(&client, &reg.host(), &store, layer)
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        err.contains("3600") && err.contains("rate limited"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_503_are_retried() {
+    let img = image(7, 10_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::ServerError { times: 2 });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    let statuses: Vec<u16> = blob_gets(&reg, &layer.digest)
+        .iter()
+        .map(|g| g.status)
+        .collect();
+    assert_eq!(statuses, vec![503, 503, 200]);
+}
+
+#[tokio::test]
+async fn server_errors_beyond_max_attempts_give_up_with_a_retryable_error() {
+    let img = image(7, 1_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::ServerError { times: 50 });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let client = Client::new(ClientOptions {
+        max_attempts: 4,
+        ..fast_opts()
+    })
+    .unwrap();
+    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+    let err = client
+        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(blob_gets(&reg, &layer.digest).len(), 4);
+}
+
+#[tokio::test]
+async fn token_expiring_mid_blob_is_renewed_and_the_download_completes() {
+    let img = image(8, 200_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(
+        FakeAuth::Bearer {
+            credentials: None,
+            token_field: TokenField::Token,
+            expires_in: None,
+        },
+        &img,
+    )
+    .await;
+    reg.add_fault(Fault::ExpireTokensAfter { requests: 1 });
+    reg.add_fault(Fault::DropAfter {
+        digest: Some(layer.digest.clone()),
+        after: 64 * 1024,
+        times: 1,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    assert!(reg.tokens_issued() >= 2, "tokens: {}", reg.tokens_issued());
+    let gets = blob_gets(&reg, &layer.digest);
+    let statuses: Vec<u16> = gets.iter().map(|g| g.status).collect();
+    assert_eq!(statuses, vec![200, 401, 206], "{gets:?}");
+    assert_ne!(gets[0].authorization, gets[2].authorization);
+    assert_eq!(gets[2].range.as_deref(), Some("bytes=65536-"));
+}
+
+#[tokio::test]
+async fn bearer_token_in_token_or_access_token_field_both_work() {
+    for field in [TokenField::Token, TokenField::AccessToken, TokenField::Both] {
+        let img = image(9, 5_000);
+        let reg = registry_with(
+            FakeAuth::Bearer {
+                credentials: None,
+                token_field: field,
+                expires_in: Some(300),
+            },
+            &img,
+        )
+        .await;
+        let client = fast_client();
+        let r: Reference = format!("{}/{REPO}:v1", reg.host()).parse().unwrap();
+        let m = client
+            .manifest(&r)
+            .await
+            .unwrap_or_else(|e| panic!("{field:?}: {e}"));
+        assert_eq!(m.digest, img.manifest_digest);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fetch_into(&client, &reg.host(), &store, &img.layers[0])
+            .await
+            .unwrap_or_else(|e| panic!("{field:?}: {e}"));
+        assert_stored(&store, &img.layers[0]);
+        // One token for the repository scope, reused for the blob.
+        assert_eq!(reg.tokens_issued(), 1, "{field:?}");
+        let auths: Vec<_> = reg
+            .requests()
+            .into_iter()
+            .filter(|r| r.status == 200 && r.path.contains("/blobs/"))
+            .map(|r| r.authorization.unwrap_or_default())
+            .collect();
+        assert!(
+            auths.iter().all(|a| a.starts_with("Bearer fake-")),
+            "{auths:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bearer_with_credentials_right_wrong_and_missing() {
+    let img = image(10, 5_000);
+    let reg = registry_with(
+        FakeAuth::Bearer {
+            credentials: Some(("alice".into(), "s3cret".into())),
+            token_field: TokenField::Both,
+            expires_in: None,
+        },
+        &img,
+    )
+    .await;
+    let r: Reference = format!("{}/{REPO}:v1", reg.host()).parse().unwrap();
+
+    let ok = client_with(&reg.host(), "alice", "s3cret");
+    let m = ok.manifest(&r).await.unwrap();
+    assert_eq!(m.bytes, img.manifest.to_vec());
+    let token_reqs: Vec<_> = reg
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/token")
+        .collect();
+    assert!(token_reqs.iter().all(|q| q
+        .authorization
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Basic "))));
+
+    let wrong = client_with(&reg.host(), "alice", "nope");
+    let err = wrong.manifest(&r).await.unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(!text.contains("nope"), "the password leaks: {text}");
+
+    let err = fast_client().manifest(&r).await.unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+    assert!(err.to_string().contains("requires credentials"), "{err}");
+}
+
+#[tokio::test]
+async fn basic_auth_right_and_wrong_credentials() {
+    let img = image(11, 5_000);
+    let reg = registry_with(
+        FakeAuth::Basic {
+            user: "bob".into(),
+            pass: "pw".into(),
+        },
+        &img,
+    )
+    .await;
+    let r: Reference = format!("{}/{REPO}:v1", reg.host()).parse().unwrap();
+    let client = client_with(&reg.host(), "bob", "pw");
+    let m = client.manifest(&r).await.unwrap();
+    assert_eq!(m.digest, img.manifest_digest);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fetch_into(&client, &reg.host(), &store, &img.layers[0])
+        .await
+        .unwrap();
+    assert_stored(&store, &img.layers[0]);
+    let gets = blob_gets(&reg, &img.layers[0].digest);
+    assert_eq!(
+        gets.len(),
+        1,
+        "Basic credentials are sent up front: {gets:?}"
+    );
+    assert!(gets[0]
+        .authorization
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Basic ")));
+
+    let err = client_with(&reg.host(), "bob", "wrong")
+        .manifest(&r)
+        .await
+        .unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+    assert_eq!(err.status(), Some(401));
+    let err = fast_client().manifest(&r).await.unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+}
+
+async fn redirect_case(auth: FakeAuth, client: Client) {
+    let img = image(12, 100_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(auth, &img).await;
+    reg.add_fault(Fault::RedirectBlobs);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fetch_into(&client, &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    let main = blob_gets(&reg, &layer.digest);
+    assert_eq!(main.last().map(|g| g.status), Some(307), "{main:?}");
+    assert!(
+        main.last().and_then(|g| g.authorization.as_ref()).is_some(),
+        "the main registry requires auth and got none: {main:?}"
+    );
+    let redirected: Vec<_> = reg
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == format!("/{REPO}/blobs/{}", layer.digest))
+        .collect();
+    assert_eq!(redirected.len(), 1, "{redirected:?}");
+    assert_eq!(redirected[0].status, 200);
+    assert!(
+        !reg.redirect_saw_authorization(),
+        "credentials were forwarded to the redirect host"
+    );
+}
+
+#[tokio::test]
+async fn redirect_to_another_host_works_without_forwarding_basic_credentials() {
+    let reg_auth = FakeAuth::Basic {
+        user: "bob".into(),
+        pass: "pw".into(),
+    };
+    // The credentials are keyed by the host the fake binds, so the client comes after it.
+    let img = image(12, 100_000);
+    let reg = registry_with(reg_auth, &img).await;
+    let client = client_with(&reg.host(), "bob", "pw");
+    reg.add_fault(Fault::RedirectBlobs);
+    let layer = &img.layers[0];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fetch_into(&client, &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    let main = blob_gets(&reg, &layer.digest);
+    assert_eq!(main.len(), 1, "{main:?}");
+    assert_eq!(main[0].status, 307);
+    assert!(main[0]
+        .authorization
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Basic ")));
+    assert!(!reg.redirect_saw_authorization());
+}
+
+#[tokio::test]
+async fn redirect_to_another_host_works_without_forwarding_bearer_tokens() {
+    redirect_case(
+        FakeAuth::Bearer {
+            credentials: None,
+            token_field: TokenField::Token,
+            expires_in: None,
+        },
+        fast_client(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn schema1_manifest_is_refused_clearly() {
+    let reg = FakeRegistry::start(FakeAuth::None).await;
+    let s1 = br#"{"schemaVersion":1,"name":"lib/app","tag":"old","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    reg.put_manifest_raw(
+        REPO,
+        "old",
+        media::DOCKER_SCHEMA1_SIGNED,
+        Bytes::from_static(s1),
+    );
+    let r: Reference = format!("{}/{REPO}:old", reg.host()).parse().unwrap();
+    let err = fast_client().manifest(&r).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("schema 1") && text.contains("not supported"),
+        "{text}"
+    );
+    assert!(matches!(err, RegistryError::Manifest { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn manifest_whose_bytes_do_not_match_the_requested_digest_is_a_verify_error() {
+    let img = image(13, 1_000);
+    let other = image(14, 1_000);
+    let reg = FakeRegistry::start(FakeAuth::None).await;
+    // The registry answers a request for img's digest with other's bytes.
+    reg.put_manifest_raw(
+        REPO,
+        &img.manifest_digest.to_string(),
+        &other.manifest_media_type,
+        other.manifest.clone(),
+    );
+    let r: Reference = format!("{}/{REPO}@{}", reg.host(), img.manifest_digest)
+        .parse()
+        .unwrap();
+    let err = fast_client().manifest(&r).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Verify(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&img.manifest_digest.to_string()),
+        "{err}"
+    );
+    // And through manifest_at with an expected digest while asking by tag.
+    reg.push_image(REPO, "t", &other);
+    let err = fast_client()
+        .manifest_at(&reg.host(), REPO, "t", Some(&img.manifest_digest))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Verify(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn missing_manifest_repository_and_blob_are_not_found() {
+    let img = image(15, 1_000);
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let client = fast_client();
+    let r: Reference = format!("{}/{REPO}:nope", reg.host()).parse().unwrap();
+    let err = client.manifest(&r).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(!err.is_retryable() && !err.is_unauthorized());
+    assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
+    let r: Reference = format!("{}/other/repo:v1", reg.host()).parse().unwrap();
+    assert!(client.manifest(&r).await.unwrap_err().is_not_found());
+
+    let ghost = Digest::sha256_of(b"not there");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut ingest = store.begin(&ghost, Some(9)).unwrap();
+    let err = client
+        .blob_into(
+            &reg.host(),
+            REPO,
+            &Descriptor::new(media::OCI_LAYER_GZIP, ghost.clone(), 9),
+            &mut ingest,
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(blob_gets(&reg, &ghost).len(), 1, "a 404 is not retried");
+}
+
+#[tokio::test]
+async fn blob_longer_than_its_descriptor_is_refused_and_the_partial_reset() {
+    let img = image(16, 20_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let short = Descriptor::new(&layer.media_type, layer.digest.clone(), layer.size() - 100);
+    let mut ingest = store.begin(&layer.digest, Some(short.size)).unwrap();
+    let err = fast_client()
+        .blob_into(&reg.host(), REPO, &short, &mut ingest, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert_eq!(ingest.offset(), 0);
+    drop(ingest);
+    assert_eq!(store.partial_bytes(&layer.digest), 0);
+    assert!(!store.contains(&layer.digest));
+}
+
+#[tokio::test]
+async fn partial_left_by_an_earlier_process_is_resumed_with_range() {
+    let img = image(17, 80_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+        ingest.write(&layer.bytes[..30_000]).unwrap();
+        // Dropped without commit, as a killed process would leave it.
+    }
+    assert_eq!(store.partial_bytes(&layer.digest), 30_000);
+    fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+    let gets = blob_gets(&reg, &layer.digest);
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].range.as_deref(), Some("bytes=30000-"));
+    assert_eq!(gets[0].status, 206);
+}
+
+#[tokio::test]
+async fn a_corrupt_partial_is_caught_by_the_final_check() {
+    let img = image(18, 40_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+        let mut bad = layer.bytes[..10_000].to_vec();
+        bad[5] ^= 0xff;
+        ingest.write(&bad).unwrap();
+    }
+    let err = fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap_err();
+    assert!(err.contains(&layer.digest.to_string()), "{err}");
+    assert_eq!(store.partial_bytes(&layer.digest), 0);
+    // The next attempt starts afresh and succeeds.
+    fetch_into(&fast_client(), &reg.host(), &store, layer)
+        .await
+        .unwrap();
+    assert_stored(&store, layer);
+}
+
+#[tokio::test]
+async fn throttled_blob_arrives_intact_with_monotonic_progress() {
+    let img = image(19, 60_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.add_fault(Fault::Throttle {
+        bytes_per_sec: 400_000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+    fast_client()
+        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &|h| {
+            seen.lock().unwrap().push(h)
+        })
+        .await
+        .unwrap();
+    ingest.commit().unwrap();
+    assert_stored(&store, layer);
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.len() > 5, "progress was reported {} times", seen.len());
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(seen.last().copied(), Some(layer.size()));
+}
+
+#[tokio::test]
+async fn tags_list_follows_link_pagination() {
+    let img = image(20, 1_000);
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let n = 1_205;
+    for i in 0..n {
+        reg.put_manifest_raw(
+            REPO,
+            &format!("t{i:05}"),
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        );
+    }
+    let tags = fast_client().tags(&reg.host(), REPO).await.unwrap();
+    assert_eq!(tags.len(), n + 1, "v1 plus the {n} added");
+    let mut sorted = tags.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), tags.len(), "a tag came twice");
+    assert!(tags.contains(&"v1".to_string()) && tags.contains(&"t01204".to_string()));
+    let pages = reg
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == format!("/v2/{REPO}/tags/list"))
+        .count();
+    assert_eq!(pages, 2);
+}
+
+#[tokio::test]
+async fn catalog_lists_repositories() {
+    let img = image(21, 1_000);
+    let reg = registry_with(FakeAuth::None, &img).await;
+    reg.push_image("other/x", "v1", &img);
+    let repos = fast_client().catalog(&reg.host()).await.unwrap();
+    assert_eq!(repos, vec!["lib/app".to_string(), "other/x".to_string()]);
+}
+
+#[tokio::test]
+async fn blob_exists_reports_size_and_absence() {
+    let img = image(22, 3_000);
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let client = fast_client();
+    let layer = &img.layers[0];
+    assert_eq!(
+        client
+            .blob_exists(&reg.host(), REPO, &layer.digest)
+            .await
+            .unwrap(),
+        Some(layer.size())
+    );
+    assert_eq!(
+        client
+            .blob_exists(&reg.host(), REPO, &Digest::sha256_of(b"x"))
+            .await
+            .unwrap(),
+        None
+    );
+}
