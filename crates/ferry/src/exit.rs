@@ -109,6 +109,7 @@ fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {
         RegistryError::Insecure(_) => (NETWORK, None),
         RegistryError::Manifest { .. } => (GENERAL, None),
         RegistryError::Config(_) => (USAGE, None),
+        RegistryError::Transport { source, .. } if source.is_connect() => (NETWORK, Some("could not connect to the registry: check its address, your connection, and HTTPS_PROXY / HTTP_PROXY / NO_PROXY; then run the same command again (it resumes)".into())),
         _ if r.is_retryable() => (NETWORK, Some("the network kept failing; run the same command again and it resumes where it stopped".into())),
         RegistryError::Transport { .. } => (NETWORK, Some("check the registry address, your connection, and HTTPS_PROXY / NO_PROXY".into())),
         _ => (GENERAL, None),

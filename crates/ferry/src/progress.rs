@@ -86,17 +86,26 @@ impl Progress for Reporter {
                 blobs,
                 bytes,
             } => {
-                let p = platform.map(|p| format!(", {p}")).unwrap_or_default();
+                let p = platform.map(|p| format!(" ({p})")).unwrap_or_default();
                 self.line(&format!(
-                    "{reference}: {digest}{p}, {blobs} blobs, {}",
+                    "{reference} → {}:{}{p}: {blobs} blobs, {}",
+                    digest.algorithm().as_str(),
+                    digest.short(),
                     HumanBytes(bytes)
                 ));
             }
-            Event::BlobCached { digest, size } => {
-                if matches!(self.mode, Mode::Lines) {
-                    self.line(&format!("{} cached ({})", digest.short(), HumanBytes(size)));
+            Event::BlobCached { digest, size } => match &self.mode {
+                Mode::Lines => {
+                    self.line(&format!("{} cached ({})", digest.short(), HumanBytes(size)))
                 }
-            }
+                Mode::Bars { .. } => {
+                    if let Some(b) = self.bar(digest.short(), size) {
+                        b.set_style(done_style("cached"));
+                        b.finish();
+                    }
+                }
+                Mode::Quiet => {}
+            },
             Event::BlobStarted { digest, size, held } => match &self.mode {
                 Mode::Lines => {
                     let resume = if held > 0 {
@@ -128,6 +137,7 @@ impl Progress for Reporter {
                 }
                 Mode::Bars { .. } => {
                     if let Some(b) = self.bar(digest.short(), size) {
+                        b.set_style(done_style("done"));
                         b.finish();
                     }
                 }
@@ -135,4 +145,10 @@ impl Progress for Reporter {
             },
         }
     }
+}
+
+/// The look of a finished bar: no bar, just what happened.
+fn done_style(word: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!("{{prefix}} {word} {{total_bytes}}"))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
