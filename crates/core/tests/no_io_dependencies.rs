@@ -3,7 +3,8 @@
 
 #[test]
 fn core_depends_only_on_pure_crates() {
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).expect("reading Cargo.toml");
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("reading Cargo.toml");
     let allowed = ["hex", "serde", "serde_json", "sha2", "thiserror"];
     let mut in_deps = false;
     let mut found = Vec::new();
@@ -18,7 +19,10 @@ fn core_depends_only_on_pure_crates() {
             found.push(name);
         }
     }
-    assert!(!found.is_empty(), "no [dependencies] found; the test reads the wrong file");
+    assert!(
+        !found.is_empty(),
+        "no [dependencies] found; the test reads the wrong file"
+    );
     for dep in &found {
         assert!(
             allowed.contains(&dep.as_str()),

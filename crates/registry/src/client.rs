@@ -143,9 +143,17 @@ impl Client {
             let url = base
                 .join("v2/")
                 .map_err(|e| RegistryError::Config(e.to_string()))?;
-            let resp = self
-                .retrying(|| self.http.get(url.clone()).send(), "GET", &url)
-                .await;
+            // One attempt per scheme: every caller of `registry()` runs inside a retry loop
+            // already, and retrying here as well multiplied the attempts (a registry that
+            // does not answer took ~100 s to fail), and delayed the `--insecure` fallback
+            // to http by a whole round of retries.
+            let resp = self.http.get(url.clone()).send().await.map_err(|source| {
+                RegistryError::Transport {
+                    method: "GET".into(),
+                    url: redact(&url),
+                    source,
+                }
+            });
             match resp {
                 Ok(resp) => {
                     let status = resp.status();
@@ -177,6 +185,11 @@ impl Client {
                 {
                     return Err(RegistryError::Insecure(format!(
                         "{registry} presented a certificate that is not trusted ({chain}); pass --ca-cert FILE with its CA, or --insecure to skip verification"
+                    )));
+                }
+                if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+                    return Err(RegistryError::Insecure(format!(
+                        "{registry} did not answer in TLS; it may be a plain-HTTP registry ({chain}); pass --insecure to allow plain HTTP"
                     )));
                 }
             }
@@ -267,33 +280,6 @@ impl Client {
     ) -> Result<Option<HeaderValue>, RegistryError> {
         let mut auth = state.auth.lock().await;
         auth.header_for(self, &state.name, scope, force).await
-    }
-
-    /// Run `send` until it succeeds, fails for good, or attempts run out, with backoff and
-    /// `Retry-After`.
-    pub(crate) async fn retrying<F, Fut>(
-        &self,
-        send: F,
-        method: &str,
-        url: &Url,
-    ) -> Result<Response, RegistryError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Response, reqwest::Error>>,
-    {
-        self.with_retries(|| async {
-            let resp = send().await.map_err(|source| RegistryError::Transport {
-                method: method.to_string(),
-                url: redact(url),
-                source,
-            })?;
-            let s = resp.status();
-            if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS {
-                return Err(status_error(method, url, resp).await);
-            }
-            Ok(resp)
-        })
-        .await
     }
 
     /// Retry `op` while its error is retryable.

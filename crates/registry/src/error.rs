@@ -157,6 +157,7 @@ fn is_tls_or_scheme_error(e: &reqwest::Error) -> bool {
         let text = s.to_string().to_ascii_lowercase();
         if text.contains("certificate")
             || text.contains("invalid peer")
+            || text.contains("invalidcontenttype")
             || text.contains("tls") && text.contains("handshake")
         {
             return true;
