@@ -30,11 +30,6 @@ pub use plan::{Entry, EntryBody, Plan};
 pub trait BlobReader: Sync {
     /// Open blob `digest` for reading from its start.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
-    /// The blob as a plain file, when the backend has one: archives then copy it with the
-    /// kernel's file-to-file copy instead of through user-space buffers.
-    fn open_file(&self, _digest: &Digest) -> Option<io::Result<std::fs::File>> {
-        None
-    }
     /// Read a small blob (manifest, config) whole.
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();

@@ -108,15 +108,7 @@ impl ferry_archive::BlobReader for StoreReader<'_> {
             .0
             .open_blob(digest)
             .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
-    }
-
-    fn open_file(&self, digest: &Digest) -> Option<io::Result<std::fs::File>> {
-        Some(
-            self.0
-                .open_blob(digest)
-                .map_err(|e| io::Error::other(e.to_string())),
-        )
+        Ok(Box::new(f))
     }
 }
 

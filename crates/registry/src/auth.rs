@@ -41,9 +41,13 @@ impl AuthState {
         }
     }
 
-    /// Forget the token for `scope` after a 401, adopting the newer challenge if any.
-    pub(crate) fn invalidate(&mut self, scope: &str, challenge: Option<Challenge>) {
-        self.tokens.remove(scope);
+    /// Forget the token `used` for `scope` after a 401, adopting the newer challenge if any.
+    /// A token another task has fetched since is kept: parallel downloads that all meet the
+    /// expiry renew it once, not once each.
+    pub(crate) fn invalidate(&mut self, scope: &str, used: Option<&HeaderValue>, challenge: Option<Challenge>) {
+        if self.tokens.get(scope).is_some_and(|t| Some(&t.header) == used) {
+            self.tokens.remove(scope);
+        }
         if challenge.is_some() {
             self.challenge = challenge;
         }
@@ -54,7 +58,6 @@ impl AuthState {
         client: &Client,
         registry: &str,
         scope: &str,
-        _force: bool,
     ) -> Result<Option<HeaderValue>, RegistryError> {
         match &self.challenge {
             None => Ok(None),

@@ -238,13 +238,13 @@ impl Client {
             .map_err(|e| RegistryError::Config(format!("bad path {path:?}: {e}")))?;
         let mut refreshed = false;
         loop {
-            let auth = self.authorization(&state, scope, false).await?;
+            let auth = self.authorization(&state, scope).await?;
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
-            if let Some(a) = auth {
-                req = req.header(AUTHORIZATION, a);
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a.clone());
             }
             let resp = req
                 .send()
@@ -261,7 +261,7 @@ impl Client {
                     .get(WWW_AUTHENTICATE)
                     .and_then(|h| h.to_str().ok())
                     .and_then(crate::challenge::Challenge::parse);
-                state.auth.lock().await.invalidate(scope, challenge);
+                state.auth.lock().await.invalidate(scope, auth.as_ref(), challenge);
                 continue;
             }
             if !resp.status().is_success() && !resp.status().is_redirection() {
@@ -276,10 +276,9 @@ impl Client {
         &self,
         state: &RegistryState,
         scope: &str,
-        force: bool,
     ) -> Result<Option<HeaderValue>, RegistryError> {
         let mut auth = state.auth.lock().await;
-        auth.header_for(self, &state.name, scope, force).await
+        auth.header_for(self, &state.name, scope).await
     }
 
     /// Retry `op` while its error is retryable.
