@@ -13,8 +13,8 @@ use ferry_store::Store;
 
 use crate::{ArchiveImage, CopyError, Event, ImageParts, Progress, PullOptions};
 
-/// Pull `refs` into `store` and describe them for an archive writer. Blobs shared between the
-/// images, or already in the store, are downloaded once or not at all.
+/// Pull `refs` into `store` and describe them for an archive writer: [`resolve_all`] then
+/// [`fetch_blobs`].
 pub async fn pull(
     client: &Client,
     store: &Store,
@@ -22,13 +22,39 @@ pub async fn pull(
     opts: &PullOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<ArchiveImage>, CopyError> {
+    let images = resolve_all(client, store, refs, opts, progress.as_ref()).await?;
+    fetch_blobs(client, store, &images, opts.jobs, progress).await?;
+    Ok(images)
+}
+
+/// Resolve `refs` to images (manifests fetched, verified and stored; platform chosen). No
+/// layer is downloaded yet, but everything an archive plan needs is known.
+pub async fn resolve_all(
+    client: &Client,
+    store: &Store,
+    refs: &[Reference],
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<ArchiveImage>, CopyError> {
     let mut images = Vec::new();
     for r in refs {
-        images.push(resolve(client, store, r, opts, progress.as_ref()).await?);
+        images.push(resolve(client, store, r, opts, progress).await?);
     }
+    Ok(images)
+}
+
+/// Download every config and layer of `images` that the store lacks, `jobs` at a time, in
+/// the order an archive holds them. Blobs shared between the images are fetched once.
+pub async fn fetch_blobs(
+    client: &Client,
+    store: &Store,
+    images: &[ArchiveImage],
+    jobs: usize,
+    progress: Arc<dyn Progress>,
+) -> Result<(), CopyError> {
     let mut wanted: Vec<(Reference, Descriptor)> = Vec::new();
     let mut seen = HashSet::new();
-    for img in &images {
+    for img in images {
         for p in &img.images {
             for d in std::iter::once(&p.config).chain(&p.layers) {
                 if seen.insert(d.digest.clone()) {
@@ -37,8 +63,7 @@ pub async fn pull(
             }
         }
     }
-    download_all(client, store, wanted, opts.jobs.max(1), progress).await?;
-    Ok(images)
+    download_all(client, store, wanted, jobs.max(1), progress).await
 }
 
 async fn fetch_manifest(

@@ -19,6 +19,7 @@
 // it travels only on the failure path, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod arrivals;
 mod engine;
 mod progress;
 
@@ -26,7 +27,8 @@ use std::io::{self, Read};
 
 use ferry_core::{Digest, Platform, Reference};
 
-pub use engine::pull;
+pub use arrivals::{Arrivals, ArrivingReader};
+pub use engine::{fetch_blobs, pull, resolve_all};
 pub use ferry_archive::{ArchiveImage, ImageParts};
 pub use progress::{Event, NoProgress, Progress};
 

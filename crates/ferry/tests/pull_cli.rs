@@ -615,7 +615,7 @@ async fn progress_off_a_terminal_is_plain_lines() {
     );
     let lines: Vec<&str> = err.lines().collect();
     assert!(
-        lines[0].starts_with(&format!("{r}: {}", img.manifest_digest))
+        lines[0].starts_with(&format!("{r} → sha256:{}", img.manifest_digest.short()))
             && lines[0].contains("3 blobs"),
         "{err}"
     );

@@ -44,8 +44,17 @@ impl AuthState {
     /// Forget the token `used` for `scope` after a 401, adopting the newer challenge if any.
     /// A token another task has fetched since is kept: parallel downloads that all meet the
     /// expiry renew it once, not once each.
-    pub(crate) fn invalidate(&mut self, scope: &str, used: Option<&HeaderValue>, challenge: Option<Challenge>) {
-        if self.tokens.get(scope).is_some_and(|t| Some(&t.header) == used) {
+    pub(crate) fn invalidate(
+        &mut self,
+        scope: &str,
+        used: Option<&HeaderValue>,
+        challenge: Option<Challenge>,
+    ) {
+        if self
+            .tokens
+            .get(scope)
+            .is_some_and(|t| Some(&t.header) == used)
+        {
             self.tokens.remove(scope);
         }
         if challenge.is_some() {

@@ -261,7 +261,11 @@ impl Client {
                     .get(WWW_AUTHENTICATE)
                     .and_then(|h| h.to_str().ok())
                     .and_then(crate::challenge::Challenge::parse);
-                state.auth.lock().await.invalidate(scope, auth.as_ref(), challenge);
+                state
+                    .auth
+                    .lock()
+                    .await
+                    .invalidate(scope, auth.as_ref(), challenge);
                 continue;
             }
             if !resp.status().is_success() && !resp.status().is_redirection() {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use ferry_archive::BlobReader;
 use ferry_archive::{ArchiveImage, Plan};
-use ferry_copy::{PullOptions, StoreReader};
+use ferry_copy::{Arrivals, ArrivingReader, PullOptions};
 use ferry_core::{Platform, Reference};
 use ferry_store::Store;
 
@@ -63,13 +64,27 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         jobs: args.jobs as usize,
     };
     let reporter = Arc::new(Reporter::new(args.quiet));
-    let images = ferry_copy::pull(&client, &store, &refs, &opts, reporter.clone()).await?;
+    let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
+    // The writer starts at once and copies each blob as soon as it is verified, while later
+    // blobs still download; the archive's order is fixed, so nothing waits for the end.
+    let arrivals = Arrivals::new(reporter.clone());
+    let reader = ArrivingReader {
+        store: store.clone(),
+        arrivals: arrivals.clone(),
+    };
+    let (format, scratch, plan_images) = (args.format, store.root().join("ingest"), images.clone());
+    let writer = tokio::task::spawn_blocking(move || {
+        write_output(&plan_images, &reader, &scratch, format, &output)
+    });
+    let fetched =
+        ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone()).await;
+    if let Err(e) = fetched {
+        arrivals.fail();
+        let _ = writer.await;
+        return Err(e.into());
+    }
+    let written = writer.await.context("the writer task failed")??;
     reporter.finish_downloads();
-    let format = args.format;
-    let written =
-        tokio::task::spawn_blocking(move || write_output(&images, &store, format, &output))
-            .await
-            .context("the writer task failed")??;
     if let Some(path) = written {
         reporter.line(&format!("wrote {}", path.display()));
     }
@@ -133,21 +148,21 @@ fn output_for(args: &PullArgs, refs: &[Reference]) -> anyhow::Result<Output> {
 /// Write the output; `Some(path)` when a file or directory was made.
 fn write_output(
     images: &[ArchiveImage],
-    store: &Store,
+    blobs: &dyn BlobReader,
+    scratch: &Path,
     format: Format,
     output: &Output,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let blobs = StoreReader(store);
     match output {
         Output::Stdout => {
             let stdout = std::io::stdout();
             let w = BufWriter::with_capacity(1 << 20, stdout.lock());
-            write_tar(images, store, format, w)?;
+            write_tar(images, blobs, scratch, format, w)?;
             Ok(None)
         }
         Output::Path(path) if format == Format::Oci => {
             super::track_temp(temp_name(path));
-            let r = Plan::new(images).write_dir(&blobs, path);
+            let r = Plan::new(images).write_dir(blobs, path);
             super::untrack_temp(&temp_name(path));
             r?;
             Ok(Some(path.clone()))
@@ -159,7 +174,7 @@ fn write_output(
                 let f =
                     File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
-                write_tar(images, store, format, &mut w)?;
+                write_tar(images, blobs, scratch, format, &mut w)?;
                 // Complete before it is renamed into place; not fsynced, as docker save and
                 // skopeo do not: the cost is a second write of the whole image to disk.
                 w.into_inner()
@@ -182,17 +197,14 @@ fn write_output(
 
 fn write_tar(
     images: &[ArchiveImage],
-    store: &Store,
+    blobs: &dyn BlobReader,
+    scratch: &Path,
     format: Format,
     mut w: impl Write,
 ) -> anyhow::Result<()> {
-    let blobs = StoreReader(store);
     match format {
-        Format::Legacy => {
-            let scratch = store.root().join("ingest");
-            ferry_archive::write_legacy(images, &blobs, &scratch, &mut w)?
-        }
-        _ => Plan::new(images).write_tar(&blobs, &mut w)?,
+        Format::Legacy => ferry_archive::write_legacy(images, blobs, scratch, &mut w)?,
+        _ => Plan::new(images).write_tar(blobs, &mut w)?,
     }
     w.flush()?;
     Ok(())
