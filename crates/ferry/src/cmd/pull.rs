@@ -55,6 +55,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let store =
         Store::open(&cache).with_context(|| format!("opening the cache at {}", cache.display()))?;
     let mut registries: Vec<String> = refs.iter().map(|r| r.registry().to_string()).collect();
+    registries.sort();
     registries.dedup();
     let client = super::client(&args.net, &registries, args.quiet)?;
     let opts = PullOptions {
