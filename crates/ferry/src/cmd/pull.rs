@@ -42,6 +42,16 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             Some("use --format oci or the default archive"),
         ));
     }
+    let mut registries: Vec<String> = refs.iter().map(|r| r.registry().to_string()).collect();
+    registries.sort();
+    registries.dedup();
+    if args.net.username.is_some() && registries.len() > 1 {
+        // One password must never travel to a registry it was not meant for.
+        return Err(exit::usage(
+            format!("--username applies to one registry, but these images come from {}", registries.join(", ")),
+            Some("pull them in separate runs, or store each registry's credentials in ~/.docker/config.json"),
+        ));
+    }
     let output = output_for(&args, &refs)?;
     let cache = match &args.cache_dir {
         Some(d) => d.clone(),
@@ -54,16 +64,6 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let store =
         Store::open(&cache).with_context(|| format!("opening the cache at {}", cache.display()))?;
-    let mut registries: Vec<String> = refs.iter().map(|r| r.registry().to_string()).collect();
-    registries.sort();
-    registries.dedup();
-    if args.net.username.is_some() && registries.len() > 1 {
-        // One password must never travel to a registry it was not meant for.
-        return Err(exit::usage(
-            format!("--username applies to one registry, but these images come from {}", registries.join(", ")),
-            Some("pull them in separate runs, or store each registry's credentials in ~/.docker/config.json"),
-        ));
-    }
     let client = super::client(&args.net, &registries, args.quiet)?;
     let opts = PullOptions {
         platform,
