@@ -101,3 +101,6 @@ pub enum ArchiveError {
 pub(crate) fn blob_name(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
 }
+
+#[cfg(test)]
+mod tests;

@@ -247,4 +247,23 @@ mod tests {
         let bad_digest = IMG.replace("sha256:e3b0", "sha256:zzzz");
         assert!(Manifest::parse(bad_digest.as_bytes(), None).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = Manifest::parse(&bytes, None);
+            let _ = ImageConfig::parse(&bytes);
+        }
+
+        #[test]
+        fn mutated_manifests_parse_or_fail_cleanly(pos in 0usize..600, byte in proptest::prelude::any::<u8>()) {
+            let mut b = IMG.as_bytes().to_vec();
+            let i = pos % b.len();
+            b[i] = byte;
+            match Manifest::parse(&b, Some("application/vnd.docker.distribution.manifest.v2+json")) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 }

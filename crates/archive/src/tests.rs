@@ -1,0 +1,154 @@
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+use ferry_core::{media, Descriptor, Digest, Reference};
+
+use crate::{ArchiveImage, BlobReader, ImageParts, Plan};
+
+struct Mem(HashMap<Digest, Vec<u8>>);
+
+impl BlobReader for Mem {
+    fn open(&self, d: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        let b = self
+            .0
+            .get(d)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, d.to_string()))?;
+        Ok(Box::new(io::Cursor::new(b)))
+    }
+}
+
+fn blob(mem: &mut Mem, media_type: &str, bytes: &[u8]) -> Descriptor {
+    let d = Digest::sha256_of(bytes);
+    mem.0.insert(d.clone(), bytes.to_vec());
+    Descriptor::new(media_type, d, bytes.len() as u64)
+}
+
+fn image(mem: &mut Mem, name: &str, layers: &[&[u8]]) -> ArchiveImage {
+    let config = blob(
+        mem,
+        media::OCI_CONFIG,
+        format!("{{\"n\":\"{name}\"}}").as_bytes(),
+    );
+    let layers: Vec<Descriptor> = layers
+        .iter()
+        .map(|l| blob(mem, media::OCI_LAYER_GZIP, l))
+        .collect();
+    let manifest = blob(
+        mem,
+        media::OCI_MANIFEST,
+        format!("manifest of {name}").as_bytes(),
+    );
+    ArchiveImage::single(
+        name.parse::<Reference>().unwrap(),
+        ImageParts {
+            manifest,
+            config,
+            layers,
+            platform: None,
+        },
+    )
+}
+
+fn entries(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(tar_bytes);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().to_string();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (name, data)
+        })
+        .collect()
+}
+
+#[test]
+fn planned_length_is_the_written_length_and_output_is_deterministic() {
+    let mut mem = Mem(HashMap::new());
+    let shared: &[u8] = &[7u8; 1000];
+    let a = image(&mut mem, "alpine:3.20", &[shared, b"top-a"]);
+    let b = image(&mut mem, "ghcr.io/org/app:1", &[shared, &[1u8; 513]]);
+    let plan = Plan::new(&[a.clone(), b.clone()]);
+    let mut out = Vec::new();
+    plan.write_tar(&mem, &mut out).unwrap();
+    assert_eq!(out.len() as u64, plan.len());
+    assert_eq!(out.len() % 512, 0);
+    let mut again = Vec::new();
+    Plan::new(&[a, b]).write_tar(&mem, &mut again).unwrap();
+    assert_eq!(out, again, "the archive is a pure function of its images");
+
+    let list = entries(&out);
+    let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[..3], &["oci-layout", "index.json", "manifest.json"]);
+    let shared_name = format!("blobs/sha256/{}", Digest::sha256_of(shared).hex());
+    assert_eq!(
+        names.iter().filter(|n| **n == shared_name).count(),
+        1,
+        "a shared blob is stored once"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&list[2].1).unwrap();
+    assert_eq!(manifest[0]["RepoTags"][0], "alpine:3.20");
+    assert_eq!(manifest[1]["RepoTags"][0], "ghcr.io/org/app:1");
+    let index: serde_json::Value = serde_json::from_slice(&list[1].1).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "docker.io/library/alpine:3.20"
+    );
+    assert_eq!(
+        index["manifests"][1]["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    for (name, data) in &list {
+        if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+            if !hex.is_empty() {
+                assert_eq!(
+                    Digest::sha256_of(data).hex(),
+                    hex,
+                    "{name} holds other content"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sha512_blobs_get_long_names_that_tar_readers_understand() {
+    let mut mem = Mem(HashMap::new());
+    let mut img = image(&mut mem, "x:1", &[b"layer"]);
+    let data = b"sha512 layer".to_vec();
+    let hex = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha512::digest(&data))
+    };
+    let d: Digest = format!("sha512:{hex}").parse().unwrap();
+    mem.0.insert(d.clone(), data.clone());
+    img.images[0]
+        .layers
+        .push(Descriptor::new(media::OCI_LAYER_GZIP, d, data.len() as u64));
+    let plan = Plan::new(&[img]);
+    let mut out = Vec::new();
+    plan.write_tar(&mem, &mut out).unwrap();
+    assert_eq!(out.len() as u64, plan.len());
+    let list = entries(&out);
+    let long = list
+        .iter()
+        .find(|(n, _)| n.len() > 13 && n.starts_with("blobs/sha512/"))
+        .expect("the sha512 blob");
+    assert_eq!(long.0.len(), "blobs/sha512/".len() + 128);
+    assert_eq!(long.1, data);
+}
+
+#[test]
+fn a_store_blob_of_the_wrong_length_is_an_error_not_a_bad_archive() {
+    let mut mem = Mem(HashMap::new());
+    let img = image(&mut mem, "x:1", &[b"layer"]);
+    let d = img.images[0].layers[0].digest.clone();
+    mem.0.insert(d, b"layer but longer".to_vec());
+    let err = Plan::new(&[img])
+        .write_tar(&mem, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected 5"), "{err}");
+}
