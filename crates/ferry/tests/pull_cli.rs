@@ -3,139 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Output, Stdio};
-
 use common::*;
-use ferry_core::{media, Digest, Platform};
 use ferry_testkit::fake::{FakeAuth, FakeRegistry};
-use ferry_testkit::image::{random_image, ImageSpec, TestImage};
+use ferry_testkit::image::{derived_image, random_image, sized_image, ImageSpec, TestImage};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 const REPO: &str = "lib/app";
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-/// Run ferry off the async threads (so the fake keeps serving), in `cwd` when given, with
-/// `stdin` when given.
-async fn run_in(cache: &Path, args: &[String], cwd: Option<&Path>) -> Output {
-    let cache = cache.to_path_buf();
-    let args = args.to_vec();
-    let cwd = cwd.map(Path::to_path_buf);
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut c = ferry_cmd(&cache, &a);
-        if let Some(d) = &cwd {
-            c.current_dir(d);
-        }
-        c.output().expect("running ferry")
-    })
-    .await
-    .expect("ferry task")
-}
-
-async fn run(cache: &Path, args: &[String]) -> Output {
-    run_in(cache, args, None).await
-}
-
-fn image(seed: u64, layers: usize, layer_size: usize) -> TestImage {
-    random_image(&ImageSpec {
-        seed,
-        layers,
-        layer_size,
-        ..ImageSpec::default()
-    })
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-fn blob_name(d: &Digest) -> String {
-    format!("blobs/sha256/{}", d.hex())
-}
-
-/// Entries of a tar in order: (name, is_dir, bytes).
-fn tar_list(bytes: &[u8]) -> Vec<(String, bool, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut a = tar::Archive::new(bytes);
-    for e in a.entries().expect("tar entries") {
-        let mut e = e.expect("tar entry");
-        let name = e.path().expect("path").to_string_lossy().into_owned();
-        let dir = e.header().entry_type().is_dir();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).expect("entry data");
-        out.push((name, dir, data));
-    }
-    out
-}
-
-fn tar_map(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for (name, _, data) in tar_list(bytes) {
-        assert!(
-            m.insert(name.clone(), data).is_none(),
-            "{name} appears twice"
-        );
-    }
-    m
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 async fn registry_with(images: &[(&str, &TestImage)]) -> FakeRegistry {
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    for (tag, img) in images {
-        reg.push_image(REPO, tag, img);
-    }
-    reg
-}
-
-/// An image with `base`'s first layer under a new top layer (as a FROM would make).
-fn derived(base: &TestImage, seed: u64) -> TestImage {
-    let top = image(seed, 1, 30_000);
-    let layers = vec![base.layers[0].clone(), top.layers[0].clone()];
-    let diff_ids = vec![base.diff_ids[0].clone(), top.diff_ids[0].clone()];
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>()},
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config = ferry_testkit::image::Blob {
-        digest: Digest::sha256_of(&config_bytes),
-        media_type: media::OCI_CONFIG.into(),
-        bytes: config_bytes.into(),
-    };
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
-        "config": {"mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size()},
-        "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size()})).collect::<Vec<_>>(),
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    TestImage {
-        manifest_digest: Digest::sha256_of(&manifest),
-        manifest: manifest.into(),
-        manifest_media_type: media::OCI_MANIFEST.into(),
-        config,
-        layers,
-        diff_ids,
-        platform: Platform::new("linux", "amd64", None),
-    }
+    fake_registry(FakeAuth::None, REPO, images).await
 }
 
 #[test]
@@ -252,7 +128,7 @@ fn help_mentions_exit_codes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn default_output_is_named_after_the_image_in_the_current_dir() {
-    let img = image(201, 2, 10_000);
+    let img = sized_image(201, 2, 10_000);
     let reg = registry_with(&[("v1.2", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let cwd = work.path().join("cwd");
@@ -298,24 +174,15 @@ async fn default_output_is_named_after_the_image_in_the_current_dir() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn same_image_twice_with_fresh_caches_gives_identical_archives() {
-    let img = image(202, 3, 20_000);
+    let img = sized_image(202, 3, 20_000);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let mut archives = Vec::new();
     for (i, fmt) in [(0, "archive"), (1, "archive"), (2, "legacy"), (3, "legacy")] {
         let out = work.path().join(format!("{i}.tar"));
-        let o = run(
-            &work.path().join(format!("cache{i}")),
-            &s(&[
-                "pull",
-                "--format",
-                fmt,
-                &format!("{}/{REPO}:v1", reg.host()),
-                "-o",
-                out.to_str().unwrap(),
-            ]),
-        )
-        .await;
+        let image = format!("{}/{REPO}:v1", reg.host());
+        let cache = work.path().join(format!("cache{i}"));
+        let o = pull_to(&cache, &["--format", fmt, &image], &out).await;
         assert_ok(&o);
         archives.push(std::fs::read(&out).unwrap());
     }
@@ -331,22 +198,16 @@ async fn same_image_twice_with_fresh_caches_gives_identical_archives() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn several_images_share_blobs_stored_once() {
-    let base = image(203, 2, 30_000);
-    let app = derived(&base, 204);
+    let base = sized_image(203, 2, 30_000);
+    let app = derived_image(&base, 204);
     let reg = registry_with(&[("base", &base), ("app", &app)]).await;
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("both.tar");
-    let o = run(
-        &work.path().join("cache"),
-        &s(&[
-            "pull",
-            &format!("{}/{REPO}:base", reg.host()),
-            &format!("{}/{REPO}:app", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let (base_ref, app_ref) = (
+        format!("{}/{REPO}:base", reg.host()),
+        format!("{}/{REPO}:app", reg.host()),
+    );
+    let o = pull_to(&work.path().join("cache"), &[&base_ref, &app_ref], &out).await;
     assert_ok(&o);
     assert_eq!(
         reg.blob_gets(&base.layers[0].digest),
@@ -396,13 +257,13 @@ async fn several_images_share_blobs_stored_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdout_output_is_a_tar_identical_to_the_file() {
-    let img = image(205, 2, 20_000);
+    let img = sized_image(205, 2, 20_000);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let file = work.path().join("app.tar");
     let r = format!("{}/{REPO}:v1", reg.host());
-    let o = run(&cache, &s(&["pull", &r, "-o", file.to_str().unwrap()])).await;
+    let o = pull_to(&cache, &[&r], &file).await;
     assert_ok(&o);
     let o = run(&cache, &s(&["pull", &r, "-o", "-"])).await;
     assert_ok(&o);
@@ -425,20 +286,15 @@ async fn stdout_output_is_a_tar_identical_to_the_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oci_format_writes_a_valid_layout_directory() {
-    let img = image(206, 2, 20_000);
+    let img = sized_image(206, 2, 20_000);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("layout");
-    let o = run(
+    let image = format!("{}/{REPO}:v1", reg.host());
+    let o = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "--format",
-            "oci",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &["--format", "oci", &image],
+        &out,
     )
     .await;
     assert_ok(&o);
@@ -482,16 +338,11 @@ async fn legacy_format_has_uncompressed_layers_matching_the_diff_ids() {
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("legacy.tar");
-    let o = run(
+    let image = format!("{}/{REPO}:v1", reg.host());
+    let o = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "--format",
-            "legacy",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &["--format", "legacy", &image],
+        &out,
     )
     .await;
     assert_ok(&o);
@@ -544,23 +395,13 @@ fn tar_framed_len(bytes: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_length_is_exactly_its_entries_and_end_blocks() {
-    let img = image(208, 3, 7_777);
+    let img = sized_image(208, 3, 7_777);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     for fmt in ["archive", "legacy"] {
         let out = work.path().join(format!("{fmt}.tar"));
-        let o = run(
-            &work.path().join("cache"),
-            &s(&[
-                "pull",
-                "--format",
-                fmt,
-                &format!("{}/{REPO}:v1", reg.host()),
-                "-o",
-                out.to_str().unwrap(),
-            ]),
-        )
-        .await;
+        let image = format!("{}/{REPO}:v1", reg.host());
+        let o = pull_to(&work.path().join("cache"), &["--format", fmt, &image], &out).await;
         assert_ok(&o);
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(bytes.len() % 512, 0);
@@ -577,21 +418,12 @@ async fn archive_length_is_exactly_its_entries_and_end_blocks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quiet_prints_nothing_on_success() {
-    let img = image(209, 2, 10_000);
+    let img = sized_image(209, 2, 10_000);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("a.tar");
-    let o = run(
-        &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "-q",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let image = format!("{}/{REPO}:v1", reg.host());
+    let o = pull_to(&work.path().join("cache"), &["-q", &image], &out).await;
     assert_ok(&o);
     assert_eq!(stderr(&o), "");
     assert!(o.stdout.is_empty());
@@ -600,13 +432,13 @@ async fn quiet_prints_nothing_on_success() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_off_a_terminal_is_plain_lines() {
-    let img = image(210, 2, 10_000);
+    let img = sized_image(210, 2, 10_000);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let out = work.path().join("a.tar");
     let r = format!("{}/{REPO}:v1", reg.host());
-    let o = run(&cache, &s(&["pull", &r, "-o", out.to_str().unwrap()])).await;
+    let o = pull_to(&cache, &[&r], &out).await;
     assert_ok(&o);
     let err = stderr(&o);
     assert!(
@@ -631,7 +463,7 @@ async fn progress_off_a_terminal_is_plain_lines() {
         Some(format!("wrote {}", out.display()).as_str())
     );
     // Again, everything cached.
-    let o = run(&cache, &s(&["pull", &r, "-o", out.to_str().unwrap()])).await;
+    let o = pull_to(&cache, &[&r], &out).await;
     assert_ok(&o);
     let err = stderr(&o);
     assert_eq!(err.matches(" cached (").count(), 3, "{err}");
@@ -640,29 +472,13 @@ async fn progress_off_a_terminal_is_plain_lines() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn password_on_the_command_line_warns() {
-    let img = image(211, 1, 2_000);
-    let reg = FakeRegistry::start(FakeAuth::Basic {
-        user: "u".into(),
-        pass: "pw".into(),
-    })
-    .await;
-    reg.push_image(REPO, "v1", &img);
+    let img = sized_image(211, 1, 2_000);
+    let reg = fake_registry(basic_auth("u", "pw"), REPO, &[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
     let out = work.path().join("a.tar");
-    let o = run(
-        &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "-u",
-            "u",
-            "-p",
-            "pw",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let image = format!("{}/{REPO}:v1", reg.host());
+    let o = pull_to(&cache, &["-u", "u", "-p", "pw", &image], &out).await;
     assert_ok(&o);
     let err = stderr(&o);
     assert!(
@@ -671,18 +487,7 @@ async fn password_on_the_command_line_warns() {
     );
     assert!(out.is_file());
     // --username without any password source and no terminal: a usage error.
-    let o = run(
-        &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "-u",
-            "u",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let o = pull_to(&cache, &["-u", "u", &image], &out).await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--password-stdin"), "{}", stderr(&o));
 }
@@ -702,13 +507,8 @@ async fn empty_password_on_stdin_is_refused() {
             "a.tar",
         ],
     );
-    c.current_dir(work.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    c.current_dir(work.path());
+    let o = run_with_stdin(c, b"\n");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("empty password"), "{}", stderr(&o));
     assert!(!work.path().join("a.tar").exists());

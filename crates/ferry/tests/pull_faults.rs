@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,120 +11,39 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_core::{media, Digest, Platform};
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault, LoggedRequest, TokenField};
-use ferry_testkit::image::{random_image, random_index, ImageSpec, TestImage};
+use ferry_testkit::image::{derived_image, random_index, sized_image, TestImage};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 const REPO: &str = "lib/app";
 
-/// Run ferry off the async threads so the fake keeps serving.
-async fn run(cache: &Path, args: &[String]) -> Output {
-    let cache = cache.to_path_buf();
-    let args = args.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        ferry(&cache, &a)
-    })
-    .await
-    .expect("ferry task")
-}
-
-/// Run ferry with extra environment and optional stdin.
+/// Run ferry with extra environment and optional stdin, off the async threads.
 async fn run_with(
     cache: &Path,
     args: &[String],
     env: &[(&str, PathBuf)],
     stdin: Option<&str>,
 ) -> Output {
-    let cache = cache.to_path_buf();
-    let args = args.to_vec();
-    let env: Vec<(String, PathBuf)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let stdin = stdin.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut c = ferry_cmd(&cache, &a);
-        for (k, v) in &env {
-            c.env(k, v);
-        }
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        if stdin.is_some() {
-            c.stdin(Stdio::piped());
-        }
-        let mut child = c.spawn().expect("spawn ferry");
-        if let Some(s) = stdin {
-            let mut i = child.stdin.take().expect("stdin");
-            i.write_all(s.as_bytes()).expect("write stdin");
-        }
-        child.wait_with_output().expect("ferry output")
-    })
-    .await
-    .expect("ferry task")
-}
-
-/// Standard base64 with padding (docker's `auth` field).
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = ferry_cmd(cache, &a);
+    for (k, v) in env {
+        c.env(k, v);
     }
-    out
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn image(seed: u64, layers: usize, layer_size: usize) -> TestImage {
-    random_image(&ImageSpec {
-        seed,
-        layers,
-        layer_size,
-        ..ImageSpec::default()
-    })
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-fn tar_entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut a = tar::Archive::new(bytes);
-    for e in a.entries().expect("tar entries") {
-        let mut e = e.expect("tar entry");
-        let name = e.path().expect("path").to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).expect("entry data");
-        assert!(
-            out.insert(name.clone(), data).is_none(),
-            "{name} appears twice"
-        );
+    match stdin {
+        Some(input) => run_cmd_with_stdin(c, input.as_bytes()).await,
+        None => run_cmd(c).await,
     }
-    out
 }
 
-fn blob_name(d: &Digest) -> String {
-    format!("blobs/sha256/{}", d.hex())
+/// A fake registry without auth holding each `(tag, image)` in [`REPO`].
+async fn registry_with(images: &[(&str, &TestImage)]) -> FakeRegistry {
+    fake_registry(FakeAuth::None, REPO, images).await
 }
 
 /// Check a default archive holds exactly `img` (docker manifest.json and OCI index), every
 /// blob verifying.
 fn check_archive(path: &Path, img: &TestImage) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let entries = tar_entries(&bytes);
+    let entries = tar_map(&bytes);
     for (name, data) in &entries {
         if let Some(hex) = name.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
             assert_eq!(sha256_hex(data), hex, "{name} does not verify");
@@ -170,24 +87,11 @@ fn partials(cache: &Path) -> Vec<(PathBuf, u64)> {
         .unwrap_or_default()
 }
 
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_pull_resumes_with_range_and_writes_a_correct_archive() {
-    let img = image(101, 1, 2_000_000);
+    let img = sized_image(101, 1, 2_000_000);
     let layer = &img.layers[0];
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    reg.push_image(REPO, "v1", &img);
+    let reg = registry_with(&[("v1", &img)]).await;
     reg.add_fault(Fault::Throttle {
         bytes_per_sec: 200_000,
     });
@@ -264,9 +168,8 @@ async fn killed_pull_resumes_with_range_and_writes_a_correct_archive() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn interrupted_pull_exits_130_and_leaves_no_output() {
-    let img = image(102, 1, 1_000_000);
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    reg.push_image(REPO, "v1", &img);
+    let img = sized_image(102, 1, 1_000_000);
+    let reg = registry_with(&[("v1", &img)]).await;
     reg.add_fault(Fault::Throttle {
         bytes_per_sec: 200_000,
     });
@@ -306,11 +209,7 @@ async fn interrupted_pull_exits_130_and_leaves_no_output() {
     assert!(held > 0, "nothing of the interrupted layer was kept");
     reg.clear_faults();
     let before = reg.requests().len();
-    let o = run(
-        &cache,
-        &s(&["pull", &image_ref, "-o", out.to_str().unwrap()]),
-    )
-    .await;
+    let o = pull_to(&cache, &[&image_ref], &out).await;
     assert_ok(&o);
     check_archive(&out, &img);
     let p = format!("/v2/{REPO}/blobs/{}", img.layers[0].digest);
@@ -322,71 +221,19 @@ async fn interrupted_pull_exits_130_and_leaves_no_output() {
     assert_eq!(first.range, Some(format!("bytes={held}-")));
 }
 
-/// An image with `base`'s first layer under a new top layer (as a FROM would make).
-fn derived(base: &TestImage, seed: u64) -> TestImage {
-    let top = image(seed, 1, 30_000);
-    let layers = vec![base.layers[0].clone(), top.layers[0].clone()];
-    let diff_ids = vec![base.diff_ids[0].clone(), top.diff_ids[0].clone()];
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>()},
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config = ferry_testkit::image::Blob {
-        digest: Digest::sha256_of(&config_bytes),
-        media_type: media::OCI_CONFIG.into(),
-        bytes: config_bytes.into(),
-    };
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
-        "config": {"mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size()},
-        "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size()})).collect::<Vec<_>>(),
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    TestImage {
-        manifest_digest: Digest::sha256_of(&manifest),
-        manifest: manifest.into(),
-        manifest_media_type: media::OCI_MANIFEST.into(),
-        config,
-        layers,
-        diff_ids,
-        platform: Platform::new("linux", "amd64", None),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn second_image_sharing_layers_downloads_only_the_new_ones() {
-    let base = image(103, 2, 50_000);
-    let app = derived(&base, 104);
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    reg.push_image(REPO, "base", &base);
-    reg.push_image(REPO, "app", &app);
+    let base = sized_image(103, 2, 50_000);
+    let app = derived_image(&base, 104);
+    let reg = registry_with(&[("base", &base), ("app", &app)]).await;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let o1 = work.path().join("base.tar");
     let o2 = work.path().join("app.tar");
-    let r = run(
-        &cache,
-        &s(&[
-            "pull",
-            &format!("{}/{REPO}:base", reg.host()),
-            "-o",
-            o1.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let r = pull_to(&cache, &[&format!("{}/{REPO}:base", reg.host())], &o1).await;
     assert_ok(&r);
     check_archive(&o1, &base);
-    let r = run(
-        &cache,
-        &s(&[
-            "pull",
-            &format!("{}/{REPO}:app", reg.host()),
-            "-o",
-            o2.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let r = pull_to(&cache, &[&format!("{}/{REPO}:app", reg.host())], &o2).await;
     assert_ok(&r);
     check_archive(&o2, &app);
     assert_eq!(
@@ -404,16 +251,7 @@ async fn second_image_sharing_layers_downloads_only_the_new_ones() {
     );
     // A third pull of the same image fetches no blob at all.
     let before = reg.requests().len();
-    let r = run(
-        &cache,
-        &s(&[
-            "pull",
-            &format!("{}/{REPO}:app", reg.host()),
-            "-o",
-            o2.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let r = pull_to(&cache, &[&format!("{}/{REPO}:app", reg.host())], &o2).await;
     assert_ok(&r);
     assert!(
         !reg.requests()[before..]
@@ -425,26 +263,16 @@ async fn second_image_sharing_layers_downloads_only_the_new_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_digest_exits_6_naming_the_blob_and_writes_nothing() {
-    let img = image(105, 2, 20_000);
+    let img = sized_image(105, 2, 20_000);
     let bad = &img.layers[1];
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    reg.push_image(REPO, "v1", &img);
+    let reg = registry_with(&[("v1", &img)]).await;
     reg.add_fault(Fault::WrongDigest {
         digest: bad.digest.clone(),
     });
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let out = work.path().join("app.tar");
-    let r = run(
-        &cache,
-        &s(&[
-            "pull",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
-    )
-    .await;
+    let r = pull_to(&cache, &[&format!("{}/{REPO}:v1", reg.host())], &out).await;
     assert_eq!(r.status.code(), Some(6), "{}", stderr(&r));
     let err = stderr(&r);
     assert!(err.contains(&bad.digest.to_string()), "{err}");
@@ -472,16 +300,14 @@ async fn missing_platform_exits_3_listing_the_available_ones() {
     reg.push_index(REPO, "multi", &idx);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("x.tar");
-    let r = run(
+    let r = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
+        &[
             "--platform",
             "linux/s390x",
             &format!("{}/{REPO}:multi", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        ],
+        &out,
     )
     .await;
     assert_eq!(r.status.code(), Some(3), "{}", stderr(&r));
@@ -508,21 +334,15 @@ async fn platform_flag_selects_the_matching_child() {
     let work = tempfile::tempdir().unwrap();
     for (flag, want, other) in [("linux/arm64", 1, 0), ("linux/amd64", 0, 1)] {
         let out = work.path().join(format!("{}.tar", flag.replace('/', "_")));
-        let r = run(
+        let r = pull_to(
             &work.path().join(format!("cache-{want}")),
-            &s(&[
-                "pull",
-                "--platform",
-                flag,
-                &format!("{}/{REPO}:multi", reg.host()),
-                "-o",
-                out.to_str().unwrap(),
-            ]),
+            &["--platform", flag, &format!("{}/{REPO}:multi", reg.host())],
+            &out,
         )
         .await;
         assert_ok(&r);
         check_archive(&out, &idx.images[want]);
-        let entries = tar_entries(&std::fs::read(&out).unwrap());
+        let entries = tar_map(&std::fs::read(&out).unwrap());
         for b in idx.images[other].blobs() {
             assert!(!entries.contains_key(&blob_name(&b.digest)));
         }
@@ -545,17 +365,15 @@ async fn all_platforms_oci_layout_holds_the_index_and_every_child() {
     reg.push_index(REPO, "multi", &idx);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("layout");
-    let r = run(
+    let r = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
+        &[
             "--all-platforms",
             "--format",
             "oci",
             &format!("{}/{REPO}:multi", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        ],
+        &out,
     )
     .await;
     assert_ok(&r);
@@ -612,14 +430,10 @@ async fn schema1_image_fails_with_a_clear_sentence() {
     );
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("old.tar");
-    let r = run(
+    let r = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            &format!("{}/{REPO}:old", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &[&format!("{}/{REPO}:old", reg.host())],
+        &out,
     )
     .await;
     assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
@@ -634,30 +448,18 @@ async fn schema1_image_fails_with_a_clear_sentence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unauthorized_without_credentials_exits_4_with_a_hint() {
-    let img = image(109, 1, 2_000);
+    let img = sized_image(109, 1, 2_000);
     for auth in [
-        FakeAuth::Basic {
-            user: "u".into(),
-            pass: "p".into(),
-        },
-        FakeAuth::Bearer {
-            credentials: Some(("u".into(), "p".into())),
-            token_field: TokenField::Token,
-            expires_in: None,
-        },
+        basic_auth("u", "p"),
+        bearer_auth(Some(("u", "p")), TokenField::Token, None),
     ] {
-        let reg = FakeRegistry::start(auth.clone()).await;
-        reg.push_image(REPO, "v1", &img);
+        let reg = fake_registry(auth.clone(), REPO, &[("v1", &img)]).await;
         let work = tempfile::tempdir().unwrap();
         let out = work.path().join("app.tar");
-        let r = run(
+        let r = pull_to(
             &work.path().join("cache"),
-            &s(&[
-                "pull",
-                &format!("{}/{REPO}:v1", reg.host()),
-                "-o",
-                out.to_str().unwrap(),
-            ]),
+            &[&format!("{}/{REPO}:v1", reg.host())],
+            &out,
         )
         .await;
         assert_eq!(r.status.code(), Some(4), "{auth:?}: {}", stderr(&r));
@@ -669,20 +471,16 @@ async fn unauthorized_without_credentials_exits_4_with_a_hint() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn username_and_password_stdin_work_against_basic_and_bearer() {
-    let img = image(110, 1, 5_000);
+    let img = sized_image(110, 1, 5_000);
     for auth in [
-        FakeAuth::Basic {
-            user: "alice".into(),
-            pass: "pa ss:word".into(),
-        },
-        FakeAuth::Bearer {
-            credentials: Some(("alice".into(), "pa ss:word".into())),
-            token_field: TokenField::AccessToken,
-            expires_in: Some(120),
-        },
+        basic_auth("alice", "pa ss:word"),
+        bearer_auth(
+            Some(("alice", "pa ss:word")),
+            TokenField::AccessToken,
+            Some(120),
+        ),
     ] {
-        let reg = FakeRegistry::start(auth.clone()).await;
-        reg.push_image(REPO, "v1", &img);
+        let reg = fake_registry(auth.clone(), REPO, &[("v1", &img)]).await;
         let work = tempfile::tempdir().unwrap();
         let out = work.path().join("app.tar");
         let args = s(&[
@@ -710,24 +508,16 @@ async fn username_and_password_stdin_work_against_basic_and_bearer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_from_docker_config_json_are_used() {
-    let img = image(111, 1, 5_000);
+    let img = sized_image(111, 1, 5_000);
     for auth in [
-        FakeAuth::Basic {
-            user: "carol".into(),
-            pass: "hunter2".into(),
-        },
-        FakeAuth::Bearer {
-            credentials: Some(("carol".into(), "hunter2".into())),
-            token_field: TokenField::Both,
-            expires_in: None,
-        },
+        basic_auth("carol", "hunter2"),
+        bearer_auth(Some(("carol", "hunter2")), TokenField::Both, None),
     ] {
-        let reg = FakeRegistry::start(auth.clone()).await;
-        reg.push_image(REPO, "v1", &img);
+        let reg = fake_registry(auth.clone(), REPO, &[("v1", &img)]).await;
         let work = tempfile::tempdir().unwrap();
         let docker_dir = work.path().join("docker");
         std::fs::create_dir_all(&docker_dir).unwrap();
-        let token = base64(b"carol:hunter2");
+        let token = base64_std(b"carol:hunter2");
         std::fs::write(
             docker_dir.join("config.json"),
             serde_json::to_vec(&json!({"auths": {reg.host(): {"auth": token}}})).unwrap(),
@@ -766,9 +556,8 @@ async fn credentials_from_docker_config_json_are_used() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_blob_faults_are_ridden_out_by_the_binary() {
-    let img = image(112, 2, 100_000);
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    reg.push_image(REPO, "v1", &img);
+    let img = sized_image(112, 2, 100_000);
+    let reg = registry_with(&[("v1", &img)]).await;
     reg.add_fault(Fault::ServerError { times: 1 });
     reg.add_fault(Fault::DropAfter {
         digest: Some(img.layers[0].digest.clone()),
@@ -777,16 +566,10 @@ async fn transient_blob_faults_are_ridden_out_by_the_binary() {
     });
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("app.tar");
-    let r = run(
+    let r = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "-j",
-            "1",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &["-j", "1", &format!("{}/{REPO}:v1", reg.host())],
+        &out,
     )
     .await;
     assert_ok(&r);
@@ -801,22 +584,15 @@ async fn transient_blob_faults_are_ridden_out_by_the_binary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn explicit_platform_refuses_a_single_platform_image_of_another() {
-    let img = image(113, 1, 5_000); // linux/amd64
-    let reg = FakeRegistry::start(FakeAuth::None).await;
-    reg.push_image(REPO, "v1", &img);
+    let img = sized_image(113, 1, 5_000); // linux/amd64
+    let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("app.tar");
     let r = format!("{}/{REPO}:v1", reg.host());
-    let o = run(
+    let o = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "--platform",
-            "linux/arm64",
-            &r,
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &["--platform", "linux/arm64", &r],
+        &out,
     )
     .await;
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
@@ -831,16 +607,10 @@ async fn explicit_platform_refuses_a_single_platform_image_of_another() {
         0,
         "layers of the wrong platform were fetched"
     );
-    let o = run(
+    let o = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "--platform",
-            "linux/amd64",
-            &r,
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &["--platform", "linux/amd64", &r],
+        &out,
     )
     .await;
     assert_ok(&o);
@@ -851,14 +621,9 @@ async fn explicit_platform_refuses_a_single_platform_image_of_another() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_expiring_during_parallel_downloads_are_renewed() {
-    let img = image(114, 6, 60_000);
-    let reg = FakeRegistry::start(FakeAuth::Bearer {
-        credentials: None,
-        token_field: TokenField::Token,
-        expires_in: None,
-    })
-    .await;
-    reg.push_image(REPO, "v1", &img);
+    let img = sized_image(114, 6, 60_000);
+    let auth = bearer_auth(None, TokenField::Token, None);
+    let reg = fake_registry(auth, REPO, &[("v1", &img)]).await;
     // More uses than parallel downloads, fewer than the requests of the whole pull.
     reg.add_fault(Fault::ExpireTokensAfter { requests: 8 });
     reg.add_fault(Fault::DropAfter {
@@ -868,16 +633,10 @@ async fn tokens_expiring_during_parallel_downloads_are_renewed() {
     });
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("app.tar");
-    let o = run(
+    let o = pull_to(
         &work.path().join("cache"),
-        &s(&[
-            "pull",
-            "-j",
-            "6",
-            &format!("{}/{REPO}:v1", reg.host()),
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &["-j", "6", &format!("{}/{REPO}:v1", reg.host())],
+        &out,
     )
     .await;
     assert_ok(&o);
@@ -893,13 +652,8 @@ async fn tokens_expiring_during_parallel_downloads_are_renewed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn podman_auth_file_wins_and_a_broken_auth_entry_is_named() {
-    let img = image(115, 1, 3_000);
-    let reg = FakeRegistry::start(FakeAuth::Basic {
-        user: "dave".into(),
-        pass: "right".into(),
-    })
-    .await;
-    reg.push_image(REPO, "v1", &img);
+    let img = sized_image(115, 1, 3_000);
+    let reg = fake_registry(basic_auth("dave", "right"), REPO, &[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let docker_dir = work.path().join("docker");
     std::fs::create_dir_all(&docker_dir).unwrap();
@@ -911,8 +665,8 @@ async fn podman_auth_file_wins_and_a_broken_auth_entry_is_named() {
         .unwrap()
     };
     let podman = work.path().join("auth.json");
-    write(&podman, &base64(b"dave:right"));
-    write(&docker_dir.join("config.json"), &base64(b"dave:wrong"));
+    write(&podman, &base64_std(b"dave:right"));
+    write(&docker_dir.join("config.json"), &base64_std(b"dave:wrong"));
     let out = work.path().join("app.tar");
     let args = s(&[
         "pull",

@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use common::*;
-use ferry_testkit::image::{random_image, ImageSpec, TestImage};
-use ferry_testkit::real::{self, Containerd, Podman, RealRegistry, RegistryAuth};
+use ferry_testkit::image::{sized_image, TestImage};
+use ferry_testkit::real::{self, Podman, RealRegistry, RegistryAuth};
 
 const USER: &str = "ferry-user";
 const PASS: &str = "s3cret:with-colon";
@@ -28,13 +29,9 @@ fn token() -> RegistryAuth {
     }
 }
 
+/// A two-layer image of about 50 kB a layer.
 fn image(seed: u64) -> TestImage {
-    random_image(&ImageSpec {
-        seed,
-        layers: 2,
-        layer_size: 50_000,
-        ..Default::default()
-    })
+    sized_image(seed, 2, 50_000)
 }
 
 /// A registry in `auth` mode holding `image(seed)` as `private/app:v1`; `None` when the tools
@@ -47,23 +44,52 @@ fn registry_with_image(auth: RegistryAuth, seed: u64) -> Option<(RealRegistry, T
     Some((reg, img))
 }
 
-fn pull_args<'a>(reference: &'a str, archive: &'a Path) -> Vec<&'a str> {
-    vec![
-        "pull",
-        "-q",
+/// A work directory (the pull's cache goes in it), the archive `app.tar` in it, and the
+/// reference of `private/app:v1` in `reg`.
+fn work_for(reg: &RealRegistry) -> (tempfile::TempDir, PathBuf, String) {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("app.tar");
+    let reference = format!("{}/private/app:v1", reg.host);
+    (work, archive, reference)
+}
+
+/// `ferry pull -q REFERENCE -o ARCHIVE --username USER --password-stdin` with `password` on
+/// standard input and the cache in `work`.
+fn pull_with_password_stdin(
+    work: &Path,
+    reference: &str,
+    archive: &Path,
+    password: &[u8],
+) -> Output {
+    let args = pull_args(
         reference,
-        "-o",
-        archive.to_str().expect("UTF-8 path"),
-    ]
+        archive,
+        &["--username", USER, "--password-stdin"],
+    );
+    run_with_stdin(ferry_cmd(&work.join("cache"), &args), password)
+}
+
+/// A docker config directory `docker-config` in `work` whose `config.json` is `config`.
+fn docker_config_dir(work: &Path, config: &[u8]) -> PathBuf {
+    let dir = work.join("docker-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    dir
+}
+
+/// `ferry pull -q REFERENCE -o ARCHIVE` with `cache`, and `key` set to `value` in its
+/// environment.
+fn pull_with_env(cache: &Path, reference: &str, archive: &Path, key: &str, value: &Path) -> Output {
+    ferry_cmd(cache, &pull_args(reference, archive, &[]))
+        .env(key, value)
+        .output()
+        .expect("running ferry")
 }
 
 /// Load `archive` in podman and check the image is `name` with `img`'s layers.
 fn assert_podman_loads(archive: &Path, name: &str, img: &TestImage) {
     let Some(podman) = Podman::new() else { return };
-    let out = podman
-        .load(archive)
-        .unwrap_or_else(|e| panic!("podman load: {e}"));
-    let names = Podman::loaded_names(&out);
+    let (_, names) = podman_load(&podman, archive);
     assert!(
         names.iter().any(|n| n == name),
         "podman loaded {names:?}, expected {name}"
@@ -122,15 +148,9 @@ fn htpasswd_password_stdin_pull_loads_in_podman() {
     let Some((reg, img)) = registry_with_image(htpasswd(), 101) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let archive = work.path().join("app.tar");
-    let reference = format!("{}/private/app:v1", reg.host);
-    let mut args = pull_args(&reference, &archive);
-    args.extend(["--username", USER, "--password-stdin"]);
-    let out = run_with_stdin(
-        ferry_cmd(&work.path().join("cache"), &args),
-        format!("{PASS}\n").as_bytes(),
-    );
+    let (work, archive, reference) = work_for(&reg);
+    let password = format!("{PASS}\n");
+    let out = pull_with_password_stdin(work.path(), &reference, &archive, password.as_bytes());
     assert_ok(&out);
     assert!(
         !stderr(&out).contains(PASS),
@@ -145,9 +165,7 @@ fn htpasswd_password_on_the_command_line_works_with_a_warning() {
     let Some((reg, img)) = registry_with_image(htpasswd(), 111) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let archive = work.path().join("app.tar");
-    let reference = format!("{}/private/app:v1", reg.host);
+    let (work, archive, reference) = work_for(&reg);
     let out = ferry(
         &work.path().join("cache"),
         &[
@@ -175,10 +193,11 @@ fn htpasswd_without_credentials_exits_4_with_a_hint() {
     let Some((reg, _img)) = registry_with_image(htpasswd(), 102) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let archive = work.path().join("app.tar");
-    let reference = format!("{}/private/app:v1", reg.host);
-    let out = ferry(&work.path().join("cache"), &pull_args(&reference, &archive));
+    let (work, archive, reference) = work_for(&reg);
+    let out = ferry(
+        &work.path().join("cache"),
+        &pull_args(&reference, &archive, &[]),
+    );
     assert_auth_failure(&out, &archive);
 }
 
@@ -187,15 +206,8 @@ fn htpasswd_wrong_password_exits_4() {
     let Some((reg, _img)) = registry_with_image(htpasswd(), 103) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let archive = work.path().join("app.tar");
-    let reference = format!("{}/private/app:v1", reg.host);
-    let mut args = pull_args(&reference, &archive);
-    args.extend(["--username", USER, "--password-stdin"]);
-    let out = run_with_stdin(
-        ferry_cmd(&work.path().join("cache"), &args),
-        b"not-the-password\n",
-    );
+    let (work, archive, reference) = work_for(&reg);
+    let out = pull_with_password_stdin(work.path(), &reference, &archive, b"not-the-password\n");
     assert_auth_failure(&out, &archive);
     assert!(!stderr(&out).contains("not-the-password"));
 }
@@ -206,25 +218,24 @@ fn htpasswd_credentials_from_docker_config_json() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let docker_config = work.path().join("docker-config");
-    std::fs::create_dir_all(&docker_config).unwrap();
     let config = serde_json::json!({
         "auths": {
             "other.example.com": { "auth": base64_std(b"someone:else") },
             reg.host.clone(): { "auth": base64_std(format!("{USER}:{PASS}").as_bytes()) },
         }
     });
-    std::fs::write(
-        docker_config.join("config.json"),
-        serde_json::to_vec_pretty(&config).unwrap(),
-    )
-    .unwrap();
+    let docker_config =
+        docker_config_dir(work.path(), &serde_json::to_vec_pretty(&config).unwrap());
     let archive = work.path().join("app.tar");
     let reference = format!("{}/private/app:v1", reg.host);
-    let out = ferry_cmd(&work.path().join("cache"), &pull_args(&reference, &archive))
-        .env("DOCKER_CONFIG", &docker_config)
-        .output()
-        .expect("running ferry");
+    let cache = work.path().join("cache");
+    let out = pull_with_env(
+        &cache,
+        &reference,
+        &archive,
+        "DOCKER_CONFIG",
+        &docker_config,
+    );
     assert_ok(&out);
     assert_podman_loads(&archive, &reference, &img);
 
@@ -233,19 +244,16 @@ fn htpasswd_credentials_from_docker_config_json() {
     let config = serde_json::json!({
         "auths": { reg.host.clone(): { "auth": base64_std(format!("{USER}:wrong").as_bytes()) } }
     });
-    std::fs::write(
-        docker_config.join("config.json"),
-        serde_json::to_vec(&config).unwrap(),
-    )
-    .unwrap();
+    let docker_config = docker_config_dir(work.path(), &serde_json::to_vec(&config).unwrap());
     let archive2 = work.path().join("app2.tar");
-    let out = ferry_cmd(
-        &work.path().join("cache2"),
-        &pull_args(&reference, &archive2),
-    )
-    .env("DOCKER_CONFIG", &docker_config)
-    .output()
-    .expect("running ferry");
+    let cache2 = work.path().join("cache2");
+    let out = pull_with_env(
+        &cache2,
+        &reference,
+        &archive2,
+        "DOCKER_CONFIG",
+        &docker_config,
+    );
     assert_auth_failure(&out, &archive2);
 }
 
@@ -271,13 +279,15 @@ fn htpasswd_credentials_from_podman_login_auth_json() {
     let text = std::fs::read_to_string(&auth_json).expect("podman login wrote auth.json");
     assert!(text.contains(&reg.host), "auth.json: {text}");
 
-    let work = tempfile::tempdir().unwrap();
-    let archive = work.path().join("app.tar");
-    let reference = format!("{}/private/app:v1", reg.host);
-    let out = ferry_cmd(&work.path().join("cache"), &pull_args(&reference, &archive))
-        .env("REGISTRY_AUTH_FILE", &auth_json)
-        .output()
-        .expect("running ferry");
+    let (work, archive, reference) = work_for(&reg);
+    let cache = work.path().join("cache");
+    let out = pull_with_env(
+        &cache,
+        &reference,
+        &archive,
+        "REGISTRY_AUTH_FILE",
+        &auth_json,
+    );
     assert_ok(&out);
     assert_podman_loads(&archive, &reference, &img);
 }
@@ -288,15 +298,9 @@ fn token_auth_with_credentials_pulls_and_imports_in_containerd() {
         return;
     };
     let before = reg.token_requests();
-    let work = tempfile::tempdir().unwrap();
-    let archive = work.path().join("app.tar");
-    let reference = format!("{}/private/app:v1", reg.host);
-    let mut args = pull_args(&reference, &archive);
-    args.extend(["--username", USER, "--password-stdin"]);
-    let out = run_with_stdin(
-        ferry_cmd(&work.path().join("cache"), &args),
-        format!("{PASS}\n").as_bytes(),
-    );
+    let (work, archive, reference) = work_for(&reg);
+    let password = format!("{PASS}\n");
+    let out = pull_with_password_stdin(work.path(), &reference, &archive, password.as_bytes());
     assert_ok(&out);
     assert!(
         reg.token_requests() > before,
@@ -311,17 +315,8 @@ fn token_auth_with_credentials_pulls_and_imports_in_containerd() {
         "the registry log shows no layer download:\n{log}"
     );
 
-    if let Some(ctrd) = Containerd::start() {
-        ctrd.import(&archive, &[])
-            .unwrap_or_else(|e| panic!("ctr import: {e}\n{}", ctrd.log()));
-        let images = ctrd.images().expect("ctr images ls");
-        assert!(
-            images
-                .iter()
-                .any(|(n, d)| n == &reference && d == &img.manifest_digest.to_string()),
-            "containerd has {images:?}, expected {reference} at {}",
-            img.manifest_digest
-        );
+    if let Some(images) = containerd_images(&archive) {
+        assert_ctr_has(&images, &reference, &img.manifest_digest);
     }
     assert_podman_loads(&archive, &reference, &img);
 }
@@ -333,22 +328,20 @@ fn token_auth_from_docker_config_json() {
     };
     let before = reg.token_requests();
     let work = tempfile::tempdir().unwrap();
-    let docker_config = work.path().join("docker-config");
-    std::fs::create_dir_all(&docker_config).unwrap();
     let config = serde_json::json!({
         "auths": { format!("http://{}", reg.host): { "auth": base64_std(format!("{USER}:{PASS}").as_bytes()) } }
     });
-    std::fs::write(
-        docker_config.join("config.json"),
-        serde_json::to_vec(&config).unwrap(),
-    )
-    .unwrap();
+    let docker_config = docker_config_dir(work.path(), &serde_json::to_vec(&config).unwrap());
     let archive = work.path().join("app.tar");
     let reference = format!("{}/private/app:v1", reg.host);
-    let out = ferry_cmd(&work.path().join("cache"), &pull_args(&reference, &archive))
-        .env("DOCKER_CONFIG", &docker_config)
-        .output()
-        .expect("running ferry");
+    let cache = work.path().join("cache");
+    let out = pull_with_env(
+        &cache,
+        &reference,
+        &archive,
+        "DOCKER_CONFIG",
+        &docker_config,
+    );
     assert_ok(&out);
     assert!(reg.token_requests() > before, "no token was issued");
     assert_podman_loads(&archive, &reference, &img);
@@ -363,13 +356,14 @@ fn token_auth_without_or_with_wrong_credentials_exits_4() {
     let reference = format!("{}/private/app:v1", reg.host);
 
     let archive = work.path().join("anon.tar");
-    let out = ferry(&work.path().join("cache"), &pull_args(&reference, &archive));
+    let out = ferry(
+        &work.path().join("cache"),
+        &pull_args(&reference, &archive, &[]),
+    );
     assert_auth_failure(&out, &archive);
 
     let archive = work.path().join("wrong.tar");
-    let mut args = pull_args(&reference, &archive);
-    args.extend(["--username", USER, "--password-stdin"]);
-    let out = run_with_stdin(ferry_cmd(&work.path().join("cache"), &args), b"nope\n");
+    let out = pull_with_password_stdin(work.path(), &reference, &archive, b"nope\n");
     assert_auth_failure(&out, &archive);
 }
 
@@ -411,16 +405,9 @@ fn token_auth_two_repositories_in_one_pull() {
         reg.token_requests() - before
     );
     let Some(podman) = Podman::new() else { return };
-    let loaded = podman
-        .load(&archive)
-        .unwrap_or_else(|e| panic!("podman load: {e}"));
-    let names = Podman::loaded_names(&loaded);
+    let (_, names) = podman_load(&podman, &archive);
     for (r, img) in [(&ra, &a), (&rb, &b)] {
         assert!(names.contains(r), "podman loaded {names:?}");
-        let inspect = podman.inspect(r).expect("inspect");
-        assert_eq!(
-            inspect["RootFS"]["Layers"],
-            serde_json::json!(digests(&img.diff_ids))
-        );
+        assert_podman_has(&podman, r, img);
     }
 }

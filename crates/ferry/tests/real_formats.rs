@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-use ferry_core::{media, Digest};
-use ferry_testkit::image::{random_image, Blob, ImageSpec, TestImage};
-use ferry_testkit::real::{self, Containerd, Podman, RealRegistry, RegistryAuth};
-use sha2::Digest as _;
+use ferry_core::media;
+use ferry_testkit::image::{derived_image, random_image, ImageSpec, TestImage};
+use ferry_testkit::real::{self, Podman, RealRegistry, RegistryAuth};
 
 fn registry() -> Option<RealRegistry> {
     let reg = RealRegistry::start(RegistryAuth::Anonymous)?;
@@ -28,28 +25,6 @@ fn spec(seed: u64) -> ImageSpec {
     }
 }
 
-fn pull(cache: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["pull", "-q"];
-    all.extend_from_slice(args);
-    ferry(cache, &all)
-}
-
-fn layer_digests(img: &TestImage) -> Vec<String> {
-    img.layers.iter().map(|l| l.digest.to_string()).collect()
-}
-
-/// Load `archive` into `podman` and check that `name` is there with `img`'s diff ids.
-fn podman_has(podman: &Podman, name: &str, img: &TestImage) {
-    let inspect = podman
-        .inspect(name)
-        .unwrap_or_else(|e| panic!("podman has no {name}: {e}"));
-    assert_eq!(
-        inspect["RootFS"]["Layers"],
-        serde_json::json!(digests(&img.diff_ids)),
-        "podman's {name} has other layers: {inspect}"
-    );
-}
-
 /// `podman pull TARGET` (e.g. `docker-archive:PATH[:NAME]`, to read one side of an archive).
 fn podman_pull(podman: &Podman, target: &str) {
     // podman pull insists that its REGISTRY_AUTH_FILE exists.
@@ -62,12 +37,11 @@ fn podman_pull(podman: &Podman, target: &str) {
         .unwrap_or_else(|e| panic!("podman pull {target}: {e}"));
 }
 
-fn ctr_has(images: &[(String, String)], name: &str, digest: &Digest) {
-    assert!(
-        images
-            .iter()
-            .any(|(n, d)| n == name && d == &digest.to_string()),
-        "containerd has {images:?}, expected {name} at {digest}"
+/// skopeo reads `target`'s config with `img`'s diff ids.
+fn assert_skopeo_config_diff_ids(target: &str, img: &TestImage) {
+    assert_eq!(
+        skopeo_config(target)["rootfs"]["diff_ids"],
+        serde_json::json!(digests(&img.diff_ids))
     );
 }
 
@@ -83,15 +57,10 @@ fn legacy_format_loads_in_podman_with_matching_diff_ids() {
     let reference = format!("{}/fmt/legacy:v1", reg.host);
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("legacy.tar");
-    let out = pull(
+    let out = pull_quiet(
         &work.path().join("cache"),
-        &[
-            "--format",
-            "legacy",
-            &reference,
-            "-o",
-            archive.to_str().unwrap(),
-        ],
+        &["--format", "legacy", &reference],
+        &archive,
     );
     assert_ok(&out);
 
@@ -124,17 +93,11 @@ fn legacy_format_loads_in_podman_with_matching_diff_ids() {
     );
 
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        let names = Podman::loaded_names(&out);
+        let (_, names) = podman_load(&podman, &archive);
         assert!(names.contains(&reference), "podman loaded {names:?}");
-        podman_has(&podman, &reference, &img);
+        assert_podman_has(&podman, &reference, &img);
     }
-    if let Some(ctrd) = Containerd::start() {
-        ctrd.import(&archive, &[])
-            .unwrap_or_else(|e| panic!("ctr import: {e}\n{}", ctrd.log()));
-        let images = ctrd.images().expect("ctr images ls");
+    if let Some((ctrd, images)) = containerd_import(&archive, &[]) {
         let (_, digest) = images
             .iter()
             .find(|(n, _)| n == &reference)
@@ -161,15 +124,7 @@ fn legacy_format_loads_in_podman_with_matching_diff_ids() {
             .collect();
         assert_eq!(layers, digests(&img.diff_ids), "{m}");
     }
-    let cfg = real::skopeo_inspect(
-        &format!("docker-archive:{}", archive.display()),
-        &["--config"],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        cfg["rootfs"]["diff_ids"],
-        serde_json::json!(digests(&img.diff_ids))
-    );
+    assert_skopeo_config_diff_ids(&format!("docker-archive:{}", archive.display()), &img);
 }
 
 #[test]
@@ -180,9 +135,10 @@ fn oci_format_directory_is_read_by_skopeo_and_round_trips() {
     let reference = format!("{}/fmt/oci:v1", reg.host);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("layout");
-    let out = pull(
+    let out = pull_quiet(
         &work.path().join("cache"),
-        &["--format", "oci", &reference, "-o", dir.to_str().unwrap()],
+        &["--format", "oci", &reference],
+        &dir,
     );
     assert_ok(&out);
     assert!(dir.join("oci-layout").is_file());
@@ -235,69 +191,22 @@ fn oci_format_directory_is_read_by_skopeo_and_round_trips() {
     );
 }
 
-/// An image that shares its first layer with `base` and adds one of its own.
-fn image_sharing_first_layer(base: &TestImage, seed: u64) -> TestImage {
-    let own = random_image(&ImageSpec {
-        seed,
-        layers: 1,
-        layer_size: 30_000,
-        ..Default::default()
-    });
-    let layers = vec![base.layers[0].clone(), own.layers[0].clone()];
-    let diff_ids = vec![base.diff_ids[0].clone(), own.diff_ids[0].clone()];
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "2024-02-02T00:00:00Z",
-        "config": { "Cmd": ["/bin/true"] },
-        "rootfs": { "type": "layers", "diff_ids": digests(&diff_ids) },
-        "history": [{ "created_by": "shared" }, { "created_by": "own" }],
-    });
-    let config = serde_json::to_vec(&config).unwrap();
-    let config = Blob {
-        digest: Digest::sha256_of(&config),
-        media_type: media::OCI_CONFIG.into(),
-        bytes: config.into(),
-    };
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
-        "config": { "mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size() },
-        "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size(),
-        })).collect::<Vec<_>>(),
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    TestImage {
-        manifest_digest: Digest::sha256_of(&manifest),
-        manifest: manifest.into(),
-        manifest_media_type: media::OCI_MANIFEST.into(),
-        config,
-        layers,
-        diff_ids,
-        platform: base.platform.clone(),
-    }
-}
-
 #[test]
 fn two_images_in_one_archive_load_in_podman_and_containerd() {
     let Some(reg) = registry() else { return };
     let a = random_image(&spec(303));
-    let b = image_sharing_first_layer(&a, 304);
+    let b = derived_image(&a, 304);
     push_with_skopeo(&reg, "multi/a:v1", &a, None);
     push_with_skopeo(&reg, "multi/b:v2", &b, None);
     let ra = format!("{}/multi/a:v1", reg.host);
     let rb = format!("{}/multi/b:v2", reg.host);
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("both.tar");
-    let out = pull(
-        &work.path().join("cache"),
-        &[&ra, &rb, "-o", archive.to_str().unwrap()],
-    );
+    let out = pull_quiet(&work.path().join("cache"), &[&ra, &rb], &archive);
     assert_ok(&out);
 
     let files = tar_files(&archive);
-    let shared = format!("blobs/sha256/{}", a.layers[0].digest.hex());
+    let shared = blob_name(&a.layers[0].digest);
     assert_eq!(
         files.iter().filter(|(n, _)| n == &shared).count(),
         1,
@@ -327,40 +236,29 @@ fn two_images_in_one_archive_load_in_podman_and_containerd() {
     assert_eq!(names, vec![ra.as_str(), rb.as_str()]);
 
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        let loaded = Podman::loaded_names(&out);
+        let (out, loaded) = podman_load(&podman, &archive);
         assert!(
             loaded.contains(&ra) && loaded.contains(&rb),
             "podman loaded {loaded:?}:\n{out}"
         );
-        podman_has(&podman, &ra, &a);
-        podman_has(&podman, &rb, &b);
+        assert_podman_has(&podman, &ra, &a);
+        assert_podman_has(&podman, &rb, &b);
     }
     if let Some(images) = containerd_images(&archive) {
-        ctr_has(&images, &ra, &a.manifest_digest);
-        ctr_has(&images, &rb, &b.manifest_digest);
+        assert_ctr_has(&images, &ra, &a.manifest_digest);
+        assert_ctr_has(&images, &rb, &b.manifest_digest);
     }
     // The docker side on its own: podman takes each image out of it by name.
     if let Some(podman) = Podman::new() {
         for (r, img) in [(&ra, &a), (&rb, &b)] {
             let target = format!("docker-archive:{}:{r}", archive.display());
             podman_pull(&podman, &target);
-            podman_has(&podman, r, img);
+            assert_podman_has(&podman, r, img);
         }
     }
     // skopeo picks either image out of the docker side by name.
     for (r, img) in [(&ra, &a), (&rb, &b)] {
-        let cfg = real::skopeo_inspect(
-            &format!("docker-archive:{}:{r}", archive.display()),
-            &["--config"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            cfg["rootfs"]["diff_ids"],
-            serde_json::json!(digests(&img.diff_ids))
-        );
+        assert_skopeo_config_diff_ids(&format!("docker-archive:{}:{r}", archive.display()), img);
     }
 }
 
@@ -384,10 +282,7 @@ fn docker_media_types_load_in_podman_and_containerd() {
 
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("docker.tar");
-    let out = pull(
-        &work.path().join("cache"),
-        &[&reference, "-o", archive.to_str().unwrap()],
-    );
+    let out = pull_quiet(&work.path().join("cache"), &[&reference], &archive);
     assert_ok(&out);
     let files = tar_files(&archive);
     let index = tar_json(&files, "index.json");
@@ -398,7 +293,7 @@ fn docker_media_types_load_in_podman_and_containerd() {
     );
     let stored = files
         .iter()
-        .find(|(n, _)| n == &format!("blobs/sha256/{}", img.manifest_digest.hex()))
+        .find(|(n, _)| n == &blob_name(&img.manifest_digest))
         .expect("the manifest blob");
     assert_eq!(
         stored.1,
@@ -407,23 +302,18 @@ fn docker_media_types_load_in_podman_and_containerd() {
     );
 
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        assert!(
-            Podman::loaded_names(&out).contains(&reference),
-            "podman load: {out}"
-        );
-        podman_has(&podman, &reference, &img);
+        let (out, names) = podman_load(&podman, &archive);
+        assert!(names.contains(&reference), "podman load: {out}");
+        assert_podman_has(&podman, &reference, &img);
     }
     // The docker side of the archive on its own (podman load prefers the OCI side).
     if let Some(podman) = Podman::new() {
         let target = format!("docker-archive:{}", archive.display());
         podman_pull(&podman, &target);
-        podman_has(&podman, &reference, &img);
+        assert_podman_has(&podman, &reference, &img);
     }
     if let Some(images) = containerd_images(&archive) {
-        ctr_has(&images, &reference, &img.manifest_digest);
+        assert_ctr_has(&images, &reference, &img.manifest_digest);
     }
     if let Some(layers) = skopeo_layers("oci-archive", &archive) {
         assert_eq!(layers, layer_digests(&img));
@@ -446,7 +336,7 @@ fn digest_pinned_references_fetch_the_digest() {
     // Digest only: the image v2 points at, named by repository and digest.
     let by_digest = format!("{}/pin/app@{}", reg.host, v2.manifest_digest);
     let archive = work.path().join("digest.tar");
-    let out = pull(&cache, &[&by_digest, "-o", archive.to_str().unwrap()]);
+    let out = pull_quiet(&cache, &[&by_digest], &archive);
     assert_ok(&out);
     let files = tar_files(&archive);
     let index = tar_json(&files, "index.json");
@@ -459,33 +349,21 @@ fn digest_pinned_references_fetch_the_digest() {
         by_digest.as_str()
     );
     let docker = tar_json(&files, "manifest.json");
-    assert_eq!(
-        docker[0]["Config"],
-        format!("blobs/sha256/{}", v2.config.digest.hex())
-    );
+    assert_eq!(docker[0]["Config"], blob_name(&v2.config.digest));
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        assert_eq!(
-            Podman::loaded_names(&out),
-            vec![by_digest.clone()],
-            "podman load: {out}"
-        );
-        podman_has(&podman, &by_digest, &v2);
+        let (out, names) = podman_load(&podman, &archive);
+        assert_eq!(names, vec![by_digest.clone()], "podman load: {out}");
+        assert_podman_has(&podman, &by_digest, &v2);
     }
     if let Some(images) = containerd_images(&archive) {
-        ctr_has(&images, &by_digest, &v2.manifest_digest);
+        assert_ctr_has(&images, &by_digest, &v2.manifest_digest);
     }
 
     // Tag and digest: the digest wins (v1's tag, v2's digest → v2), named by the tag.
     let both = format!("{}/pin/app:v1@{}", reg.host, v2.manifest_digest);
     let named = format!("{}/pin/app:v1", reg.host);
     let archive = work.path().join("tag-digest.tar");
-    let out = pull(
-        &work.path().join("cache2"),
-        &[&both, "-o", archive.to_str().unwrap()],
-    );
+    let out = pull_quiet(&work.path().join("cache2"), &[&both], &archive);
     assert_ok(&out);
     let files = tar_files(&archive);
     let index = tar_json(&files, "index.json");
@@ -498,27 +376,22 @@ fn digest_pinned_references_fetch_the_digest() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(layers["Layers"], serde_json::json!(layer_digests(&v2)));
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        assert!(
-            Podman::loaded_names(&out).contains(&named),
-            "podman load: {out}"
-        );
-        podman_has(&podman, &named, &v2);
+        let (out, names) = podman_load(&podman, &archive);
+        assert!(names.contains(&named), "podman load: {out}");
+        assert_podman_has(&podman, &named, &v2);
     }
     if let Some(images) = containerd_images(&archive) {
-        ctr_has(&images, &named, &v2.manifest_digest);
+        assert_ctr_has(&images, &named, &v2.manifest_digest);
     }
 
     // A digest the repository does not have is "not found".
     let missing = format!(
         "{}/pin/app@sha256:{}",
         reg.host,
-        hex::encode(sha2::Sha256::digest(b"no such manifest"))
+        sha256_hex(b"no such manifest")
     );
     let archive = work.path().join("missing.tar");
-    let out = pull(&cache, &[&missing, "-o", archive.to_str().unwrap()]);
+    let out = pull_quiet(&cache, &[&missing], &archive);
     assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
     assert!(!archive.exists());
 }
@@ -529,23 +402,17 @@ fn digest_pinned_references_fetch_the_digest() {
 fn legacy_format_two_images_sharing_a_layer() {
     let Some(reg) = registry() else { return };
     let a = random_image(&spec(308));
-    let b = image_sharing_first_layer(&a, 309);
+    let b = derived_image(&a, 309);
     push_with_skopeo(&reg, "leg/a:v1", &a, None);
     push_with_skopeo(&reg, "leg/b:v1", &b, None);
     let ra = format!("{}/leg/a:v1", reg.host);
     let rb = format!("{}/leg/b:v1", reg.host);
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("legacy-both.tar");
-    let out = pull(
+    let out = pull_quiet(
         &work.path().join("cache"),
-        &[
-            "--format",
-            "legacy",
-            &ra,
-            &rb,
-            "-o",
-            archive.to_str().unwrap(),
-        ],
+        &["--format", "legacy", &ra, &rb],
+        &archive,
     );
     assert_ok(&out);
     let files = tar_files(&archive);
@@ -566,16 +433,13 @@ fn legacy_format_two_images_sharing_a_layer() {
     );
 
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        let names = Podman::loaded_names(&out);
+        let (_, names) = podman_load(&podman, &archive);
         assert!(
             names.contains(&ra) && names.contains(&rb),
             "podman loaded {names:?}"
         );
-        podman_has(&podman, &ra, &a);
-        podman_has(&podman, &rb, &b);
+        assert_podman_has(&podman, &ra, &a);
+        assert_podman_has(&podman, &rb, &b);
     }
     if let Some(images) = containerd_images(&archive) {
         for r in [&ra, &rb] {
@@ -604,11 +468,11 @@ fn one_image_under_two_tags_and_oci_layout_with_several_images() {
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let archive = work.path().join("three.tar");
-    let out = pull(&cache, &[&r1, &r2, &rb, "-o", archive.to_str().unwrap()]);
+    let out = pull_quiet(&cache, &[&r1, &r2, &rb], &archive);
     assert_ok(&out);
     let files = tar_files(&archive);
     for l in a.layers.iter().chain(&b.layers) {
-        let name = format!("blobs/sha256/{}", l.digest.hex());
+        let name = blob_name(&l.digest);
         assert_eq!(
             files.iter().filter(|(n, _)| n == &name).count(),
             1,
@@ -616,28 +480,22 @@ fn one_image_under_two_tags_and_oci_layout_with_several_images() {
         );
     }
     if let Some(podman) = Podman::new() {
-        let out = podman
-            .load(&archive)
-            .unwrap_or_else(|e| panic!("podman load: {e}"));
-        let names = Podman::loaded_names(&out);
+        let (out, names) = podman_load(&podman, &archive);
         for r in [&r1, &r2, &rb] {
             assert!(names.contains(r), "podman loaded {names:?}:\n{out}");
         }
-        podman_has(&podman, &r1, &a);
-        podman_has(&podman, &r2, &a);
-        podman_has(&podman, &rb, &b);
+        assert_podman_has(&podman, &r1, &a);
+        assert_podman_has(&podman, &r2, &a);
+        assert_podman_has(&podman, &rb, &b);
     }
     if let Some(images) = containerd_images(&archive) {
-        ctr_has(&images, &r1, &a.manifest_digest);
-        ctr_has(&images, &r2, &a.manifest_digest);
-        ctr_has(&images, &rb, &b.manifest_digest);
+        assert_ctr_has(&images, &r1, &a.manifest_digest);
+        assert_ctr_has(&images, &r2, &a.manifest_digest);
+        assert_ctr_has(&images, &rb, &b.manifest_digest);
     }
 
     let dir = work.path().join("layout");
-    let out = pull(
-        &cache,
-        &["--format", "oci", &r1, &rb, "-o", dir.to_str().unwrap()],
-    );
+    let out = pull_quiet(&cache, &["--format", "oci", &r1, &rb], &dir);
     assert_ok(&out);
     for (tag, img) in [("v1", &a), ("v2", &b)] {
         let target = format!("oci:{}:{tag}", dir.display());

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ferry_testkit::image::{random_image, ImageSpec};
+use ferry_testkit::image::sized_image;
 use ferry_testkit::real::{RealRegistry, RegistryAuth};
 
 #[test]
@@ -12,12 +12,7 @@ fn default_archive_loads_in_podman_containerd_and_skopeo() {
     let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
         return;
     };
-    let img = random_image(&ImageSpec {
-        seed: 7,
-        layers: 3,
-        layer_size: 200_000,
-        ..Default::default()
-    });
+    let img = sized_image(7, 3, 200_000);
     push_with_skopeo(&reg, "team/app:v1", &img, None);
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("app.tar");
@@ -32,7 +27,6 @@ fn default_archive_loads_in_podman_containerd_and_skopeo() {
     );
     assert_ok(&out);
 
-    let layer_digests: Vec<String> = img.layers.iter().map(|l| l.digest.to_string()).collect();
     if let Some(diff_ids) = podman_diff_ids(&archive) {
         assert_eq!(
             diff_ids,
@@ -42,17 +36,12 @@ fn default_archive_loads_in_podman_containerd_and_skopeo() {
     }
     if let Some(images) = containerd_images(&archive) {
         let want = format!("{}/team/app:v1", reg.host);
-        assert!(
-            images
-                .iter()
-                .any(|(n, d)| n == &want && d == &img.manifest_digest.to_string()),
-            "containerd has {images:?}, expected {want} at {}",
-            img.manifest_digest
-        );
+        assert_ctr_has(&images, &want, &img.manifest_digest);
     }
     if let Some(layers) = skopeo_layers("oci-archive", &archive) {
         assert_eq!(
-            layers, layer_digests,
+            layers,
+            layer_digests(&img),
             "skopeo oci-archive: layers differ from the registry's"
         );
     }

@@ -12,14 +12,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 use ferry_testkit::fake::{FakeAuth, FakeRegistry};
-use ferry_testkit::image::{random_image, ImageSpec, TestImage};
+use ferry_testkit::image::{sized_image, TestImage};
 use ferry_testkit::proxy::Proxy;
 use ferry_testkit::tls::TlsFront;
 
@@ -29,14 +28,8 @@ const IMAGE: &str = "registry.test/team/app:v1";
 
 /// A fake registry holding `team/app:v1`.
 async fn fake_with_image(auth: FakeAuth) -> (FakeRegistry, TestImage) {
-    let fake = FakeRegistry::start(auth).await;
-    let img = random_image(&ImageSpec {
-        seed: 11,
-        layers: 2,
-        layer_size: 8192,
-        ..Default::default()
-    });
-    fake.push_image(REPO, TAG, &img);
+    let img = sized_image(11, 2, 8192);
+    let fake = fake_registry(auth, REPO, &[(TAG, &img)]).await;
     (fake, img)
 }
 
@@ -54,32 +47,6 @@ fn cmd(cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         c.env(k, v);
     }
     c
-}
-
-/// Run a prepared command off the async runtime (the fakes live on it).
-async fn run(mut c: Command) -> Output {
-    tokio::task::spawn_blocking(move || c.output().expect("running ferry"))
-        .await
-        .expect("join")
-}
-
-/// Run with `stdin` written to the child's standard input.
-async fn run_with_stdin(mut c: Command, stdin: &'static str) -> Output {
-    tokio::task::spawn_blocking(move || {
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawning ferry");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("writing stdin");
-        child.wait_with_output().expect("waiting for ferry")
-    })
-    .await
-    .expect("join")
 }
 
 fn assert_code(out: &Output, code: i32) {
@@ -101,32 +68,15 @@ fn assert_code(out: &Output, code: i32) {
 /// The default archive holds a docker `manifest.json` naming `tag` with the image's layers,
 /// and an OCI `index.json` and `oci-layout`.
 fn assert_archive(archive: &Path, tag: &str, img: &TestImage) {
-    let mut names = Vec::new();
-    let mut manifest = None;
-    let mut index = None;
-    let f = std::fs::File::open(archive).expect("opening the archive");
-    let mut tar = tar::Archive::new(f);
-    for e in tar.entries().expect("tar entries") {
-        let mut e = e.expect("tar entry");
-        let name = e.path().expect("entry path").to_string_lossy().to_string();
-        if name == "manifest.json" || name == "index.json" {
-            let mut s = String::new();
-            e.read_to_string(&mut s).expect("reading entry");
-            let v: serde_json::Value = serde_json::from_str(&s).expect("entry is JSON");
-            if name == "manifest.json" {
-                manifest = Some(v);
-            } else {
-                index = Some(v);
-            }
-        }
-        names.push(name);
-    }
-    assert!(
-        names.iter().any(|n| n == "oci-layout"),
-        "no oci-layout in {names:?}"
-    );
-    let manifest = manifest.unwrap_or_else(|| panic!("no manifest.json in {names:?}"));
-    let index = index.unwrap_or_else(|| panic!("no index.json in {names:?}"));
+    let entries = tar_list(&std::fs::read(archive).expect("reading the archive"));
+    let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+    let json = |name: &str| -> Option<serde_json::Value> {
+        let (_, _, data) = entries.iter().rev().find(|(n, _, _)| n == name)?;
+        Some(serde_json::from_slice(data).expect("entry is JSON"))
+    };
+    assert!(names.contains(&"oci-layout"), "no oci-layout in {names:?}");
+    let manifest = json("manifest.json").unwrap_or_else(|| panic!("no manifest.json in {names:?}"));
+    let index = json("index.json").unwrap_or_else(|| panic!("no index.json in {names:?}"));
     let entry = &manifest[0];
     assert_eq!(entry["RepoTags"], serde_json::json!([tag]), "{manifest}");
     assert_eq!(
@@ -165,12 +115,6 @@ impl Work {
     }
 }
 
-fn pull_args<'a>(image: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["pull", "-q", image, "-o", out.to_str().expect("utf-8 path")];
-    v.extend_from_slice(extra);
-    v
-}
-
 // ---- TLS registry on a non-loopback name, through HTTPS_PROXY ----
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +127,7 @@ async fn tls_registry_via_https_proxy_needs_ca_cert_or_insecure() {
     let w = Work::new();
 
     // Not trusted: refused, with a hint, and nothing reached the registry.
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("untrusted"),
         &pull_args(IMAGE, &w.out("untrusted"), &[]),
         &env,
@@ -209,7 +153,7 @@ async fn tls_registry_via_https_proxy_needs_ca_cert_or_insecure() {
 
     // --ca-cert with the CA: trusted.
     let ca = front.ca_pem_path().to_str().expect("utf-8").to_string();
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("ca"),
         &pull_args(IMAGE, &w.out("ca"), &["--ca-cert", &ca]),
         &env,
@@ -226,7 +170,7 @@ async fn tls_registry_via_https_proxy_needs_ca_cert_or_insecure() {
 
     // --insecure: accepted without verification.
     let before = fake.requests().len();
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("insecure"),
         &pull_args(IMAGE, &w.out("insecure"), &["--insecure"]),
         &env,
@@ -254,7 +198,7 @@ async fn self_signed_certificate_is_refused_unless_trusted_or_insecure() {
     let env = [("HTTPS_PROXY", url.as_str())];
     let w = Work::new();
 
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("a"),
         &pull_args(IMAGE, &w.out("a"), &[]),
         &env,
@@ -270,7 +214,7 @@ async fn self_signed_certificate_is_refused_unless_trusted_or_insecure() {
 
     // The self-signed certificate itself, given as the CA.
     let cert = front.cert_pem_path().to_str().expect("utf-8").to_string();
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("b"),
         &pull_args(IMAGE, &w.out("b"), &["--ca-cert", &cert]),
         &env,
@@ -279,7 +223,7 @@ async fn self_signed_certificate_is_refused_unless_trusted_or_insecure() {
     assert_ok(&out);
     assert_archive(&w.out("b"), IMAGE, &img);
 
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("c"),
         &pull_args(IMAGE, &w.out("c"), &["--insecure"]),
         &env,
@@ -294,7 +238,7 @@ async fn ca_cert_that_is_not_pem_is_a_usage_error() {
     let w = Work::new();
     let bad = w.dir.path().join("bad.pem");
     std::fs::write(&bad, "not a certificate\n").unwrap();
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("x"),
         &pull_args(IMAGE, &w.out("x"), &["--ca-cert", bad.to_str().unwrap()]),
         &[],
@@ -302,7 +246,7 @@ async fn ca_cert_that_is_not_pem_is_a_usage_error() {
     .await;
     assert_code(&out, 2);
     let missing = w.dir.path().join("missing.pem");
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("x"),
         &pull_args(
             IMAGE,
@@ -329,7 +273,7 @@ async fn no_proxy_bypasses_the_proxy() {
 
     // With the proxy this pull works (see above); NO_PROXY makes ferry go direct, where
     // `registry.test` does not resolve.
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("a"),
         &pull_args(IMAGE, &w.out("a"), &["--ca-cert", &ca]),
         &[("HTTPS_PROXY", &url), ("NO_PROXY", "registry.test")],
@@ -358,7 +302,7 @@ async fn plain_http_registry_needs_insecure() {
 
     // Only HTTP_PROXY: https (the only scheme without --insecure) goes direct and fails; the
     // proxy never sees a plain http request.
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("a"),
         &pull_args(image, &w.out("a"), &[]),
         &[("HTTP_PROXY", &url)],
@@ -371,7 +315,7 @@ async fn plain_http_registry_needs_insecure() {
     // Both proxies (the usual setup): the https attempt reaches the plain-http registry, which
     // cannot speak TLS; ferry says so instead of falling back to http.
     let both = [("HTTP_PROXY", url.as_str()), ("HTTPS_PROXY", url.as_str())];
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("b"),
         &pull_args(image, &w.out("b"), &[]),
         &both,
@@ -391,7 +335,7 @@ async fn plain_http_registry_needs_insecure() {
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 
     // --insecure: https fails, http through HTTP_PROXY works.
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("c"),
         &pull_args(image, &w.out("c"), &["--insecure"]),
         &both,
@@ -416,7 +360,7 @@ async fn plain_http_registry_needs_insecure() {
     // --insecure with only HTTP_PROXY: https goes direct (and fails to resolve), http goes
     // through the proxy.
     let before = proxy.seen().len();
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("d"),
         &pull_args(image, &w.out("d"), &["--insecure"]),
         &[("HTTP_PROXY", &url)],
@@ -444,7 +388,7 @@ async fn loopback_tls_registry_is_spoken_to_in_plain_http() {
     let ca = front.ca_pem_path().to_str().expect("utf-8").to_string();
     let w = Work::new();
 
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("a"),
         &pull_args(&image, &w.out("a"), &["--ca-cert", &ca]),
         &[],
@@ -467,7 +411,7 @@ async fn loopback_tls_registry_is_spoken_to_in_plain_http() {
         "stderr: {err}"
     );
 
-    let out = run(cmd(
+    let out = run_cmd(cmd(
         &w.cache("b"),
         &pull_args(&image, &w.out("b"), &["--insecure"]),
         &[],
@@ -506,7 +450,7 @@ async fn failing_pulls_do_not_print_credentials_or_tokens() {
     for verbosity in [None, Some("-vv")] {
         let mut args = pull_args(&image, &out_m, &["--username", "u", "--password-stdin"]);
         args.extend(verbosity);
-        let out = run_with_stdin(cmd(&w.cache("m"), &args, &[]), "s3cr3t-pw\n").await;
+        let out = run_cmd_with_stdin(cmd(&w.cache("m"), &args, &[]), b"s3cr3t-pw\n").await;
         assert_code(&out, 3);
         let tokens: Vec<String> = fake
             .requests()
@@ -534,7 +478,7 @@ async fn failing_pulls_do_not_print_credentials_or_tokens() {
     for verbosity in [None, Some("-vv")] {
         let mut args = pull_args(&image, &out_b, &["--username", "u", "--password-stdin"]);
         args.extend(verbosity);
-        let out = run_with_stdin(cmd(&w.cache("b"), &args, &[]), "s3cr3t-pw\n").await;
+        let out = run_cmd_with_stdin(cmd(&w.cache("b"), &args, &[]), b"s3cr3t-pw\n").await;
         assert_code(&out, 4);
         assert_no_secrets(&stderr(&out), &[]);
     }
@@ -551,9 +495,9 @@ async fn failing_pulls_do_not_print_credentials_or_tokens() {
         &out_t,
         &["-vv", "--username", "u", "--password-stdin"],
     );
-    let out = run_with_stdin(
+    let out = run_cmd_with_stdin(
         cmd(&w.cache("t"), &args, &[("HTTPS_PROXY", &url)]),
-        "s3cr3t-pw\n",
+        b"s3cr3t-pw\n",
     )
     .await;
     assert_code(&out, 5);

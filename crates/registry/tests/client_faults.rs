@@ -9,7 +9,7 @@ use ferry_core::{media, Descriptor, Digest, Reference};
 use ferry_registry::{Client, ClientOptions, Credential, RegistryError};
 use ferry_store::Store;
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault, LoggedRequest, TokenField};
-use ferry_testkit::image::{random_image, Blob, ImageSpec, TestImage};
+use ferry_testkit::image::{sized_image, Blob, TestImage};
 
 const REPO: &str = "lib/app";
 
@@ -40,12 +40,7 @@ fn client_with(host: &str, user: &str, pass: &str) -> Client {
 /// A one-layer image whose layer is about `layer_size` bytes (random content: gzip cannot
 /// shrink it).
 fn image(seed: u64, layer_size: usize) -> TestImage {
-    random_image(&ImageSpec {
-        seed,
-        layers: 1,
-        layer_size,
-        ..ImageSpec::default()
-    })
+    sized_image(seed, 1, layer_size)
 }
 
 async fn registry_with(auth: FakeAuth, img: &TestImage) -> FakeRegistry {
@@ -54,8 +49,64 @@ async fn registry_with(auth: FakeAuth, img: &TestImage) -> FakeRegistry {
     reg
 }
 
+/// An empty store in a new temporary directory (which lives as long as the guard).
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+/// `image(seed, layer_size)` in a fake registry with `auth` as `REPO:v1`, and an empty store.
+async fn setup(
+    seed: u64,
+    layer_size: usize,
+    auth: FakeAuth,
+) -> (TestImage, FakeRegistry, tempfile::TempDir, Store) {
+    let img = image(seed, layer_size);
+    let reg = registry_with(auth, &img).await;
+    let (dir, store) = temp_store();
+    (img, reg, dir, store)
+}
+
+/// HTTP Basic auth wanting `user` and `pass`.
+fn basic(user: &str, pass: &str) -> FakeAuth {
+    FakeAuth::Basic {
+        user: user.into(),
+        pass: pass.into(),
+    }
+}
+
+/// Token auth handing out anonymous tokens in the `token` field, without expiry.
+fn anonymous_bearer() -> FakeAuth {
+    FakeAuth::Bearer {
+        credentials: None,
+        token_field: TokenField::Token,
+        expires_in: None,
+    }
+}
+
 fn desc(b: &Blob) -> Descriptor {
     Descriptor::new(&b.media_type, b.digest.clone(), b.size())
+}
+
+/// [`fetch_into`] that must succeed, and leave exactly `blob` in the store.
+async fn fetch_and_check(client: &Client, reg: &FakeRegistry, store: &Store, blob: &Blob) {
+    fetch_into(client, &reg.host(), store, blob).await.unwrap();
+    assert_stored(store, blob);
+}
+
+/// `blob_into` of `blob` into a new Ingest of `store`, which must fail.
+async fn blob_into_err(
+    client: &Client,
+    reg: &FakeRegistry,
+    store: &Store,
+    blob: &Blob,
+) -> RegistryError {
+    let mut ingest = store.begin(&blob.digest, Some(blob.size())).unwrap();
+    client
+        .blob_into(&reg.host(), REPO, &desc(blob), &mut ingest, &|_| {})
+        .await
+        .unwrap_err()
 }
 
 /// Download `blob` into `store` through an Ingest and commit it.
@@ -116,20 +167,14 @@ fn assert_stored(store: &Store, blob: &Blob) {
 
 #[tokio::test]
 async fn dropped_body_resumes_with_range_from_the_byte_received() {
-    let img = image(1, 300_000);
+    let (img, reg, _dir, store) = setup(1, 300_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::DropAfter {
         digest: Some(layer.digest.clone()),
         after: 100_000,
         times: 1,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fetch_into(&fast_client(), &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&fast_client(), &reg, &store, layer).await;
     let gets = blob_gets(&reg, &layer.digest);
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert_eq!(gets[0].range, None);
@@ -140,16 +185,13 @@ async fn dropped_body_resumes_with_range_from_the_byte_received() {
 
 #[tokio::test]
 async fn several_drops_in_a_row_still_finish_each_resuming_further() {
-    let img = image(2, 120_000);
+    let (img, reg, _dir, store) = setup(2, 120_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::DropAfter {
         digest: None,
         after: 20_000,
         times: 5,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     // Five drops, more than max_attempts (2) allows in a row without progress: every drop
     // made progress, so the counter resets and the download must finish.
     let client = Client::new(ClientOptions {
@@ -157,10 +199,7 @@ async fn several_drops_in_a_row_still_finish_each_resuming_further() {
         ..fast_opts()
     })
     .unwrap();
-    fetch_into(&client, &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&client, &reg, &store, layer).await;
     let gets = blob_gets(&reg, &layer.digest);
     let ranges: Vec<Option<String>> = gets.iter().map(|g| g.range.clone()).collect();
     let want: Vec<Option<String>> = std::iter::once(None)
@@ -171,26 +210,19 @@ async fn several_drops_in_a_row_still_finish_each_resuming_further() {
 
 #[tokio::test]
 async fn attempts_without_progress_are_capped() {
-    let img = image(3, 10_000);
+    let (img, reg, _dir, store) = setup(3, 10_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::DropAfter {
         digest: None,
         after: 0,
         times: 100,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let client = Client::new(ClientOptions {
         max_attempts: 3,
         ..fast_opts()
     })
     .unwrap();
-    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
-    let err = client
-        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &|_| {})
-        .await
-        .unwrap_err();
+    let err = blob_into_err(&client, &reg, &store, layer).await;
     assert!(err.is_retryable(), "{err}");
     assert_eq!(blob_gets(&reg, &layer.digest).len(), 3);
     assert!(!store.contains(&layer.digest));
@@ -198,17 +230,14 @@ async fn attempts_without_progress_are_capped() {
 
 #[tokio::test]
 async fn server_ignoring_range_restarts_the_blob_and_it_still_verifies() {
-    let img = image(4, 200_000);
+    let (img, reg, _dir, store) = setup(4, 200_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::NoRange);
     reg.add_fault(Fault::DropAfter {
         digest: Some(layer.digest.clone()),
         after: 50_000,
         times: 2,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let seen_restart = std::sync::atomic::AtomicBool::new(false);
     let last = std::sync::atomic::AtomicU64::new(0);
     let progress = |held: u64| {
@@ -236,14 +265,11 @@ async fn server_ignoring_range_restarts_the_blob_and_it_still_verifies() {
 
 #[tokio::test]
 async fn wrong_digest_is_an_error_naming_the_blob_and_nothing_is_kept() {
-    let img = image(5, 50_000);
+    let (img, reg, dir, store) = setup(5, 50_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::WrongDigest {
         digest: layer.digest.clone(),
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let err = fetch_into(&fast_client(), &reg.host(), &store, layer)
         .await
         .unwrap_err();
@@ -264,15 +290,12 @@ async fn wrong_digest_is_an_error_naming_the_blob_and_nothing_is_kept() {
 
 #[tokio::test]
 async fn retry_after_of_a_429_is_waited_out() {
-    let img = image(6, 10_000);
+    let (img, reg, _dir, store) = setup(6, 10_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::TooManyRequests {
         times: 1,
         retry_after_secs: 1,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let start = Instant::now();
     fetch_into(&fast_client(), &reg.host(), &store, layer)
         .await
@@ -293,15 +316,12 @@ async fn retry_after_of_a_429_is_waited_out() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_limit_fails_at_once_saying_so() {
-    let img = image(6, 1_000);
+    let (img, reg, _dir, store) = setup(6, 1_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::TooManyRequests {
         times: 1,
         retry_after_secs: 3600,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let client = Client::new(ClientOptions {
         max_retry_after: Duration::from_secs(5),
         ..fast_opts()
@@ -320,16 +340,10 @@ async fn a_retry_after_beyond_the_limit_fails_at_once_saying_so() {
 
 #[tokio::test]
 async fn server_errors_503_are_retried() {
-    let img = image(7, 10_000);
+    let (img, reg, _dir, store) = setup(7, 10_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::ServerError { times: 2 });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fetch_into(&fast_client(), &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&fast_client(), &reg, &store, layer).await;
     let statuses: Vec<u16> = blob_gets(&reg, &layer.digest)
         .iter()
         .map(|g| g.status)
@@ -339,22 +353,15 @@ async fn server_errors_503_are_retried() {
 
 #[tokio::test]
 async fn server_errors_beyond_max_attempts_give_up_with_a_retryable_error() {
-    let img = image(7, 1_000);
+    let (img, reg, _dir, store) = setup(7, 1_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::ServerError { times: 50 });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let client = Client::new(ClientOptions {
         max_attempts: 4,
         ..fast_opts()
     })
     .unwrap();
-    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
-    let err = client
-        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &|_| {})
-        .await
-        .unwrap_err();
+    let err = blob_into_err(&client, &reg, &store, layer).await;
     assert_eq!(err.status(), Some(503), "{err}");
     assert!(err.is_retryable());
     assert_eq!(blob_gets(&reg, &layer.digest).len(), 4);
@@ -362,29 +369,15 @@ async fn server_errors_beyond_max_attempts_give_up_with_a_retryable_error() {
 
 #[tokio::test]
 async fn token_expiring_mid_blob_is_renewed_and_the_download_completes() {
-    let img = image(8, 200_000);
+    let (img, reg, _dir, store) = setup(8, 200_000, anonymous_bearer()).await;
     let layer = &img.layers[0];
-    let reg = registry_with(
-        FakeAuth::Bearer {
-            credentials: None,
-            token_field: TokenField::Token,
-            expires_in: None,
-        },
-        &img,
-    )
-    .await;
     reg.add_fault(Fault::ExpireTokensAfter { requests: 1 });
     reg.add_fault(Fault::DropAfter {
         digest: Some(layer.digest.clone()),
         after: 64 * 1024,
         times: 1,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fetch_into(&fast_client(), &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&fast_client(), &reg, &store, layer).await;
     assert!(reg.tokens_issued() >= 2, "tokens: {}", reg.tokens_issued());
     let gets = blob_gets(&reg, &layer.digest);
     let statuses: Vec<u16> = gets.iter().map(|g| g.status).collect();
@@ -413,8 +406,7 @@ async fn bearer_token_in_token_or_access_token_field_both_work() {
             .await
             .unwrap_or_else(|e| panic!("{field:?}: {e}"));
         assert_eq!(m.digest, img.manifest_digest);
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = temp_store();
         fetch_into(&client, &reg.host(), &store, &img.layers[0])
             .await
             .unwrap_or_else(|e| panic!("{field:?}: {e}"));
@@ -477,24 +469,13 @@ async fn bearer_with_credentials_right_wrong_and_missing() {
 #[tokio::test]
 async fn basic_auth_right_and_wrong_credentials() {
     let img = image(11, 5_000);
-    let reg = registry_with(
-        FakeAuth::Basic {
-            user: "bob".into(),
-            pass: "pw".into(),
-        },
-        &img,
-    )
-    .await;
+    let reg = registry_with(basic("bob", "pw"), &img).await;
     let r: Reference = format!("{}/{REPO}:v1", reg.host()).parse().unwrap();
     let client = client_with(&reg.host(), "bob", "pw");
     let m = client.manifest(&r).await.unwrap();
     assert_eq!(m.digest, img.manifest_digest);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fetch_into(&client, &reg.host(), &store, &img.layers[0])
-        .await
-        .unwrap();
-    assert_stored(&store, &img.layers[0]);
+    let (_dir, store) = temp_store();
+    fetch_and_check(&client, &reg, &store, &img.layers[0]).await;
     let gets = blob_gets(&reg, &img.layers[0].digest);
     assert_eq!(
         gets.len(),
@@ -517,16 +498,10 @@ async fn basic_auth_right_and_wrong_credentials() {
 }
 
 async fn redirect_case(auth: FakeAuth, client: Client) {
-    let img = image(12, 100_000);
+    let (img, reg, _dir, store) = setup(12, 100_000, auth).await;
     let layer = &img.layers[0];
-    let reg = registry_with(auth, &img).await;
     reg.add_fault(Fault::RedirectBlobs);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fetch_into(&client, &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&client, &reg, &store, layer).await;
     let main = blob_gets(&reg, &layer.digest);
     assert_eq!(main.last().map(|g| g.status), Some(307), "{main:?}");
     assert!(
@@ -548,22 +523,12 @@ async fn redirect_case(auth: FakeAuth, client: Client) {
 
 #[tokio::test]
 async fn redirect_to_another_host_works_without_forwarding_basic_credentials() {
-    let reg_auth = FakeAuth::Basic {
-        user: "bob".into(),
-        pass: "pw".into(),
-    };
     // The credentials are keyed by the host the fake binds, so the client comes after it.
-    let img = image(12, 100_000);
-    let reg = registry_with(reg_auth, &img).await;
+    let (img, reg, _dir, store) = setup(12, 100_000, basic("bob", "pw")).await;
     let client = client_with(&reg.host(), "bob", "pw");
     reg.add_fault(Fault::RedirectBlobs);
     let layer = &img.layers[0];
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    fetch_into(&client, &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&client, &reg, &store, layer).await;
     let main = blob_gets(&reg, &layer.digest);
     assert_eq!(main.len(), 1, "{main:?}");
     assert_eq!(main[0].status, 307);
@@ -576,15 +541,7 @@ async fn redirect_to_another_host_works_without_forwarding_basic_credentials() {
 
 #[tokio::test]
 async fn redirect_to_another_host_works_without_forwarding_bearer_tokens() {
-    redirect_case(
-        FakeAuth::Bearer {
-            credentials: None,
-            token_field: TokenField::Token,
-            expires_in: None,
-        },
-        fast_client(),
-    )
-    .await;
+    redirect_case(anonymous_bearer(), fast_client()).await;
 }
 
 #[tokio::test]
@@ -652,8 +609,7 @@ async fn missing_manifest_repository_and_blob_are_not_found() {
     assert!(client.manifest(&r).await.unwrap_err().is_not_found());
 
     let ghost = Digest::sha256_of(b"not there");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = temp_store();
     let mut ingest = store.begin(&ghost, Some(9)).unwrap();
     let err = client
         .blob_into(
@@ -671,11 +627,8 @@ async fn missing_manifest_repository_and_blob_are_not_found() {
 
 #[tokio::test]
 async fn blob_longer_than_its_descriptor_is_refused_and_the_partial_reset() {
-    let img = image(16, 20_000);
+    let (img, reg, _dir, store) = setup(16, 20_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let short = Descriptor::new(&layer.media_type, layer.digest.clone(), layer.size() - 100);
     let mut ingest = store.begin(&layer.digest, Some(short.size)).unwrap();
     let err = fast_client()
@@ -691,21 +644,15 @@ async fn blob_longer_than_its_descriptor_is_refused_and_the_partial_reset() {
 
 #[tokio::test]
 async fn partial_left_by_an_earlier_process_is_resumed_with_range() {
-    let img = image(17, 80_000);
+    let (img, reg, _dir, store) = setup(17, 80_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     {
         let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
         ingest.write(&layer.bytes[..30_000]).unwrap();
         // Dropped without commit, as a killed process would leave it.
     }
     assert_eq!(store.partial_bytes(&layer.digest), 30_000);
-    fetch_into(&fast_client(), &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&fast_client(), &reg, &store, layer).await;
     let gets = blob_gets(&reg, &layer.digest);
     assert_eq!(gets.len(), 1);
     assert_eq!(gets[0].range.as_deref(), Some("bytes=30000-"));
@@ -714,11 +661,8 @@ async fn partial_left_by_an_earlier_process_is_resumed_with_range() {
 
 #[tokio::test]
 async fn a_corrupt_partial_is_caught_by_the_final_check() {
-    let img = image(18, 40_000);
+    let (img, reg, _dir, store) = setup(18, 40_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     {
         let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
         let mut bad = layer.bytes[..10_000].to_vec();
@@ -731,22 +675,16 @@ async fn a_corrupt_partial_is_caught_by_the_final_check() {
     assert!(err.contains(&layer.digest.to_string()), "{err}");
     assert_eq!(store.partial_bytes(&layer.digest), 0);
     // The next attempt starts afresh and succeeds.
-    fetch_into(&fast_client(), &reg.host(), &store, layer)
-        .await
-        .unwrap();
-    assert_stored(&store, layer);
+    fetch_and_check(&fast_client(), &reg, &store, layer).await;
 }
 
 #[tokio::test]
 async fn throttled_blob_arrives_intact_with_monotonic_progress() {
-    let img = image(19, 60_000);
+    let (img, reg, _dir, store) = setup(19, 60_000, FakeAuth::None).await;
     let layer = &img.layers[0];
-    let reg = registry_with(FakeAuth::None, &img).await;
     reg.add_fault(Fault::Throttle {
         bytes_per_sec: 400_000,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
     let seen = std::sync::Mutex::new(Vec::new());
     let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
     fast_client()

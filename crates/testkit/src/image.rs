@@ -168,6 +168,18 @@ fn platform_json(p: &Platform) -> Value {
     serde_json::to_value(p).expect("platform serialises")
 }
 
+/// An image manifest of `manifest_type` referencing `config` and `layers`.
+fn manifest_json(manifest_type: &str, config: &Blob, layers: &[Blob]) -> Value {
+    json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": { "mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size() },
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// Build a random but valid image from `spec`.
 pub fn random_image(spec: &ImageSpec) -> TestImage {
     let mut rng = SplitMix(spec.seed ^ 0x5EED_F0E7_7E57_0001);
@@ -216,15 +228,8 @@ pub fn random_image(spec: &ImageSpec) -> TestImage {
         serde_json::to_vec(&config).expect("config serialises"),
     );
 
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": manifest_type,
-        "config": { "mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size() },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size(),
-        })).collect::<Vec<_>>(),
-    });
-    let manifest = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    let manifest = serde_json::to_vec_pretty(&manifest_json(manifest_type, &config, &layers))
+        .expect("manifest serialises");
     TestImage {
         manifest_digest: Digest::sha256_of(&manifest),
         manifest: Bytes::from(manifest),
@@ -233,6 +238,60 @@ pub fn random_image(spec: &ImageSpec) -> TestImage {
         layers,
         diff_ids,
         platform: spec.platform.clone(),
+    }
+}
+
+/// A random OCI image for linux/amd64 with `layers` layers of about `layer_size` bytes of
+/// random content each: [`random_image`] with every other field of [`ImageSpec`] at its
+/// default.
+pub fn sized_image(seed: u64, layers: usize, layer_size: usize) -> TestImage {
+    random_image(&ImageSpec {
+        seed,
+        layers,
+        layer_size,
+        ..ImageSpec::default()
+    })
+}
+
+/// An image built on `base`, as a `FROM base` would make it: `base`'s first layer under one
+/// new layer of its own (about 30 kB, seeded by `seed`), with an OCI manifest and a config for
+/// `base`'s platform. The two images share that first layer blob, so pulling both shows
+/// whether a shared blob is fetched and stored once.
+///
+/// Panics if `base` has no layers.
+pub fn derived_image(base: &TestImage, seed: u64) -> TestImage {
+    let own = sized_image(seed, 1, 30_000);
+    let layers = vec![base.layers[0].clone(), own.layers[0].clone()];
+    let diff_ids = vec![base.diff_ids[0].clone(), own.diff_ids[0].clone()];
+    let p = &base.platform;
+    let mut config = json!({
+        "architecture": p.architecture,
+        "os": p.os,
+        "created": "2024-02-02T00:00:00Z",
+        "config": { "Cmd": ["/bin/true"] },
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "history": [{ "created_by": "shared" }, { "created_by": "own" }],
+    });
+    if let Some(v) = &p.variant {
+        config["variant"] = json!(v);
+    }
+    let config = Blob::new(
+        media::OCI_CONFIG,
+        serde_json::to_vec(&config).expect("config serialises"),
+    );
+    let manifest = serde_json::to_vec(&manifest_json(media::OCI_MANIFEST, &config, &layers))
+        .expect("manifest serialises");
+    TestImage {
+        manifest_digest: Digest::sha256_of(&manifest),
+        manifest: Bytes::from(manifest),
+        manifest_media_type: media::OCI_MANIFEST.to_string(),
+        config,
+        layers,
+        diff_ids,
+        platform: base.platform.clone(),
     }
 }
 

@@ -169,6 +169,7 @@ fn write_output(
             Ok(None)
         }
         Output::Path(path) if format == Format::Oci => {
+            remove_stale_temps(path);
             super::track_temp(temp_name(path));
             let r = Plan::new(images).write_dir(blobs, path);
             super::untrack_temp(&temp_name(path));
@@ -177,6 +178,7 @@ fn write_output(
         }
         Output::Path(path) => {
             let tmp = temp_name(path);
+            remove_stale_temps(path);
             super::track_temp(tmp.clone());
             let result = (|| -> anyhow::Result<()> {
                 let f =
@@ -220,9 +222,50 @@ fn write_tar(
 
 /// The temporary name an output is built under, beside it so the rename is atomic.
 fn temp_name(path: &Path) -> PathBuf {
+    temp_name_for(path, std::process::id())
+}
+
+fn temp_name_for(path: &Path, pid: u32) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.ferry-tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.ferry-tmp-{pid}"))
+}
+
+/// Remove what a killed earlier run (SIGKILL, power loss) left under this output's temporary
+/// name. Only names of processes that no longer exist are touched, so a concurrent pull to
+/// the same output keeps its file.
+fn remove_stale_temps(path: &Path) {
+    let Some(dir) = path.parent().map(|d| {
+        if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        }
+    }) else {
+        return;
+    };
+    let Some(prefix) = temp_name_for(path, 0)
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches('0').to_string())
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let p = entry.path();
+            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+        }
+    }
 }
