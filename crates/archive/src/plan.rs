@@ -104,6 +104,44 @@ impl Plan {
         &self.entries
     }
 
+    /// Where each blob's bytes go in the archive: `(digest, offset, size)`.
+    pub fn blob_regions(&self) -> Vec<(Digest, u64, u64)> {
+        let mut pos = 0;
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let len = tarfmt::entry_len(&e.name, e.size);
+            if let EntryBody::Blob(d) = &e.body {
+                out.push((d.clone(), pos + len - tarfmt::padded(e.size), e.size));
+            }
+            pos += len;
+        }
+        out
+    }
+
+    /// Write everything but the blob bodies into `file`, a new empty file: it is sized to the
+    /// archive and gets every header and metadata entry at its place. Filling each region of
+    /// [`blob_regions`](Self::blob_regions) then completes the same bytes
+    /// [`write_tar`](Self::write_tar) writes (padding and end blocks are the zeros the file
+    /// already holds).
+    pub fn write_skeleton(&self, file: &std::fs::File) -> Result<(), ArchiveError> {
+        use std::os::unix::fs::FileExt;
+        let ctx = |what: &str| io_err(format!("writing {what} into the archive"));
+        file.set_len(self.len()).map_err(ctx("its size"))?;
+        let mut pos = 0;
+        for e in &self.entries {
+            let mut header = Vec::with_capacity(1024);
+            tarfmt::write_header(&mut header, &e.name, e.size, e.body == EntryBody::Dir)
+                .map_err(ctx(&e.name))?;
+            file.write_all_at(&header, pos).map_err(ctx(&e.name))?;
+            if let EntryBody::Bytes(b) = &e.body {
+                file.write_all_at(b, pos + header.len() as u64)
+                    .map_err(ctx(&e.name))?;
+            }
+            pos += tarfmt::entry_len(&e.name, e.size);
+        }
+        Ok(())
+    }
+
     /// The archive's exact length in bytes.
     pub fn len(&self) -> u64 {
         self.entries

@@ -152,3 +152,25 @@ fn a_store_blob_of_the_wrong_length_is_an_error_not_a_bad_archive() {
         .to_string();
     assert!(err.contains("expected 5"), "{err}");
 }
+
+#[test]
+fn skeleton_plus_blob_regions_is_the_streamed_archive() {
+    use std::os::unix::fs::FileExt;
+    let mut mem = Mem(HashMap::new());
+    let a = image(&mut mem, "alpine:3.20", &[&[3u8; 700], b"x"]);
+    let plan = Plan::new(&[a]);
+    let mut streamed = Vec::new();
+    plan.write_tar(&mem, &mut streamed).unwrap();
+    let f = tempfile::tempfile().unwrap();
+    plan.write_skeleton(&f).unwrap();
+    for (d, offset, size) in plan.blob_regions() {
+        let data = &mem.0[&d];
+        assert_eq!(data.len() as u64, size);
+        f.write_all_at(data, offset).unwrap();
+    }
+    let mut direct = Vec::new();
+    let mut f2 = f;
+    std::io::Seek::seek(&mut f2, std::io::SeekFrom::Start(0)).unwrap();
+    f2.read_to_end(&mut direct).unwrap();
+    assert_eq!(direct, streamed);
+}

@@ -11,6 +11,7 @@ use ferry_core::{Descriptor, Manifest, Reference};
 use ferry_registry::{Client, FetchedManifest};
 use ferry_store::Store;
 
+use crate::direct::{DirectArchive, Tee};
 use crate::{ArchiveImage, CopyError, Event, ImageParts, Progress, PullOptions};
 
 /// Pull `refs` into `store` and describe them for an archive writer: [`resolve_all`] then
@@ -23,7 +24,7 @@ pub async fn pull(
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<ArchiveImage>, CopyError> {
     let images = resolve_all(client, store, refs, opts, progress.as_ref()).await?;
-    fetch_blobs(client, store, &images, opts.jobs, progress).await?;
+    fetch_blobs(client, store, &images, opts.jobs, progress, None).await?;
     Ok(images)
 }
 
@@ -44,13 +45,16 @@ pub async fn resolve_all(
 }
 
 /// Download every config and layer of `images` that the store lacks, `jobs` at a time, in
-/// the order an archive holds them. Blobs shared between the images are fetched once.
+/// the order an archive holds them. Blobs shared between the images are fetched once. With
+/// `direct`, each download is also written into its place in that output archive (the
+/// caller fills in the rest with [`DirectArchive::fill_rest`] afterwards).
 pub async fn fetch_blobs(
     client: &Client,
     store: &Store,
     images: &[ArchiveImage],
     jobs: usize,
     progress: Arc<dyn Progress>,
+    direct: Option<Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
     let mut wanted: Vec<(Reference, Descriptor)> = Vec::new();
     let mut seen = HashSet::new();
@@ -63,7 +67,7 @@ pub async fn fetch_blobs(
             }
         }
     }
-    download_all(client, store, wanted, jobs.max(1), progress).await
+    download_all(client, store, wanted, jobs.max(1), progress, direct).await
 }
 
 async fn fetch_manifest(
@@ -203,7 +207,7 @@ async fn check_image_platform(
     progress: &dyn Progress,
 ) -> Result<(), CopyError> {
     if !store.contains(&config.digest) {
-        download_one(client, store, r, config, progress).await?;
+        download_one(client, store, r, config, progress, None).await?;
     }
     let bytes = store
         .read_small(&config.digest)
@@ -235,6 +239,7 @@ async fn download_all(
     wanted: Vec<(Reference, Descriptor)>,
     jobs: usize,
     progress: Arc<dyn Progress>,
+    direct: Option<Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = JoinSet::new();
@@ -246,18 +251,27 @@ async fn download_all(
             });
             continue;
         }
-        let (client, store, progress, slots) = (
+        let (client, store, progress, slots, direct) = (
             client.clone(),
             store.clone(),
             progress.clone(),
             slots.clone(),
+            direct.clone(),
         );
         set.spawn(async move {
             let _slot = slots
                 .acquire_owned()
                 .await
                 .map_err(|e| CopyError::Task(e.to_string()))?;
-            download_one(&client, &store, &r, &d, progress.as_ref()).await
+            download_one(
+                &client,
+                &store,
+                &r,
+                &d,
+                progress.as_ref(),
+                direct.as_deref(),
+            )
+            .await
         });
     }
     while let Some(res) = set.join_next().await {
@@ -276,6 +290,7 @@ async fn download_one(
     r: &Reference,
     d: &Descriptor,
     progress: &dyn Progress,
+    direct: Option<&DirectArchive>,
 ) -> Result<(), CopyError> {
     let store_err = |source| CopyError::Store {
         digest: d.digest.clone(),
@@ -305,9 +320,31 @@ async fn download_one(
             held,
         })
     };
-    let fetched = client
-        .blob_into(r.api_host(), r.repository(), d, &mut ingest, &report)
-        .await;
+    let region = direct.and_then(|out| out.region(&d.digest).map(|(base, _)| (out, base)));
+    let fetched = match region {
+        None => {
+            client
+                .blob_into(r.api_host(), r.repository(), d, &mut ingest, &report)
+                .await
+        }
+        Some((out, base)) => {
+            let output_err = |source| CopyError::Output {
+                digest: d.digest.clone(),
+                source,
+            };
+            ingest.flush().map_err(store_err)?;
+            out.copy_partial(store, &d.digest, ingest.offset())
+                .map_err(output_err)?;
+            let mut tee = Tee {
+                ingest: &mut ingest,
+                out,
+                base,
+            };
+            client
+                .blob_into(r.api_host(), r.repository(), d, &mut tee, &report)
+                .await
+        }
+    };
     if let Err(source) = fetched {
         let _ = ingest.flush();
         return Err(CopyError::Blob {
@@ -330,6 +367,9 @@ async fn download_one(
                 source: other,
             },
         })?;
+    if let Some((out, _)) = region {
+        out.mark_filled(&d.digest);
+    }
     progress.event(Event::BlobDone {
         digest: d.digest.clone(),
         size: d.size,

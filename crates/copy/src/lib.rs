@@ -20,6 +20,7 @@
 #![allow(clippy::result_large_err)]
 
 mod arrivals;
+mod direct;
 mod engine;
 mod progress;
 
@@ -28,6 +29,7 @@ use std::io::{self, Read};
 use ferry_core::{Digest, Platform, Reference};
 
 pub use arrivals::{Arrivals, ArrivingReader};
+pub use direct::DirectArchive;
 pub use engine::{fetch_blobs, pull, resolve_all};
 pub use ferry_archive::{ArchiveImage, ImageParts};
 pub use progress::{Event, NoProgress, Progress};
@@ -96,6 +98,12 @@ pub enum CopyError {
         digest: Digest,
         #[source]
         source: ferry_store::StoreError,
+    },
+    #[error("writing blob {digest} into the output")]
+    Output {
+        digest: Digest,
+        #[source]
+        source: std::io::Error,
     },
     #[error("a download task failed: {0}")]
     Task(String),

@@ -85,7 +85,8 @@ impl Store {
             .join(digest.hex())
     }
 
-    pub(crate) fn partial_path(&self, digest: &Digest) -> PathBuf {
+    /// Where a download in progress keeps its bytes.
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("ingest").join(format!(
             "{}-{}.partial",
             digest.algorithm().as_str(),

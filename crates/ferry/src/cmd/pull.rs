@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use ferry_archive::BlobReader;
 use ferry_archive::{ArchiveImage, Plan};
-use ferry_copy::{Arrivals, ArrivingReader, PullOptions};
+use ferry_copy::{Arrivals, ArrivingReader, DirectArchive, PullOptions};
 use ferry_core::{Platform, Reference};
 use ferry_store::Store;
 
@@ -73,6 +73,12 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let reporter = Arc::new(Reporter::new(args.quiet));
     let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
+    if let (Output::Path(path), Format::Archive) = (&output, args.format) {
+        write_direct(&client, &store, &images, opts.jobs, reporter.clone(), path).await?;
+        reporter.finish_downloads();
+        reporter.line(&format!("wrote {}", path.display()));
+        return Ok(());
+    }
     // The writer starts at once and copies each blob as soon as it is verified, while later
     // blobs still download; the archive's order is fixed, so nothing waits for the end.
     let arrivals = Arrivals::new(reporter.clone());
@@ -85,7 +91,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         write_output(&plan_images, &reader, &scratch, format, &output)
     });
     let fetched =
-        ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone()).await;
+        ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone(), None).await;
     if let Err(e) = fetched {
         arrivals.fail();
         let _ = writer.await;
@@ -97,6 +103,41 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         reporter.line(&format!("wrote {}", path.display()));
     }
     Ok(())
+}
+
+/// The default archive to a file: laid out in advance, each download written straight into
+/// its place (and into the cache), the rest copied from the cache, then renamed into place.
+async fn write_direct(
+    client: &ferry_registry::Client,
+    store: &Store,
+    images: &[ArchiveImage],
+    jobs: usize,
+    progress: Arc<Reporter>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let tmp = temp_name(path);
+    remove_stale_temps(path);
+    super::track_temp(tmp.clone());
+    let result = async {
+        let (plan, t) = (Plan::new(images), tmp.clone());
+        let out = tokio::task::spawn_blocking(move || DirectArchive::create(&t, &plan))
+            .await
+            .context("the writer task failed")??;
+        ferry_copy::fetch_blobs(client, store, images, jobs, progress, Some(out.clone())).await?;
+        let (o, s) = (out, store.clone());
+        tokio::task::spawn_blocking(move || o.fill_rest(&s))
+            .await
+            .context("the writer task failed")?
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("moving the finished archive to {}", path.display()))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    super::untrack_temp(&tmp);
+    result
 }
 
 fn output_for(args: &PullArgs, refs: &[Reference]) -> anyhow::Result<Output> {
