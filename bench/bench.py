@@ -167,7 +167,9 @@ http:
 
 
 def timed(cmd, env=None):
-    """Run cmd under /usr/bin/time; return (seconds, max RSS in MiB)."""
+    """Run cmd under /usr/bin/time; return (seconds, max RSS in MiB). Dirty pages left by the
+    previous run are flushed first, so no tool pays for another's writeback."""
+    subprocess.run(["sync"], check=True)
     out = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, env=env, text=True)
     if out.returncode != 0:
@@ -250,8 +252,9 @@ def report(results, args):
 
 Produced by `python3 bench/bench.py{' --quick' if args.quick else ''} --runs {args.runs}` on {time.strftime('%Y-%m-%d')}
 ({os.cpu_count()} cores, {machine}). Every tool fetches from the same docker-registry on
-127.0.0.1, into a fresh cache / output each run; times are medians of {args.runs} runs (wall
-seconds), memory is the highest max-RSS seen.
+127.0.0.1, into a fresh cache / output each run, after a `sync` so that no run pays for the
+previous one's writeback; times are medians of {args.runs} runs (wall seconds), memory is the
+highest max-RSS seen.
 
 - curl: the image's config and layers, 4 transfers in parallel, each to a file (no verification)
 - ferry: `ferry pull -q --cache-dir FRESH -o out.tar REF` (download, verify, cache, write the archive)
