@@ -245,6 +245,11 @@ async fn ca_cert_that_is_not_pem_is_a_usage_error() {
     ))
     .await;
     assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("bad.pem holds no PEM certificate"),
+        "{}",
+        stderr(&out)
+    );
     let missing = w.dir.path().join("missing.pem");
     let out = run_cmd(cmd(
         &w.cache("x"),

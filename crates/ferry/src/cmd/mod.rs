@@ -56,6 +56,12 @@ pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyho
     for path in &net.ca_cert {
         let pem = std::fs::read(path)
             .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            return Err(exit::usage(
+                format!("--ca-cert {} holds no PEM certificate", path.display()),
+                Some("give the CA's certificate in PEM form (-----BEGIN CERTIFICATE-----)"),
+            ));
+        }
         opts.ca_certs.push(pem);
     }
     if let Some(user) = &net.username {
