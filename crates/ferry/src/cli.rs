@@ -111,7 +111,8 @@ pub struct PullArgs {
 #[derive(Debug, Args)]
 pub struct NetArgs {
     /// Allow plain HTTP and unverified TLS certificates for every registry. Loopback
-    /// registries (localhost, 127.0.0.0/8, [::1]) use HTTP without this flag.
+    /// registries (localhost, 127.0.0.0/8, [::1]) use HTTP without this flag; with it (or
+    /// with --ca-cert) they are tried over TLS first.
     #[arg(long)]
     pub insecure: bool,
     /// Trust the CA certificate(s) in this PEM file (repeatable).

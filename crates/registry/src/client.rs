@@ -128,9 +128,11 @@ impl Client {
     /// Find the scheme and the authentication the registry wants.
     async fn ping(&self, registry: &str) -> Result<RegistryState, RegistryError> {
         let loopback = ferry_core::reference::is_loopback_host(registry);
-        let schemes: &[&str] = if loopback {
+        // Loopback registries speak plain HTTP, as docker assumes; one given a CA certificate
+        // or --insecure is tried over TLS first, as docker's localhost "insecure registry" is.
+        let schemes: &[&str] = if loopback && !self.opts.insecure && self.opts.ca_certs.is_empty() {
             &["http"]
-        } else if self.opts.insecure {
+        } else if loopback || self.opts.insecure {
             &["https", "http"]
         } else {
             &["https"]
