@@ -100,12 +100,7 @@ pub fn write_legacy(
             layer_paths.push(format!("{id}/layer.tar"));
             parent = Some(id);
         }
-        let tags: Vec<String> = img
-            .name
-            .tag()
-            .map(|_| img.name.familiar())
-            .into_iter()
-            .collect();
+        let tags = img.repo_tags();
         if let (Some(tag), Some(top)) = (img.name.tag(), &parent) {
             repositories
                 .entry(img.name.familiar_name())

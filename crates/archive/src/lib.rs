@@ -63,6 +63,16 @@ pub struct ArchiveImage {
 }
 
 impl ArchiveImage {
+    /// The names docker records for the image (`RepoTags`): its familiar name and tag, or
+    /// none for an image pulled by digest alone.
+    pub fn repo_tags(&self) -> Vec<String> {
+        self.name
+            .tag()
+            .map(|_| self.name.familiar())
+            .into_iter()
+            .collect()
+    }
+
     /// A single-platform image.
     pub fn single(name: Reference, parts: ImageParts) -> ArchiveImage {
         ArchiveImage {

@@ -285,12 +285,7 @@ fn docker_manifest_json(images: &[ArchiveImage]) -> Vec<u8> {
         .iter()
         .filter_map(|img| {
             let parts = img.images.get(img.docker_image?)?;
-            let tags: Vec<String> = img
-                .name
-                .tag()
-                .map(|_| img.name.familiar())
-                .into_iter()
-                .collect();
+            let tags = img.repo_tags();
             Some(json!({
                 "Config": blob_name(&parts.config.digest),
                 "RepoTags": tags,

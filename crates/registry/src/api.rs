@@ -87,13 +87,7 @@ impl Client {
                         reason: "the manifest is larger than 4 MiB".into(),
                     });
                 }
-                let body = read_limited(resp, MAX_MANIFEST + 1)
-                    .await
-                    .map_err(|source| RegistryError::Body {
-                        url: crate::error::redact(&url),
-                        received: 0,
-                        source,
-                    })?;
+                let body = read_body(resp, MAX_MANIFEST + 1, &url).await?;
                 if body.len() > MAX_MANIFEST {
                     return Err(RegistryError::Protocol {
                         url: crate::error::redact(&url),
@@ -381,17 +375,26 @@ impl Client {
                         .trim_start_matches('/')
                         .to_string()
                 });
-            let body = read_limited(resp, 64 * 1024 * 1024)
-                .await
-                .map_err(|source| RegistryError::Body {
-                    url: crate::error::redact(&url),
-                    received: 0,
-                    source,
-                })?;
+            let body = read_body(resp, 64 * 1024 * 1024, &url).await?;
             Ok((body, next))
         })
         .await
     }
+}
+
+/// Read a whole (bounded) response body; a connection lost on the way is a retryable error.
+async fn read_body(
+    resp: reqwest::Response,
+    limit: usize,
+    url: &url::Url,
+) -> Result<Vec<u8>, RegistryError> {
+    read_limited(resp, limit)
+        .await
+        .map_err(|source| RegistryError::Body {
+            url: crate::error::redact(url),
+            received: 0,
+            source,
+        })
 }
 
 /// Mark a protocol hiccup as worth a retry by presenting it as a 503.
