@@ -275,8 +275,8 @@ fn temp_name_for(path: &Path, pid: u32) -> PathBuf {
 }
 
 /// Remove what a killed earlier run (SIGKILL, power loss) left under this output's temporary
-/// name. Only names of processes that no longer exist are touched, so a concurrent pull to
-/// the same output keeps its file.
+/// name. Only names of processes that no longer exist (or of an earlier holder of this
+/// process's pid) are touched, so a concurrent pull to the same output keeps its file.
 fn remove_stale_temps(path: &Path) {
     let Some(dir) = path.parent().map(|d| {
         if d.as_os_str().is_empty() {
@@ -304,7 +304,9 @@ fn remove_stale_temps(path: &Path) {
         else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        // Our own pid can only be a dead process's that had it before us: this runs before
+        // this process creates its temporary output.
+        if pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists() {
             let p = entry.path();
             let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
         }
