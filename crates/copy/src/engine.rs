@@ -206,7 +206,7 @@ async fn check_image_platform(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<(), CopyError> {
-    if !store.contains(&config.digest) {
+    if !store.has(&config.digest, config.size) {
         download_one(client, store, r, config, progress, None).await?;
     }
     let bytes = store
@@ -244,7 +244,7 @@ async fn download_all(
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = JoinSet::new();
     for (r, d) in wanted {
-        if store.contains(&d.digest) {
+        if store.has(&d.digest, d.size) {
             progress.event(Event::BlobCached {
                 digest: d.digest.clone(),
                 size: d.size,

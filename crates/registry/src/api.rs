@@ -264,7 +264,7 @@ impl Client {
                     return Err(RegistryError::Body {
                         url,
                         received: out.offset(),
-                        source,
+                        source: source.without_url(),
                     })
                 }
             }
@@ -368,18 +368,38 @@ impl Client {
                 .get(reqwest::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| l.split(';').next())
-                .map(|l| {
-                    l.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .trim_start_matches('/')
-                        .to_string()
-                });
+                .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>'))
+                .map(|l| next_page_path(l, &url))
+                .transpose()?;
             let body = read_body(resp, 64 * 1024 * 1024, &url).await?;
             Ok((body, next))
         })
         .await
     }
+}
+
+/// The path (and query) of a `Link` target. A link to another host is refused: following it
+/// would send this registry's `Authorization` there.
+fn next_page_path(link: &str, page: &url::Url) -> Result<String, RegistryError> {
+    let target = page.join(link).map_err(|e| RegistryError::Protocol {
+        url: crate::error::redact(page),
+        reason: format!("bad pagination link: {e}"),
+    })?;
+    if !crate::client::same_origin(&target, page) {
+        return Err(RegistryError::Protocol {
+            url: crate::error::redact(page),
+            reason: format!(
+                "the pagination link points to another host ({})",
+                crate::error::redact(&target)
+            ),
+        });
+    }
+    let mut path = target.path().trim_start_matches('/').to_string();
+    if let Some(q) = target.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    Ok(path)
 }
 
 /// Read a whole (bounded) response body; a connection lost on the way is a retryable error.
@@ -393,7 +413,7 @@ async fn read_body(
         .map_err(|source| RegistryError::Body {
             url: crate::error::redact(url),
             received: 0,
-            source,
+            source: source.without_url(),
         })
 }
 
@@ -411,5 +431,31 @@ fn retryable(e: RegistryError) -> RegistryError {
             retry_after: None,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_page_path;
+
+    #[test]
+    fn pagination_links_stay_on_the_registry() {
+        let page = url::Url::parse("https://reg.example/v2/_catalog?n=2").unwrap();
+        assert_eq!(
+            next_page_path("</v2/_catalog?n=2&last=b>".trim_matches(['<', '>']), &page).unwrap(),
+            "v2/_catalog?n=2&last=b"
+        );
+        assert_eq!(
+            next_page_path("https://reg.example/v2/_catalog?last=c", &page).unwrap(),
+            "v2/_catalog?last=c"
+        );
+        let err = next_page_path("https://evil.example/v2/_catalog?last=c", &page)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another host"), "{err}");
+        assert!(
+            next_page_path("http://reg.example/v2/x", &page).is_err(),
+            "a scheme change is another origin"
+        );
     }
 }

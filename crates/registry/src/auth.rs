@@ -197,7 +197,7 @@ async fn fetch_token(
                 .map_err(|source| RegistryError::Transport {
                     method: "GET".into(),
                     url: redact(&url),
-                    source,
+                    source: source.without_url(),
                 })?;
             if resp.status().is_server_error()
                 || resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
@@ -226,7 +226,7 @@ async fn fetch_token(
             .map_err(|source| RegistryError::Transport {
                 method: "GET".into(),
                 url: redact(&url),
-                source,
+                source: source.without_url(),
             })?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
         auth_err(format!(
@@ -242,7 +242,8 @@ async fn fetch_token(
         .map_err(|_| auth_err("the token has characters a header cannot carry".into()))?;
     header.set_sensitive(true);
     // The spec's default lifetime is 60 s when the service does not say.
-    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).max(1));
+    // Clamped: a service that says "forever" must not overflow the clock arithmetic.
+    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).clamp(1, 86_400));
     let margin = EXPIRY_MARGIN.min(lifetime / 2);
     Ok(Token {
         header,

@@ -153,7 +153,7 @@ impl Client {
                 RegistryError::Transport {
                     method: "GET".into(),
                     url: redact(&url),
-                    source,
+                    source: source.without_url(),
                 }
             });
             match resp {
@@ -254,9 +254,14 @@ impl Client {
                 .map_err(|source| RegistryError::Transport {
                     method: method.to_string(),
                     url: redact(&url),
-                    source,
+                    source: source.without_url(),
                 })?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !refreshed {
+            // Only the registry itself may ask for new credentials: a 401 from a host it
+            // redirected to must not steer tokens or passwords elsewhere.
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !refreshed
+                && same_origin(resp.url(), &state.base)
+            {
                 refreshed = true;
                 let challenge = resp
                     .headers()
@@ -332,6 +337,13 @@ impl Client {
         let jitter = rand::random::<f64>() * 0.25 + 0.875;
         Ok(capped.mul_f64(jitter))
     }
+}
+
+/// Whether two URLs have the same scheme, host and port.
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Turn an error response into a [`RegistryError::Status`], reading at most 64 KiB of body.

@@ -39,11 +39,13 @@ pub enum CredentialError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid JSON: {source}")]
+    /// Only the position is kept: serde's message would quote the file's values, secrets
+    /// among them.
+    #[error("{path} is not a valid credentials file (JSON error at line {line}, column {column})")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        line: usize,
+        column: usize,
     },
     #[error("the 'auth' entry for {registry} in {path} is not base64 of 'user:password'")]
     BadAuth { registry: String, path: PathBuf },
@@ -113,9 +115,10 @@ impl CredentialFiles {
                 }
             };
             let cfg: ConfigFile =
-                serde_json::from_slice(&text).map_err(|source| CredentialError::Parse {
+                serde_json::from_slice(&text).map_err(|e| CredentialError::Parse {
                     path: path.clone(),
-                    source,
+                    line: e.line(),
+                    column: e.column(),
                 })?;
             if let Some(c) = lookup_in(&cfg, path, registry)? {
                 return Ok(Some(c));
@@ -249,8 +252,13 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
         #[serde(rename = "Secret", default)]
         secret: String,
     }
-    let ans: HelperAnswer =
-        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad answer: {e}")))?;
+    let ans: HelperAnswer = serde_json::from_slice(&out.stdout).map_err(|e| {
+        fail(format!(
+            "its answer is not the expected JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
     if ans.username == "<token>" {
         return Ok(Some(Credential::IdentityToken(ans.secret)));
     }

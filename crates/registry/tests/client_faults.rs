@@ -759,3 +759,27 @@ async fn blob_exists_reports_size_and_absence() {
         None
     );
 }
+
+/// A token service may claim any lifetime; "forever" must not overflow the clock.
+#[tokio::test(flavor = "multi_thread")]
+async fn absurd_token_lifetimes_do_not_panic() {
+    for expires_in in [u64::MAX, 0] {
+        let img = image(31, 5_000);
+        let reg = registry_with(
+            FakeAuth::Bearer {
+                credentials: None,
+                token_field: TokenField::Token,
+                expires_in: Some(expires_in),
+            },
+            &img,
+        )
+        .await;
+        let client = fast_client();
+        let r: Reference = format!("{}/{REPO}:v1", reg.host()).parse().unwrap();
+        let m = client
+            .manifest(&r)
+            .await
+            .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e}"));
+        assert_eq!(m.digest, img.manifest_digest);
+    }
+}

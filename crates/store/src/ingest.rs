@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use ferry_core::{Digest, Verifier};
+use ferry_core::{Digest, Verifier, VerifyError};
 
 use crate::{Store, StoreError};
 
@@ -45,7 +45,10 @@ impl Ingest {
             out: None,
             verifier: Verifier::new(digest.clone(), size),
             _lock: lock,
-            done: target.is_file(),
+            done: match size {
+                Some(n) => store.has(digest, n),
+                None => target.is_file(),
+            },
         };
         if ingest.done {
             return Ok(ingest);
@@ -97,9 +100,21 @@ impl Ingest {
 
     /// Append bytes that continue the blob at [`offset`](Self::offset).
     pub fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        self.verifier.update(buf)?;
+        if let Some(size) = self.size {
+            if self.verifier.seen() + buf.len() as u64 > size {
+                return Err(VerifyError::TooLong {
+                    digest: self.digest.clone(),
+                    expected: size,
+                }
+                .into());
+            }
+        }
+        // Bytes are hashed only once they are in the file, so the hash never covers bytes a
+        // failed write did not store.
         let out = self.out.as_mut().ok_or_else(|| done_error(&self.partial))?;
-        out.write_all(buf).map_err(StoreError::io(&self.partial))
+        out.write_all(buf).map_err(StoreError::io(&self.partial))?;
+        self.verifier.update(buf)?;
+        Ok(())
     }
 
     /// Throw away the partial bytes (the server would not resume, so the content restarts).

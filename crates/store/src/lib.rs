@@ -107,6 +107,20 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Whether the blob is present with its expected size. A file of another size can only be
+    /// left by a crash of the machine (blobs are renamed into place after verification, but
+    /// not fsynced): it is removed, so the blob is fetched again instead of trusted.
+    pub fn has(&self, digest: &Digest, size: u64) -> bool {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(m) if m.is_file() && m.len() == size => true,
+            Ok(m) if m.is_file() => {
+                let _ = fs::remove_file(self.blob_path(digest));
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// The size of a present blob.
     pub fn size(&self, digest: &Digest) -> Option<u64> {
         fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())
@@ -130,7 +144,7 @@ impl Store {
 
     /// Store `bytes` as blob `digest` after verifying them; a no-op when present.
     pub fn put_verified(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        if self.contains(digest) {
+        if self.has(digest, bytes.len() as u64) {
             return Ok(());
         }
         let mut v = Verifier::new(digest.clone(), Some(bytes.len() as u64));

@@ -75,3 +75,32 @@ fn put_verified_checks_content() {
     store.put_verified(&d, &data).unwrap();
     assert_eq!(store.size(&d), Some(10));
 }
+
+#[test]
+fn a_blob_of_the_wrong_size_is_not_trusted_and_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (data, d) = blob(1000);
+    // What a machine crash after an un-fsynced rename can leave: the name, not the bytes.
+    fs::write(store.blob_path(&d), b"").unwrap();
+    assert!(!store.has(&d, 1000));
+    assert!(!store.contains(&d), "the truncated file was removed");
+    let mut i = store.begin(&d, Some(1000)).unwrap();
+    assert!(!i.already_done());
+    i.write(&data).unwrap();
+    i.commit().unwrap();
+    assert!(store.has(&d, 1000));
+}
+
+#[test]
+fn bytes_past_the_declared_size_are_refused_before_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (data, d) = blob(100);
+    let mut i = store.begin(&d, Some(100)).unwrap();
+    i.write(&data[..60]).unwrap();
+    assert!(i.write(&[0u8; 41]).unwrap_err().is_verify());
+    i.write(&data[60..]).unwrap();
+    i.commit().unwrap();
+    assert_eq!(store.read_small(&d).unwrap(), data);
+}
