@@ -167,7 +167,16 @@ impl Client {
                     if !(status.is_success() || status == StatusCode::UNAUTHORIZED) {
                         return Err(status_error("GET", &url, resp).await);
                     }
-                    let auth = AuthState::new(challenge, self.credential_for(registry)?);
+                    // Credential helpers are programs that may take their time (a keychain
+                    // prompt): run them off the async threads.
+                    let (this, name) = (self.clone(), registry.to_string());
+                    let credential =
+                        tokio::task::spawn_blocking(move || this.credential_for(&name))
+                            .await
+                            .map_err(|e| {
+                                RegistryError::Config(format!("looking up credentials failed: {e}"))
+                            })??;
+                    let auth = AuthState::new(challenge, credential);
                     return Ok(RegistryState {
                         base,
                         name: registry.to_string(),
