@@ -783,3 +783,29 @@ async fn absurd_token_lifetimes_do_not_panic() {
         assert_eq!(m.digest, img.manifest_digest);
     }
 }
+
+/// A host the registry redirects to may answer 401 with a challenge of its own; following
+/// it would send the user's password to a realm the registry never named.
+#[tokio::test]
+async fn a_challenge_from_a_redirect_target_is_not_answered() {
+    let (img, reg, _dir, store) = setup(13, 50_000, basic("bob", "pw")).await;
+    let client = client_with(&reg.host(), "bob", "pw");
+    reg.add_fault(Fault::RedirectBlobs);
+    reg.add_fault(Fault::RedirectTargetChallenges);
+    let layer = &img.layers[0];
+    let mut ingest = store.begin(&layer.digest, Some(layer.size())).unwrap();
+    let err = client
+        .blob_into(&reg.host(), REPO, &desc(layer), &mut ingest, &|_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(
+        !reg.redirect_saw_authorization(),
+        "credentials reached the redirect target"
+    );
+    assert!(
+        !reg.requests().iter().any(|r| r.path == "/token"),
+        "a token was asked of the redirect target's realm: {:?}",
+        reg.requests()
+    );
+}

@@ -9,6 +9,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::auth::{self, Scope};
+use super::Fault;
 use super::{blobs, lock, LoggedRequest, Shared};
 
 pub(crate) fn main_router(state: Shared) -> Router {
@@ -69,7 +70,30 @@ async fn redirect_handler(AxState(state): AxState<Shared>, req: Request) -> Resp
     if req.headers().contains_key(header::AUTHORIZATION) {
         lock(&state).redirect_saw_authorization = true;
     }
-    let resp = redirect_route(&state, &req);
+    let challenge = {
+        let st = lock(&state);
+        st.faults
+            .iter()
+            .any(|f| matches!(f, Fault::RedirectTargetChallenges))
+            .then(|| {
+                format!(
+                    "Bearer realm=\"http://localhost:{}/token\",service=\"elsewhere\"",
+                    st.redirect_addr.port()
+                )
+            })
+    };
+    let resp = match challenge {
+        Some(c) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authenticate elsewhere",
+            );
+            set_header(&mut r, "www-authenticate", &c);
+            r
+        }
+        None => redirect_route(&state, &req),
+    };
     log(&state, &req, resp.status());
     resp
 }

@@ -69,6 +69,9 @@ pub enum Fault {
     /// Answer blob GETs with 307 to a second listener at `http://localhost:<port2>/...`,
     /// which serves the bytes without auth and records whether `Authorization` arrived.
     RedirectBlobs,
+    /// With `RedirectBlobs`: the redirect target answers 401 with a Bearer challenge whose
+    /// realm is on the redirect listener itself — a client must not send credentials there.
+    RedirectTargetChallenges,
 }
 
 /// One request the fake saw (on either listener).
