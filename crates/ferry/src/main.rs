@@ -44,7 +44,9 @@ fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "info,ferry=debug",
-        _ => "debug",
+        // The HTTP stack stays at info: its debug lines name redirect targets, whose signed
+        // query strings are credentials.
+        _ => "debug,reqwest=info,hyper=info,hyper_util=info,h2=info,rustls=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
