@@ -24,9 +24,8 @@ mod direct;
 mod engine;
 mod progress;
 
-use std::io::{self, Read};
 
-use ferry_core::{Digest, Platform, Reference};
+use ferry_core::{Digest, Platform};
 
 pub use arrivals::{Arrivals, ArrivingReader};
 pub use direct::DirectArchive;
@@ -107,22 +106,4 @@ pub enum CopyError {
     },
     #[error("a download task failed: {0}")]
     Task(String),
-}
-
-/// Lets archive writers read blobs from the store.
-pub struct StoreReader<'a>(pub &'a ferry_store::Store);
-
-impl ferry_archive::BlobReader for StoreReader<'_> {
-    fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
-        let f = self
-            .0
-            .open_blob(digest)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Box::new(f))
-    }
-}
-
-/// The name an image is shown by in progress output.
-pub fn display_name(r: &Reference) -> String {
-    r.familiar()
 }
