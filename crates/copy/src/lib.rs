@@ -24,7 +24,6 @@ mod direct;
 mod engine;
 mod progress;
 
-
 use ferry_core::{Digest, Platform};
 
 pub use arrivals::{Arrivals, ArrivingReader};
