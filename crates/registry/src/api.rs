@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 
 use ferry_core::{media, Descriptor, Digest, Manifest, Reference, ResumableWrite, Verifier};
 
-use crate::client::{read_limited, Client};
+use crate::client::{read_body, Client};
 use crate::error::RegistryError;
 
 /// Manifests larger than this are refused (distribution's own limit is 4 MiB).
@@ -400,21 +400,6 @@ fn next_page_path(link: &str, page: &url::Url) -> Result<String, RegistryError> 
         path.push_str(q);
     }
     Ok(path)
-}
-
-/// Read a whole (bounded) response body; a connection lost on the way is a retryable error.
-async fn read_body(
-    resp: reqwest::Response,
-    limit: usize,
-    url: &url::Url,
-) -> Result<Vec<u8>, RegistryError> {
-    read_limited(resp, limit)
-        .await
-        .map_err(|source| RegistryError::Body {
-            url: crate::error::redact(url),
-            received: 0,
-            source: source.without_url(),
-        })
 }
 
 /// Mark a protocol hiccup as worth a retry by presenting it as a 503.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::challenge::Challenge;
-use crate::client::{read_limited, Client};
+use crate::client::{read_body, Client};
 use crate::credentials::Credential;
 use crate::error::{redact, RegistryError};
 
@@ -185,6 +185,7 @@ async fn fetch_token(
     let req = req
         .build()
         .map_err(|e| auth_err(format!("cannot build the token request: {e}")))?;
+    let method = req.method().clone();
     let resp = client
         .with_retries(|| async {
             let r = req
@@ -195,21 +196,21 @@ async fn fetch_token(
                 .execute(r)
                 .await
                 .map_err(|source| RegistryError::Transport {
-                    method: "GET".into(),
+                    method: method.to_string(),
                     url: redact(&url),
                     source: source.without_url(),
                 })?;
             if resp.status().is_server_error()
                 || resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
             {
-                return Err(crate::client::status_error("GET", &url, resp).await);
+                return Err(crate::client::status_error(method.as_str(), &url, resp).await);
             }
             Ok(resp)
         })
         .await?;
     let status = resp.status();
     if !status.is_success() {
-        let mut e = crate::client::status_error("GET", &url, resp).await;
+        let mut e = crate::client::status_error(method.as_str(), &url, resp).await;
         if let RegistryError::Status { status, .. } = &e {
             if *status == 401 || *status == 403 {
                 e = auth_err(match credential {
@@ -220,14 +221,7 @@ async fn fetch_token(
         }
         return Err(e);
     }
-    let body =
-        read_limited(resp, 1024 * 1024)
-            .await
-            .map_err(|source| RegistryError::Transport {
-                method: "GET".into(),
-                url: redact(&url),
-                source: source.without_url(),
-            })?;
+    let body = read_body(resp, 1024 * 1024, &url).await?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
         auth_err(format!(
             "the token service answered something that is not a token: {e}"

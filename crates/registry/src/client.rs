@@ -386,11 +386,23 @@ pub(crate) fn parse_retry_after(v: &str) -> Option<u64> {
     )
 }
 
-/// Read a body of at most `limit` bytes.
-pub(crate) async fn read_limited(
-    mut resp: Response,
+/// Read a whole (bounded) response body; a connection lost on the way is a retryable error.
+pub(crate) async fn read_body(
+    resp: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
+    url: &url::Url,
+) -> Result<Vec<u8>, RegistryError> {
+    read_limited(resp, limit)
+        .await
+        .map_err(|source| RegistryError::Body {
+            url: crate::error::redact(url),
+            received: 0,
+            source: source.without_url(),
+        })
+}
+
+/// Read a body of at most `limit` bytes.
+async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         if out.len() + chunk.len() > limit {

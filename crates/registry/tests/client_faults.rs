@@ -1,7 +1,6 @@
 //! Fault injection at the library level: the registry client against the fake registry,
 //! downloading through the store's `Ingest`, the way the copy engine does.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use ferry_core::{media, Descriptor, Digest, Reference};
 use ferry_registry::{Client, ClientOptions, Credential, RegistryError};
 use ferry_store::Store;
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault, LoggedRequest, TokenField};
+use ferry_testkit::files::dir_names;
 use ferry_testkit::image::{sized_image, Blob, TestImage};
 
 const REPO: &str = "lib/app";
@@ -139,29 +139,17 @@ fn blob_gets(reg: &FakeRegistry, d: &Digest) -> Vec<LoggedRequest> {
         .collect()
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn assert_stored(store: &Store, blob: &Blob) {
     let got = std::fs::read(store.blob_path(&blob.digest)).expect("stored blob");
     assert_eq!(got.len(), blob.bytes.len());
     assert!(got == blob.bytes[..], "stored bytes differ from the blob");
     assert_eq!(Digest::sha256_of(&got), blob.digest);
     assert!(
-        !files_in(&store.root().join("ingest"))
+        !dir_names(&store.root().join("ingest"))
             .iter()
             .any(|f| f.ends_with(".partial")),
         "a partial file is left behind: {:?}",
-        files_in(&store.root().join("ingest"))
+        dir_names(&store.root().join("ingest"))
     );
 }
 
@@ -277,10 +265,10 @@ async fn wrong_digest_is_an_error_naming_the_blob_and_nothing_is_kept() {
     assert!(err.contains("does not match"), "{err}");
     assert!(!store.contains(&layer.digest));
     assert_eq!(
-        files_in(&dir.path().join("blobs/sha256")),
+        dir_names(&dir.path().join("blobs/sha256")),
         Vec::<String>::new()
     );
-    let ingest = files_in(&dir.path().join("ingest"));
+    let ingest = dir_names(&dir.path().join("ingest"));
     assert!(
         !ingest.iter().any(|f| f.ends_with(".partial")),
         "the bad partial must be removed: {ingest:?}"

@@ -4,6 +4,7 @@
 //! `containerd` ([`real`]).
 
 pub mod fake;
+pub mod files;
 pub mod image;
 pub mod proxy;
 pub mod real;

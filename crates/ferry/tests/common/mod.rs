@@ -138,18 +138,9 @@ pub fn bearer_auth(
     }
 }
 
-/// The sorted names in `dir`; empty when it cannot be read.
-pub fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+// Not every test binary uses it.
+#[allow(unused_imports)]
+pub use ferry_testkit::files::dir_names;
 
 /// Lowercase hex sha256 of `b`.
 pub fn sha256_hex(b: &[u8]) -> String {

@@ -35,17 +35,9 @@ pub(crate) fn serve(
             return resp;
         }
     }
-    let Some(bytes) = st
-        .repos
-        .get(name)
-        .and_then(|r| r.blobs.get(&digest))
-        .cloned()
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "BLOB_UNKNOWN",
-            &format!("blob {digest} is not known in {name}"),
-        );
+    let bytes = match stored_blob(st, name, &digest) {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     if head {
         return body_response(
@@ -113,17 +105,9 @@ pub(crate) fn serve_plain(
             "not a valid digest",
         );
     };
-    let Some(bytes) = st
-        .repos
-        .get(name)
-        .and_then(|r| r.blobs.get(&digest))
-        .cloned()
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "BLOB_UNKNOWN",
-            &format!("blob {digest} is not known in {name}"),
-        );
+    let bytes = match stored_blob(st, name, &digest) {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     body_response(
         bytes,
@@ -302,6 +286,23 @@ fn stream_body(data: Bytes, drop_after: Option<u64>, bytes_per_sec: Option<u64>)
         }
     });
     Body::from_stream(stream)
+}
+
+/// The bytes of blob `digest` in repository `name`, or the registry's 404.
+// A test fake: the 404 response is the natural error value, and its size does not matter.
+#[allow(clippy::result_large_err)]
+fn stored_blob(st: &State, name: &str, digest: &Digest) -> Result<Bytes, Response> {
+    st.repos
+        .get(name)
+        .and_then(|r| r.blobs.get(digest))
+        .cloned()
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                &format!("blob {digest} is not known in {name}"),
+            )
+        })
 }
 
 #[cfg(test)]
