@@ -25,6 +25,10 @@ pub enum Event {
     BlobProgress { digest: Digest, held: u64 },
     /// A blob is downloaded and verified.
     BlobDone { digest: Digest, size: u64 },
+    /// Something the user should know that does not stop the copy (an image of another
+    /// platform than this machine's, a tag that does not match the digest asked for). The
+    /// text may hold strings from the registry: renderers sanitise it before printing.
+    Warning { message: String },
 }
 
 /// Receives events; called from several tasks at once.

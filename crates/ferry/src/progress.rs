@@ -143,6 +143,7 @@ impl Progress for Reporter {
                 }
                 Mode::Quiet => {}
             },
+            Event::Warning { message } => self.line(&format!("warning: {message}")),
         }
     }
 }
