@@ -1,7 +1,14 @@
 //! Writing an archive while its blobs are still arriving. The archive's order is fixed, so a
 //! writer can copy blob N as soon as it is verified while later blobs download: the copy
 //! overlaps the transfer, and `-o -` starts streaming to a loader at once.
+//!
+//! Blobs this run downloaded were verified as they arrived and are copied as they are; blobs
+//! that were already cached are verified in the same pass that copies them out. Their bytes
+//! are streamed before the end of the blob tells whether they matched, so a damaged cached
+//! blob fails the write (and is removed from the cache for the next run) instead of
+//! completing an archive that holds it.
 
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -17,6 +24,8 @@ pub struct Arrivals {
     inner: Arc<dyn Progress>,
     failed: Mutex<bool>,
     changed: Condvar,
+    /// Blobs downloaded and verified by this run.
+    verified: Mutex<HashSet<Digest>>,
 }
 
 impl Arrivals {
@@ -25,6 +34,7 @@ impl Arrivals {
             inner,
             failed: Mutex::new(false),
             changed: Condvar::new(),
+            verified: Mutex::new(HashSet::new()),
         })
     }
 
@@ -64,6 +74,11 @@ impl Arrivals {
 
 impl Progress for Arrivals {
     fn event(&self, event: Event) {
+        if let Event::BlobDone { digest, .. } = &event {
+            if let Ok(mut v) = self.verified.lock() {
+                v.insert(digest.clone());
+            }
+        }
         let arrived = matches!(event, Event::BlobDone { .. } | Event::BlobCached { .. });
         self.inner.event(event);
         if arrived {
@@ -80,13 +95,39 @@ pub struct ArrivingReader {
     pub arrivals: Arc<Arrivals>,
 }
 
+impl ArrivingReader {
+    fn fresh(&self, digest: &Digest) -> bool {
+        self.arrivals
+            .verified
+            .lock()
+            .is_ok_and(|v| v.contains(digest))
+    }
+}
+
+/// The store's error inside an I/O error, where callers can still find it
+/// ([`ferry_store::StoreError::in_io`]).
+fn store_io(e: ferry_store::StoreError) -> io::Error {
+    let kind = match &e {
+        ferry_store::StoreError::Io { source, .. } => source.kind(),
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, e)
+}
+
 impl ferry_archive::BlobReader for ArrivingReader {
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
         self.arrivals.wait_for(&self.store, digest)?;
-        let f = self
-            .store
-            .open_blob(digest)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Box::new(f))
+        if self.fresh(digest) {
+            return Ok(Box::new(self.store.open_blob(digest).map_err(store_io)?));
+        }
+        Ok(Box::new(
+            self.store.open_verified(digest, None).map_err(store_io)?,
+        ))
+    }
+
+    /// Manifests and configs: verified, and at most 4 MiB.
+    fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        self.arrivals.wait_for(&self.store, digest)?;
+        self.store.read_small(digest).map_err(store_io)
     }
 }
