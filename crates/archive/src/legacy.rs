@@ -149,7 +149,10 @@ fn write_layer(
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(io_ctx(ctx()))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| blobs.check(&layer.digest).err().unwrap_or(e))
+            .map_err(io_ctx(ctx()))?;
         if n == 0 {
             break;
         }

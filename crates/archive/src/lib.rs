@@ -30,11 +30,27 @@ pub use plan::{Entry, EntryBody, Plan};
 pub trait BlobReader: Sync {
     /// Open blob `digest` for reading from its start.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
-    /// Read a small blob (manifest, config) whole.
+    /// Read a small blob (manifest, config) whole; more than 4 MiB is refused, not read.
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        const MAX: u64 = 4 * 1024 * 1024;
         let mut out = Vec::new();
-        self.open(digest)?.read_to_end(&mut out)?;
+        self.open(digest)?.take(MAX + 1).read_to_end(&mut out)?;
+        if out.len() as u64 > MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {digest} is larger than the 4 MiB a manifest or image config may hold"
+                ),
+            ));
+        }
         Ok(out)
+    }
+    /// Called when blob `digest` could not be used (it did not decode): check the stored copy
+    /// and return the error that explains the failure better (a damaged copy), if there is
+    /// one. The default checks nothing.
+    fn check(&self, digest: &Digest) -> io::Result<()> {
+        let _ = digest;
+        Ok(())
     }
 }
 

@@ -130,4 +130,17 @@ impl ferry_archive::BlobReader for ArrivingReader {
         self.arrivals.wait_for(&self.store, digest)?;
         self.store.read_small(digest).map_err(store_io)
     }
+
+    /// A layer that did not decode may be a damaged cached copy: verify it (removing it if
+    /// so) and report that instead of the decoder's complaint.
+    fn check(&self, digest: &Digest) -> io::Result<()> {
+        let verdict = self
+            .store
+            .open_verified(digest, None)
+            .and_then(|b| b.verify());
+        match verdict {
+            Err(e @ ferry_store::StoreError::Corrupt { .. }) => Err(store_io(e)),
+            _ => Ok(()),
+        }
+    }
 }
