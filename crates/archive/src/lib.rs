@@ -45,12 +45,14 @@ pub trait BlobReader: Sync {
         }
         Ok(out)
     }
-    /// Called when blob `digest` could not be used (it did not decode): check the stored copy
-    /// and return the error that explains the failure better (a damaged copy), if there is
-    /// one. The default checks nothing.
-    fn check(&self, digest: &Digest) -> io::Result<()> {
-        let _ = digest;
-        Ok(())
+    /// Called when reading blob `digest` failed with `error` (or its content did not
+    /// decode). A reader that can repair its copy (a damaged cached blob fetched again)
+    /// does so and returns `true`: the caller may read the blob once more from its start. An
+    /// error explains the failure better than `error` does (the copy is damaged and could
+    /// not be replaced). The default repairs nothing.
+    fn repair(&self, digest: &Digest, error: &io::Error) -> io::Result<bool> {
+        let _ = (digest, error);
+        Ok(false)
     }
 }
 

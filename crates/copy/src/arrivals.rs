@@ -3,10 +3,12 @@
 //! overlaps the transfer, and `-o -` starts streaming to a loader at once.
 //!
 //! Blobs this run downloaded were verified as they arrived and are copied as they are; blobs
-//! that were already cached are verified in the same pass that copies them out. Their bytes
-//! are streamed before the end of the blob tells whether they matched, so a damaged cached
-//! blob fails the write (and is removed from the cache for the next run) instead of
-//! completing an archive that holds it.
+//! that were already cached are verified in the same pass that copies them out. A damaged
+//! cached blob is removed from the cache and, where the writer can still rewrite what it
+//! wrote (a file of an OCI layout, a legacy layer unpacked to scratch first), fetched again
+//! through [`Refetch`] and read once more. On a stream (`-o -`) its bytes are already out
+//! before the end of the blob tells whether they matched, so the write fails instead of
+//! completing an archive that holds them.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -26,6 +28,38 @@ pub struct Arrivals {
     changed: Condvar,
     /// Blobs downloaded and verified by this run.
     verified: Mutex<HashSet<Digest>>,
+    refetch: Mutex<Option<Arc<Refetch>>>,
+}
+
+/// Fetches one blob of the pull again, from the registry, into the store: what the downloads
+/// leave behind for a writer that finds a cached copy damaged.
+pub(crate) struct Refetch {
+    pub(crate) client: ferry_registry::Client,
+    pub(crate) store: Store,
+    pub(crate) blobs:
+        std::collections::HashMap<Digest, (ferry_core::Reference, ferry_core::Descriptor)>,
+    /// Weak: the progress sink is the `Arrivals` that holds this.
+    pub(crate) progress: std::sync::Weak<dyn Progress>,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl Refetch {
+    /// Fetch `digest` again, blocking (call it from a writer's thread, not an async task).
+    fn fetch(&self, digest: &Digest) -> Result<bool, crate::CopyError> {
+        let (Some((r, d)), Some(progress)) = (self.blobs.get(digest), self.progress.upgrade())
+        else {
+            return Ok(false);
+        };
+        self.runtime.block_on(crate::engine::download_one(
+            &self.client,
+            &self.store,
+            r,
+            d,
+            progress.as_ref(),
+            None,
+        ))?;
+        Ok(true)
+    }
 }
 
 impl Arrivals {
@@ -35,7 +69,14 @@ impl Arrivals {
             failed: Mutex::new(false),
             changed: Condvar::new(),
             verified: Mutex::new(HashSet::new()),
+            refetch: Mutex::new(None),
         })
+    }
+
+    pub(crate) fn set_refetch(&self, r: Refetch) {
+        if let Ok(mut slot) = self.refetch.lock() {
+            *slot = Some(Arc::new(r));
+        }
     }
 
     /// The downloads stopped with an error: waiting readers give up.
@@ -73,6 +114,10 @@ impl Arrivals {
 }
 
 impl Progress for Arrivals {
+    fn arrivals(&self) -> Option<&Arrivals> {
+        Some(self)
+    }
+
     fn event(&self, event: Event) {
         if let Event::BlobDone { digest, .. } = &event {
             if let Ok(mut v) = self.verified.lock() {
@@ -125,22 +170,51 @@ impl ferry_archive::BlobReader for ArrivingReader {
         ))
     }
 
-    /// Manifests and configs: verified, and at most 4 MiB.
+    /// Manifests and configs: verified, and at most 4 MiB. A damaged cached copy is fetched
+    /// again once (nothing of it was handed out yet).
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
         self.arrivals.wait_for(&self.store, digest)?;
-        self.store.read_small(digest).map_err(store_io)
+        match self.store.read_small(digest).map_err(store_io) {
+            Err(e) if self.repair(digest, &e)? => self.store.read_small(digest).map_err(store_io),
+            other => other,
+        }
     }
 
-    /// A layer that did not decode may be a damaged cached copy: verify it (removing it if
-    /// so) and report that instead of the decoder's complaint.
-    fn check(&self, digest: &Digest) -> io::Result<()> {
-        let verdict = self
-            .store
-            .open_verified(digest, None)
-            .and_then(|b| b.verify());
-        match verdict {
-            Err(e @ ferry_store::StoreError::Corrupt { .. }) => Err(store_io(e)),
-            _ => Ok(()),
-        }
+    /// After a failed read: if the cached copy is damaged (the error says so, or hashing it
+    /// shows it), it is removed; then it is fetched again when the downloads left the means,
+    /// else the damage is reported (better than a decoder's complaint about it).
+    fn repair(&self, digest: &Digest, error: &io::Error) -> io::Result<bool> {
+        let damaged = match ferry_store::StoreError::in_io(error) {
+            Some(ferry_store::StoreError::Corrupt { .. }) => None,
+            _ => match self
+                .store
+                .open_verified(digest, None)
+                .and_then(|b| b.verify())
+            {
+                Err(e @ ferry_store::StoreError::Corrupt { .. }) => Some(e),
+                _ => return Ok(false),
+            },
+        };
+        let refetch = self.arrivals.refetch.lock().ok().and_then(|r| r.clone());
+        let Some(refetch) = refetch else {
+            return match damaged {
+                Some(e) => Err(store_io(e)),
+                None => Ok(false),
+            };
+        };
+        self.arrivals.event(Event::Warning {
+            message: format!(
+                "{}; downloading it again",
+                damage_text(error, damaged.as_ref())
+            ),
+        });
+        refetch.fetch(digest).map_err(io::Error::other)
+    }
+}
+
+fn damage_text(error: &io::Error, damaged: Option<&ferry_store::StoreError>) -> String {
+    match damaged {
+        Some(e) => e.to_string(),
+        None => error.to_string(),
     }
 }

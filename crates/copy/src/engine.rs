@@ -11,6 +11,7 @@ use ferry_core::{Descriptor, Manifest, Reference};
 use ferry_registry::{Client, FetchedManifest};
 use ferry_store::Store;
 
+use crate::arrivals::Refetch;
 use crate::direct::{Cached, DirectArchive, Tee};
 use crate::{ArchiveImage, CopyError, Event, ImageParts, Progress, PullOptions};
 
@@ -241,6 +242,18 @@ async fn download_all(
     progress: Arc<dyn Progress>,
     direct: Option<Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
+    if let Some(arrivals) = progress.arrivals() {
+        arrivals.set_refetch(Refetch {
+            client: client.clone(),
+            store: store.clone(),
+            blobs: wanted
+                .iter()
+                .map(|(r, d)| (d.digest.clone(), (r.clone(), d.clone())))
+                .collect(),
+            progress: Arc::downgrade(&progress),
+            runtime: tokio::runtime::Handle::current(),
+        });
+    }
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = JoinSet::new();
     for (r, d) in wanted {
@@ -310,7 +323,7 @@ enum Attempt {
 /// Fetch blob `d` into the store (and its place in `direct`), or take it from the cache.
 /// Bytes a previous run left that turn out wrong, or a cached copy found damaged while it
 /// is copied, cost one more download from byte 0 before anything is blamed on the registry.
-async fn download_one(
+pub(crate) async fn download_one(
     client: &Client,
     store: &Store,
     r: &Reference,

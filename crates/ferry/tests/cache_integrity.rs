@@ -140,21 +140,49 @@ async fn damaged_cached_layer_on_stdout_fails_and_is_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn damaged_cached_layer_never_reaches_a_legacy_archive() {
+async fn damaged_cached_blobs_are_fetched_again_for_legacy_and_oci_outputs() {
     let img = sized_image(603, 2, 200_000);
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let image = format!("{}/{REPO}:v1", reg.host());
     assert_ok(&pull_to(&cache, &[&image], &work.path().join("a.tar")).await);
-    damage(&cached(&cache, &img.layers[1].digest));
+    let bad = &img.layers[1];
+
+    // Legacy: the layer is unpacked to scratch before any of it is written.
+    damage(&cached(&cache, &bad.digest));
+    damage(&cached(&cache, &img.config.digest));
     let out = work.path().join("legacy.tar");
-    let r = pull_to(&cache, &["-q", "--format", "legacy", &image], &out).await;
-    assert_eq!(r.status.code(), Some(6), "{}", stderr(&r));
-    assert!(stderr(&r).contains("is damaged"), "{}", stderr(&r));
-    assert!(!out.exists());
-    let r = pull_to(&cache, &["-q", "--format", "legacy", &image], &out).await;
+    let r = pull_to(&cache, &["--format", "legacy", &image], &out).await;
     assert_ok(&r);
+    let err = stderr(&r);
+    for d in [&bad.digest, &img.config.digest] {
+        assert!(
+            err.contains(&format!("warning: the cached copy of blob {d} is damaged")),
+            "{err}"
+        );
+    }
+    let files = tar_files(&out);
+    let layer_tars: Vec<String> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with("/layer.tar"))
+        .map(|(_, b)| format!("sha256:{}", sha256_hex(b)))
+        .collect();
+    assert_eq!(layer_tars, digests(&img.diff_ids));
+    assert_eq!(blob_gets(&reg, &bad.digest).len(), 2);
+    assert_eq!(blob_gets(&reg, &img.config.digest).len(), 2);
+
+    // An OCI layout: the blob's file is written again.
+    damage(&cached(&cache, &bad.digest));
+    let dir = work.path().join("layout");
+    let r = pull_to(&cache, &["--format", "oci", &image], &dir).await;
+    assert_ok(&r);
+    assert!(stderr(&r).contains("is damaged"), "{}", stderr(&r));
+    for b in img.blobs() {
+        let held = std::fs::read(dir.join(blob_name(&b.digest))).unwrap();
+        assert_eq!(held, b.bytes.to_vec(), "{}", b.digest);
+    }
+    assert_eq!(blob_gets(&reg, &bad.digest).len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
