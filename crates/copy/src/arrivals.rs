@@ -175,7 +175,9 @@ impl ferry_archive::BlobReader for ArrivingReader {
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
         self.arrivals.wait_for(&self.store, digest)?;
         match self.store.read_small(digest).map_err(store_io) {
-            Err(e) if self.repair(digest, &e)? => self.store.read_small(digest).map_err(store_io),
+            Err(e) if ferry_store::StoreError::is_corrupt_io(&e) && self.repair(digest, &e)? => {
+                self.store.read_small(digest).map_err(store_io)
+            }
             other => other,
         }
     }
@@ -196,7 +198,7 @@ impl ferry_archive::BlobReader for ArrivingReader {
             },
         };
         let refetch = self.arrivals.refetch.lock().ok().and_then(|r| r.clone());
-        let Some(refetch) = refetch else {
+        let Some(refetch) = refetch.filter(|r| r.blobs.contains_key(digest)) else {
             return match damaged {
                 Some(e) => Err(store_io(e)),
                 None => Ok(false),
