@@ -115,15 +115,13 @@ async fn damaged_cached_layer_on_stdout_fails_and_is_removed() {
         "{err}"
     );
     assert!(err.contains("hint: run the same command again"), "{err}");
-    // The stream stops inside the damaged blob: no complete archive came out.
+    // The stream stops at the damaged blob: never the whole archive (which is deterministic,
+    // so the first pull's file is exactly what a complete stream would be).
+    let whole = std::fs::metadata(work.path().join("a.tar")).unwrap().len();
     assert!(
-        tar::Archive::new(&r.stdout[..])
-            .entries()
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .is_err()
-            || r.stdout.len() < 1024 * 2 + bad.bytes.len(),
-        "a whole archive was written"
+        (r.stdout.len() as u64) < whole,
+        "{} bytes streamed, a whole archive is {whole}",
+        r.stdout.len()
     );
     // Gone, or already fetched again by the downloads running beside the writer.
     let now = std::fs::read(cached(&cache, &bad.digest)).unwrap_or_default();
