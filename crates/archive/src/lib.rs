@@ -30,11 +30,29 @@ pub use plan::{Entry, EntryBody, Plan};
 pub trait BlobReader: Sync {
     /// Open blob `digest` for reading from its start.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
-    /// Read a small blob (manifest, config) whole.
+    /// Read a small blob (manifest, config) whole; more than 4 MiB is refused, not read.
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        const MAX: u64 = 4 * 1024 * 1024;
         let mut out = Vec::new();
-        self.open(digest)?.read_to_end(&mut out)?;
+        self.open(digest)?.take(MAX + 1).read_to_end(&mut out)?;
+        if out.len() as u64 > MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {digest} is larger than the 4 MiB a manifest or image config may hold"
+                ),
+            ));
+        }
         Ok(out)
+    }
+    /// Called when reading blob `digest` failed with `error` (or its content did not
+    /// decode). A reader that can repair its copy (a damaged cached blob fetched again)
+    /// does so and returns `true`: the caller may read the blob once more from its start. An
+    /// error explains the failure better than `error` does (the copy is damaged and could
+    /// not be replaced). The default repairs nothing.
+    fn repair(&self, digest: &Digest, error: &io::Error) -> io::Result<bool> {
+        let _ = (digest, error);
+        Ok(false)
     }
 }
 

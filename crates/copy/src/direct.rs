@@ -1,7 +1,8 @@
 //! Writing a planned archive file directly: its layout is known before any layer arrives, so
 //! each download writes its bytes straight into the blob's place in the output as well as
 //! into the cache. The output is never read back from the cache, which saves a full pass
-//! over the image's bytes.
+//! over the image's bytes. Blobs that come from the cache are verified in the same loop that
+//! copies them into place, so a damaged cached copy costs a refetch, never a bad archive.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -12,13 +13,22 @@ use std::sync::{Arc, Mutex};
 
 use ferry_archive::{ArchiveError, Plan};
 use ferry_core::{Digest, ResumableWrite};
-use ferry_store::{Ingest, Store};
+use ferry_store::{Ingest, Store, StoreError};
 
 /// An output archive being filled in place.
 pub struct DirectArchive {
     file: File,
     regions: HashMap<Digest, (u64, u64)>,
     filled: Mutex<HashSet<Digest>>,
+}
+
+/// What copying a cached blob into its place found.
+pub(crate) enum Cached {
+    /// Copied and verified.
+    Copied,
+    /// The cached copy was damaged and has been removed from the cache: fetch it again (the
+    /// region's bytes are rewritten by the download).
+    Damaged(StoreError),
 }
 
 impl DirectArchive {
@@ -62,12 +72,41 @@ impl DirectArchive {
         let Some((base, _)) = self.region(d) else {
             return Ok(());
         };
-        let src = File::open(store.partial_path(d))?;
-        copy_range(&src, held, &self.file, base)
+        if held == 0 {
+            return Ok(());
+        }
+        let src = store.open_partial(d).map_err(io::Error::other)?;
+        copy_range(src.take(held), held, &self.file, base)
     }
 
-    /// Copy every blob that was not downloaded into place (cached ones, manifests) from the
-    /// store, checking each one's length.
+    /// Copy cached blob `d` into its region, verifying it on the way, and mark it filled.
+    pub(crate) fn copy_cached(&self, store: &Store, d: &Digest) -> io::Result<Cached> {
+        let Some((base, size)) = self.region(d) else {
+            return Ok(Cached::Copied);
+        };
+        let src = store
+            .open_verified(d, Some(size))
+            .map_err(io::Error::other)?;
+        match copy_range(src, size, &self.file, base) {
+            Ok(()) => {
+                self.mark_filled(d);
+                Ok(Cached::Copied)
+            }
+            Err(e) if StoreError::is_corrupt_io(&e) => match e.into_inner() {
+                Some(inner) => match inner.downcast::<StoreError>() {
+                    Ok(s) => Ok(Cached::Damaged(*s)),
+                    Err(other) => Err(io::Error::other(other)),
+                },
+                None => Err(io::Error::other("a damaged cached blob")),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copy every blob that was not downloaded or copied yet (manifests, blobs another
+    /// process finished) into place from the store, each verified as it is copied. A damaged
+    /// one is removed from the cache and reported; nothing of it stays in a finished archive
+    /// because the caller discards the output on error.
     pub fn fill_rest(&self, store: &Store) -> io::Result<()> {
         let filled = self
             .filled
@@ -79,32 +118,32 @@ impl DirectArchive {
                 continue;
             }
             let src = store
-                .open_blob(d)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            let len = src.metadata()?.len();
-            if len != *size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("blob {d} holds {len} bytes, expected {size}"),
-                ));
-            }
-            copy_range(&src, *size, &self.file, *base)?;
+                .open_verified(d, Some(*size))
+                .map_err(io::Error::other)?;
+            copy_range(src, *size, &self.file, *base)?;
         }
         Ok(())
     }
 }
 
-fn copy_range(src: &File, len: u64, dst: &File, base: u64) -> io::Result<()> {
+/// Copy `src` to its end into `dst` at `base`. It must hold exactly `len` bytes; nothing is
+/// ever written past `base + len` (the next entry's place).
+fn copy_range(mut src: impl Read, len: u64, dst: &File, base: u64) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
-    let mut r = src.take(len);
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match src.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if done + n as u64 > len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected {len} bytes, found more"),
+            ));
+        }
         dst.write_all_at(&buf[..n], base + done)?;
         done += n as u64;
     }

@@ -11,7 +11,8 @@ use ferry_core::{Descriptor, Manifest, Reference};
 use ferry_registry::{Client, FetchedManifest};
 use ferry_store::Store;
 
-use crate::direct::{DirectArchive, Tee};
+use crate::arrivals::Refetch;
+use crate::direct::{Cached, DirectArchive, Tee};
 use crate::{ArchiveImage, CopyError, Event, ImageParts, Progress, PullOptions};
 
 /// Pull `refs` into `store` and describe them for an archive writer: [`resolve_all`] then
@@ -241,10 +242,31 @@ async fn download_all(
     progress: Arc<dyn Progress>,
     direct: Option<Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
+    if let Some(arrivals) = progress.arrivals() {
+        arrivals.set_refetch(Refetch {
+            client: client.clone(),
+            store: store.clone(),
+            blobs: wanted
+                .iter()
+                .map(|(r, d)| (d.digest.clone(), (r.clone(), d.clone())))
+                .collect(),
+            progress: Arc::downgrade(&progress),
+            runtime: tokio::runtime::Handle::current(),
+        });
+    }
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = JoinSet::new();
     for (r, d) in wanted {
-        if store.has(&d.digest, d.size) {
+        let cached = store
+            .check(&d.digest, d.size)
+            .map_err(|source| cache_error(&r, &d, source))?;
+        let in_output = direct
+            .as_ref()
+            .is_some_and(|out| out.region(&d.digest).is_some());
+        // A cached blob that goes to standard output or a writer is verified by the reader
+        // that copies it (`ArrivingReader`); one that goes into a direct archive is copied
+        // (and verified) here, in parallel with the downloads.
+        if cached && !in_output {
             progress.event(Event::BlobCached {
                 digest: d.digest.clone(),
                 size: d.size,
@@ -263,15 +285,7 @@ async fn download_all(
                 .acquire_owned()
                 .await
                 .map_err(|e| CopyError::Task(e.to_string()))?;
-            download_one(
-                &client,
-                &store,
-                &r,
-                &d,
-                progress.as_ref(),
-                direct.as_deref(),
-            )
-            .await
+            download_one(&client, &store, &r, &d, progress.as_ref(), direct.as_ref()).await
         });
     }
     while let Some(res) = set.join_next().await {
@@ -284,31 +298,95 @@ async fn download_all(
     Ok(())
 }
 
-async fn download_one(
+/// A store error about blob `d` of `r`: a manifest that contradicts the cache is the
+/// manifest's fault, anything else the cache's.
+fn cache_error(r: &Reference, d: &Descriptor, source: ferry_store::StoreError) -> CopyError {
+    match source {
+        ferry_store::StoreError::SizeMismatch { .. } => CopyError::BadManifest {
+            reference: r.familiar(),
+            source,
+        },
+        source => CopyError::Store {
+            digest: d.digest.clone(),
+            source,
+        },
+    }
+}
+
+/// What one try at a blob came to.
+enum Attempt {
+    Done,
+    /// Worth one more try from byte 0: why, for the user.
+    Again(String),
+}
+
+/// Fetch blob `d` into the store (and its place in `direct`), or take it from the cache.
+/// Bytes a previous run left that turn out wrong, or a cached copy found damaged while it
+/// is copied, cost one more download from byte 0 before anything is blamed on the registry.
+pub(crate) async fn download_one(
     client: &Client,
     store: &Store,
     r: &Reference,
     d: &Descriptor,
     progress: &dyn Progress,
-    direct: Option<&DirectArchive>,
+    direct: Option<&Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
-    let store_err = |source| CopyError::Store {
-        digest: d.digest.clone(),
-        source,
-    };
+    match download_attempt(client, store, r, d, progress, direct, true).await? {
+        Attempt::Done => Ok(()),
+        Attempt::Again(why) => {
+            progress.event(Event::Warning { message: why });
+            match download_attempt(client, store, r, d, progress, direct, false).await? {
+                Attempt::Done => Ok(()),
+                Attempt::Again(why) => Err(CopyError::Task(why)),
+            }
+        }
+    }
+}
+
+async fn download_attempt(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    d: &Descriptor,
+    progress: &dyn Progress,
+    direct: Option<&Arc<DirectArchive>>,
+    may_retry: bool,
+) -> Result<Attempt, CopyError> {
+    let store_err = |source| cache_error(r, d, source);
     let (s, digest, size) = (store.clone(), d.digest.clone(), d.size);
     // Taking the blob's lock may wait for another process; keep that off the async threads.
     let mut ingest = tokio::task::spawn_blocking(move || s.begin(&digest, Some(size)))
         .await
         .map_err(|e| CopyError::Task(e.to_string()))?
         .map_err(store_err)?;
+    let region = direct.and_then(|out| out.region(&d.digest).map(|(base, _)| (out, base)));
     if ingest.already_done() {
+        // Release the lock before the copy: other processes only read the blob too.
+        drop(ingest);
+        if let Some((out, _)) = region {
+            let (s, digest) = (store.clone(), d.digest.clone());
+            let out = out.clone();
+            let copied = tokio::task::spawn_blocking(move || out.copy_cached(&s, &digest))
+                .await
+                .map_err(|e| CopyError::Task(e.to_string()))?
+                .map_err(|source| CopyError::Output {
+                    digest: d.digest.clone(),
+                    source,
+                })?;
+            if let Cached::Damaged(e) = copied {
+                if may_retry {
+                    return Ok(Attempt::Again(format!("{e}; downloading it again")));
+                }
+                return Err(store_err(e));
+            }
+        }
         progress.event(Event::BlobCached {
             digest: d.digest.clone(),
             size: d.size,
         });
-        return Ok(());
+        return Ok(Attempt::Done);
     }
+    let resumed = ingest.offset() > 0;
     progress.event(Event::BlobStarted {
         digest: d.digest.clone(),
         size: d.size,
@@ -320,7 +398,6 @@ async fn download_one(
             held,
         })
     };
-    let region = direct.and_then(|out| out.region(&d.digest).map(|(base, _)| (out, base)));
     let fetched = match region {
         None => {
             client
@@ -337,7 +414,7 @@ async fn download_one(
                 .map_err(output_err)?;
             let mut tee = Tee {
                 ingest: &mut ingest,
-                out,
+                out: out.as_ref(),
                 base,
             };
             client
@@ -353,20 +430,28 @@ async fn download_one(
             source,
         });
     }
-    tokio::task::spawn_blocking(move || ingest.commit())
+    let committed = tokio::task::spawn_blocking(move || ingest.commit())
         .await
-        .map_err(|e| CopyError::Task(e.to_string()))?
-        .map_err(|source| match source {
-            ferry_store::StoreError::Verify(v) => CopyError::Blob {
+        .map_err(|e| CopyError::Task(e.to_string()))?;
+    match committed {
+        Ok(_) => {}
+        // The bytes kept from an earlier run may be what was wrong (a damaged partial file);
+        // the commit removed them. Only a download from byte 0 that fails is the registry's.
+        Err(ferry_store::StoreError::Verify(v)) if resumed && may_retry => {
+            return Ok(Attempt::Again(format!(
+                "blob {} did not verify after resuming from bytes kept by an earlier run ({v}); downloading it again from the start",
+                d.digest
+            )));
+        }
+        Err(ferry_store::StoreError::Verify(v)) => {
+            return Err(CopyError::Blob {
                 reference: r.familiar(),
                 digest: d.digest.clone(),
                 source: ferry_registry::RegistryError::Verify(v),
-            },
-            other => CopyError::Store {
-                digest: d.digest.clone(),
-                source: other,
-            },
-        })?;
+            })
+        }
+        Err(other) => return Err(store_err(other)),
+    }
     if let Some((out, _)) = region {
         out.mark_filled(&d.digest);
     }
@@ -374,5 +459,5 @@ async fn download_one(
         digest: d.digest.clone(),
         size: d.size,
     });
-    Ok(())
+    Ok(Attempt::Done)
 }

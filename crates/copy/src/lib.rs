@@ -105,4 +105,11 @@ pub enum CopyError {
     },
     #[error("a download task failed: {0}")]
     Task(String),
+    /// A manifest that contradicts verified content in the cache (a blob's size).
+    #[error("refusing the manifest of {reference}")]
+    BadManifest {
+        reference: String,
+        #[source]
+        source: ferry_store::StoreError,
+    },
 }

@@ -34,6 +34,12 @@ pub enum Event {
 /// Receives events; called from several tasks at once.
 pub trait Progress: Send + Sync {
     fn event(&self, event: Event);
+
+    /// The [`Arrivals`](crate::Arrivals) behind this sink, if it is one: the downloads leave
+    /// it the means to fetch a damaged cached blob again for the archive writer.
+    fn arrivals(&self) -> Option<&crate::Arrivals> {
+        None
+    }
 }
 
 /// Reports nothing.

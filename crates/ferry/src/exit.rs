@@ -2,6 +2,7 @@
 
 use ferry_copy::CopyError;
 use ferry_registry::RegistryError;
+use ferry_store::StoreError;
 
 pub const OK: i32 = 0;
 /// Anything not listed below.
@@ -77,12 +78,19 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
                 CopyError::NoPlatform { .. } | CopyError::WrongPlatform { .. } => {
                     return (NOT_FOUND, Some("choose one with --platform os/arch[/variant], or keep them all with --all-platforms --format oci".into()))
                 }
-                CopyError::Store { .. } => return (GENERAL, Some("check that the cache directory (--cache-dir) is writable and has space".into())),
+                CopyError::Store { source, .. } => return store_hint(source),
                 _ => {}
             }
         }
         if let Some(r) = cause.downcast_ref::<RegistryError>() {
             return registry_hint(r);
+        }
+        if let Some(s) = cause.downcast_ref::<StoreError>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(StoreError::in_io)
+        }) {
+            return store_hint(s);
         }
         if cause.downcast_ref::<ferry_core::ReferenceError>().is_some() {
             return (USAGE, Some("references look like [registry[:port]/]repository[:tag][@sha256:digest], e.g. alpine:3.20 or ghcr.io/org/app:1".into()));
@@ -95,6 +103,25 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
         }
     }
     (GENERAL, None)
+}
+
+fn store_hint(s: &StoreError) -> (i32, Option<String>) {
+    match s {
+        StoreError::Corrupt { .. } => (
+            VERIFY,
+            Some("run the same command again to fetch the blob afresh".into()),
+        ),
+        StoreError::Unsafe { .. } => (GENERAL, Some("ferry follows no links and uses no other user's files in its cache; remove that entry or give another --cache-dir".into())),
+        StoreError::Io { .. } => (
+            GENERAL,
+            Some("check that the cache directory (--cache-dir) is writable and has space".into()),
+        ),
+        StoreError::Verify(_) => (
+            VERIFY,
+            Some("the partial download was discarded; run again to fetch it afresh".into()),
+        ),
+        _ => (GENERAL, None),
+    }
 }
 
 fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {

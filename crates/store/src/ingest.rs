@@ -1,13 +1,13 @@
 //! A download in progress: `ingest/<alg>-<hex>.partial`, hashed as it is written, moved into
 //! `blobs/` only when verified.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use ferry_core::{Digest, Verifier, VerifyError};
 
-use crate::{Store, StoreError};
+use crate::{safe, Store, StoreError};
 
 /// Holds the blob's lock file for as long as it lives.
 pub struct Ingest {
@@ -28,12 +28,10 @@ impl Ingest {
         size: Option<u64>,
     ) -> Result<Ingest, StoreError> {
         let lock_path = store.lock_path(digest);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(StoreError::io(&lock_path))?;
+        let lock = safe::open(
+            &lock_path,
+            safe::options().create(true).truncate(false).write(true),
+        )?;
         lock.lock().map_err(StoreError::io(&lock_path))?;
         let partial = store.partial_path(digest);
         let target = store.blob_path(digest);
@@ -46,20 +44,23 @@ impl Ingest {
             verifier: Verifier::new(digest.clone(), size),
             _lock: lock,
             done: match size {
-                Some(n) => store.has(digest, n),
-                None => target.is_file(),
+                Some(n) => store.check(digest, n)?,
+                None => store.contains(digest),
             },
         };
         if ingest.done {
             return Ok(ingest);
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&partial)
-            .map_err(StoreError::io(&partial))?;
+        // Never through a link: one planted here would make ferry truncate and overwrite a
+        // file of someone else's choosing, then rename the link into blobs/.
+        let mut file = safe::open(
+            &partial,
+            safe::options()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true),
+        )?;
         // Re-hash what a previous attempt left, so the final check covers every byte.
         let mut buf = vec![0u8; 256 * 1024];
         let mut valid = 0u64;
@@ -158,7 +159,8 @@ impl Ingest {
         }
         // No fsync: a blob's safety against a killed process comes from verify-then-rename,
         // and an fsync per blob costs more than the whole transfer on a fast link (see
-        // docs/BENCHMARKS.md). Readers check each blob's size on use.
+        // docs/BENCHMARKS.md). Whatever copies a cached blob out verifies it as it copies
+        // (`CheckedBlob`), and `Store::check` hashes a blob whose size looks wrong.
         drop(file);
         fs::rename(&self.partial, &self.target).map_err(StoreError::io(&self.target))?;
         self.done = true;

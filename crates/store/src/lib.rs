@@ -19,17 +19,24 @@
 //! # Ok(()) }
 //! ```
 
+mod checked;
 mod ingest;
+mod safe;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ferry_core::{Digest, Verifier, VerifyError};
 
+pub use checked::CheckedBlob;
 pub use ingest::Ingest;
 
-/// What went wrong in the store. Every variant names the file involved.
+/// The most a manifest or an image config may hold (distribution, podman and skopeo use the
+/// same limit); anything larger is refused rather than read into memory.
+pub const MAX_SMALL: u64 = 4 * 1024 * 1024;
+
+/// What went wrong in the store. Every variant names the file or blob involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cache I/O on {path}: {source}")]
@@ -40,6 +47,24 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// A manifest declares another size for a blob the cache holds verified: the manifest is
+    /// wrong, and the cached blob is kept.
+    #[error("it declares {declared} bytes for blob {digest}, but the verified copy in the cache holds {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        actual: u64,
+    },
+    #[error("blob {digest} is {size} bytes; a manifest or image config may hold at most 4 MiB")]
+    TooLarge { digest: Digest, size: u64 },
+    /// A cache entry that is a symbolic link, not a regular file, or someone else's.
+    #[error("refusing the cache entry {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
+    /// A cached blob no longer matches its digest; it has been removed from the cache.
+    #[error(
+        "the cached copy of blob {digest} is damaged ({detail}); it was removed from the cache"
+    )]
+    Corrupt { digest: Digest, detail: String },
 }
 
 impl StoreError {
@@ -54,6 +79,28 @@ impl StoreError {
     pub fn is_verify(&self) -> bool {
         matches!(self, StoreError::Verify(_))
     }
+
+    /// The store error a reader of the store (a [`CheckedBlob`]) put inside an I/O error.
+    pub fn in_io(e: &io::Error) -> Option<&StoreError> {
+        e.get_ref()?.downcast_ref::<StoreError>()
+    }
+
+    /// Whether `e` says a cached blob was damaged (and has been removed).
+    pub fn is_corrupt_io(e: &io::Error) -> bool {
+        matches!(StoreError::in_io(e), Some(StoreError::Corrupt { .. }))
+    }
+
+    /// Unwrap the store error a [`CheckedBlob`] put into an I/O error, or name the file.
+    pub(crate) fn from_read(path: &Path, e: io::Error) -> StoreError {
+        if StoreError::in_io(&e).is_none() {
+            return StoreError::io(path)(e);
+        }
+        match e.into_inner().map(|b| b.downcast::<StoreError>()) {
+            Some(Ok(inner)) => *inner,
+            Some(Err(other)) => StoreError::io(path)(io::Error::other(other)),
+            None => StoreError::io(path)(io::Error::other("unreadable")),
+        }
+    }
 }
 
 /// A content-addressed blob store rooted at one directory.
@@ -63,12 +110,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) the store at `root`.
+    /// Open (creating if needed, mode 0700) the store at `root`. Refuses a root owned by
+    /// another user, and `blobs/` or `ingest/` that are symbolic links or someone else's.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let root = root.into();
-        for sub in ["blobs/sha256", "blobs/sha512", "ingest"] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(StoreError::io(&p))?;
+        safe::ensure_dir(&root, false)?;
+        for sub in ["blobs", "blobs/sha256", "blobs/sha512", "ingest"] {
+            safe::ensure_dir(&root.join(sub), true)?;
         }
         Ok(Store { root })
     }
@@ -102,61 +150,122 @@ impl Store {
         ))
     }
 
-    /// Whether the verified blob is present.
+    /// Whether the blob is present (a regular file; a link is not a blob).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file())
     }
 
-    /// Whether the blob is present with its expected size. A file of another size can only be
-    /// left by a crash of the machine (blobs are renamed into place after verification, but
-    /// not fsynced): it is removed, so the blob is fetched again instead of trusted.
-    pub fn has(&self, digest: &Digest, size: u64) -> bool {
-        match fs::metadata(self.blob_path(digest)) {
-            Ok(m) if m.is_file() && m.len() == size => true,
-            Ok(m) if m.is_file() => {
-                let _ = fs::remove_file(self.blob_path(digest));
-                false
-            }
-            _ => false,
+    /// Whether the blob is present with the size a manifest declares for it.
+    ///
+    /// A manifest never removes verified content. When the file has another size, only its
+    /// content can tell a lying manifest from a file a machine crash cut short (blobs are
+    /// renamed into place after verification, but not fsynced), so it is hashed — rare, and
+    /// bounded by the blob's size: if it still matches its digest it stays and the manifest
+    /// gets [`StoreError::SizeMismatch`]; if it does not, it is damaged and removed, and the
+    /// blob is reported absent so it is fetched again.
+    pub fn check(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest);
+        let Some(m) = safe::entry(&path)? else {
+            return Ok(false);
+        };
+        if m.len() == size {
+            return Ok(true);
         }
+        let f = safe::open_read(&path)?;
+        match CheckedBlob::new(f, path, digest, None).verify() {
+            Ok(()) => Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                declared: size,
+                actual: m.len(),
+            }),
+            Err(StoreError::Corrupt { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`check`](Self::check) as a yes/no: an unusable entry counts as absent (the download
+    /// that follows reports why).
+    pub fn has(&self, digest: &Digest, size: u64) -> bool {
+        matches!(self.check(digest, size), Ok(true))
     }
 
     /// The size of a present blob.
     pub fn size(&self, digest: &Digest) -> Option<u64> {
-        fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())
+        safe::entry(&self.blob_path(digest))
+            .ok()
+            .flatten()
+            .map(|m| m.len())
     }
 
-    /// Open a verified blob for reading.
-    pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
+    /// Open a cached blob for reading as it is, for a blob this process has just verified
+    /// itself; anything older goes through [`open_verified`](Self::open_verified).
+    pub fn open_blob(&self, digest: &Digest) -> Result<fs::File, StoreError> {
+        safe::open_read(&self.blob_path(digest))
+    }
+
+    /// Open a cached blob for reading, verified as it is read (see [`CheckedBlob`]) against
+    /// its digest and, when given, its size.
+    pub fn open_verified(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<CheckedBlob, StoreError> {
         let p = self.blob_path(digest);
-        File::open(&p).map_err(StoreError::io(&p))
+        let f = safe::open_read(&p)?;
+        Ok(CheckedBlob::new(f, p, digest, size))
     }
 
-    /// Read a whole (small) verified blob: manifests and configs.
+    /// Read a whole small blob (a manifest or config), verified, at most [`MAX_SMALL`] bytes.
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest);
-        let mut out = Vec::new();
-        File::open(&p)
-            .and_then(|mut f| f.read_to_end(&mut out))
-            .map_err(StoreError::io(&p))?;
+        let f = safe::open_read(&p)?;
+        let size = f.metadata().map_err(StoreError::io(&p))?.len();
+        if size > MAX_SMALL {
+            return Err(StoreError::TooLarge {
+                digest: digest.clone(),
+                size,
+            });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        // The limit holds even if the file grows while it is read.
+        CheckedBlob::new(f, p.clone(), digest, None)
+            .take(MAX_SMALL + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| StoreError::from_read(&p, e))?;
+        if out.len() as u64 > MAX_SMALL {
+            return Err(StoreError::TooLarge {
+                digest: digest.clone(),
+                size: out.len() as u64,
+            });
+        }
         Ok(out)
     }
 
-    /// Store `bytes` as blob `digest` after verifying them; a no-op when present.
+    /// Store `bytes` as blob `digest` after verifying them. A copy already present is kept
+    /// only if it holds exactly these bytes; a damaged one is replaced.
     pub fn put_verified(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        if self.has(digest, bytes.len() as u64) {
-            return Ok(());
-        }
         let mut v = Verifier::new(digest.clone(), Some(bytes.len() as u64));
         v.update(bytes)?;
         v.finish()?;
+        if bytes.len() as u64 <= MAX_SMALL
+            && self.check(digest, bytes.len() as u64)?
+            && self.read_small(digest).is_ok_and(|held| held == bytes)
+        {
+            return Ok(());
+        }
         let target = self.blob_path(digest);
         let tmp =
             self.root
                 .join("ingest")
                 .join(format!("{}.{}.tmp", digest.hex(), std::process::id()));
         let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            // A leftover of a dead process with this pid, or something planted: never
+            // written through (create_new does not follow links).
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = safe::options().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
             fs::rename(&tmp, &target)
         };
@@ -172,16 +281,24 @@ impl Store {
     /// Start or resume writing blob `digest`. Blocks while another process writes the same
     /// blob; the caller should check [`contains`](Self::contains) again afterwards (see
     /// [`Ingest::already_done`]). The bytes already in the partial file are re-hashed so
-    /// that the final check covers the whole blob.
+    /// that the final check covers the whole blob. Fails with
+    /// [`StoreError::SizeMismatch`] when the cache holds the blob verified with another size.
     pub fn begin(&self, digest: &Digest, size: Option<u64>) -> Result<Ingest, StoreError> {
         Ingest::begin(self, digest, size)
     }
 
     /// Bytes held in partial downloads (what a resume would reuse).
     pub fn partial_bytes(&self, digest: &Digest) -> u64 {
-        fs::metadata(self.partial_path(digest))
+        safe::entry(&self.partial_path(digest))
+            .ok()
+            .flatten()
             .map(|m| m.len())
             .unwrap_or(0)
+    }
+
+    /// Open the partial download of `digest` for reading (to copy what it holds elsewhere).
+    pub fn open_partial(&self, digest: &Digest) -> Result<fs::File, StoreError> {
+        safe::open_read(&self.partial_path(digest))
     }
 }
 
