@@ -170,10 +170,14 @@ impl Client {
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() => {
-                    if out.offset() > furthest {
-                        furthest = out.offset();
+                    // Only new bytes are progress: bytes fetched again after a restart are
+                    // not, nor is a trickle below the minimum rate (or a server crawling
+                    // along at a byte a second would be retried for ever).
+                    let stalled = matches!(e, RegistryError::Stalled { .. });
+                    if out.offset() > furthest && !stalled {
                         attempt = 0;
                     }
+                    furthest = furthest.max(out.offset());
                     if attempt + 1 >= self.opts.max_attempts {
                         return Err(e);
                     }

@@ -258,17 +258,16 @@ impl Client {
             // resolve is reported in well under a second, as skopeo does, instead of after
             // a minute of silent retries. Drops in the middle of transfers keep their
             // patient retries.
-            let resp = self
-                .deadline("GET", &url, async {
-                    self.http.get(url.clone()).send().await.map_err(|error| {
-                        RegistryError::Unreachable {
-                            registry: registry.to_string(),
-                            url: redact(&url),
-                            error: error.without_url(),
-                        }
-                    })
-                })
-                .await;
+            let resp = match tokio::time::timeout(
+                self.opts.request_timeout,
+                self.http.get(url.clone()).send(),
+            )
+            .await
+            {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(Some(e.without_url())),
+                Err(_) => Err(None),
+            };
             match resp {
                 Ok(resp) => {
                     let status = resp.status();
@@ -304,12 +303,14 @@ impl Client {
                         auth,
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => last_err = Some((url, e)),
             }
         }
-        let err = last_err.unwrap_or_else(|| RegistryError::Config("no scheme to try".into()));
+        let Some((url, err)) = last_err else {
+            return Err(RegistryError::Config("no scheme to try".into()));
+        };
         if !self.opts.insecure && !loopback {
-            if let RegistryError::Unreachable { error, .. } = &err {
+            if let Some(error) = &err {
                 let chain = error_chain(error);
                 if chain.contains("certificate")
                     || chain.contains("InvalidCertificate")
@@ -328,7 +329,18 @@ impl Client {
                 }
             }
         }
-        Err(err)
+        let cause = match &err {
+            Some(e) => crate::error::describe(e),
+            None => format!(
+                "no answer within {} (--timeout)",
+                secs(self.opts.request_timeout)
+            ),
+        };
+        Err(RegistryError::Unreachable {
+            registry: registry.to_string(),
+            url: redact(&url),
+            cause,
+        })
     }
 
     fn credential_for(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {

@@ -55,14 +55,16 @@ pub enum RegistryError {
         url: String,
         error: reqwest::Error,
     },
-    /// The first contact with a registry (the `/v2/` ping) failed to connect. Not retried:
-    /// an address that refuses connections or does not resolve will not start working in
-    /// the next seconds, and saying so at once beats a minute of silent retries.
-    #[error("cannot reach the registry {registry} ({url}): {}", describe(error))]
+    /// The first contact with a registry (the `/v2/` ping) failed: no connection, or no
+    /// answer within the deadline. Not retried: an address that refuses connections or
+    /// does not resolve will not start working in the next seconds, and saying so at once
+    /// beats a minute of silent retries.
+    #[error("cannot reach the registry {registry} ({url}): {cause}")]
     Unreachable {
         registry: String,
         url: String,
-        error: reqwest::Error,
+        /// What went wrong, condensed ([`describe`]) or the deadline missed.
+        cause: String,
     },
     /// The connection dropped while the body was arriving.
     #[error(
@@ -273,7 +275,7 @@ impl RegistryError {
     }
 }
 
-/// `4 s`, `0.5 s`, `2 min 30 s`.
+/// `4 s`, `0.5 s`, `20 ms`, `2 min 30 s`.
 pub(crate) fn secs(d: std::time::Duration) -> String {
     let s = d.as_secs();
     if s >= 120 {
@@ -283,6 +285,8 @@ pub(crate) fn secs(d: std::time::Duration) -> String {
         } else {
             format!("{m} min {r} s")
         }
+    } else if s == 0 && d.as_millis() < 100 {
+        format!("{} ms", d.as_millis())
     } else if d.subsec_millis() != 0 && s < 10 {
         format!("{:.1} s", d.as_secs_f64())
     } else {
