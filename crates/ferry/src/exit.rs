@@ -132,3 +132,34 @@ fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {
         _ => (GENERAL, None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incomplete(received: u64) -> RegistryError {
+        RegistryError::Incomplete {
+            url: "http://r/v2/a/blobs/sha256:0".into(),
+            reason: "the body ended early".into(),
+            received,
+        }
+    }
+
+    #[test]
+    fn it_resumes_is_said_only_when_bytes_were_kept() {
+        assert_eq!(
+            registry_hint(&incomplete(100)),
+            (
+                NETWORK,
+                Some("the network kept failing; run the same command again and it resumes where it stopped".into())
+            )
+        );
+        assert_eq!(
+            registry_hint(&incomplete(0)),
+            (
+                NETWORK,
+                Some("the network kept failing; run the same command again".into())
+            )
+        );
+    }
+}
