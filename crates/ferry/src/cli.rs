@@ -14,7 +14,8 @@ Exit codes:
   2    bad command line or bad input (a malformed reference, say)
   3    image, tag or platform not found
   4    authentication failed
-  5    network failure after all retries (run again: it resumes)
+  5    network failure: registry unreachable, timed out, rate limited beyond
+       --max-wait, or retries ran out (run again: it resumes)
   6    content did not match its digest
   130  interrupted"
     };
