@@ -14,7 +14,8 @@ Exit codes:
   2    bad command line or bad input (a malformed reference, say)
   3    image, tag or platform not found
   4    authentication failed
-  5    network failure after all retries (run again: it resumes)
+  5    network failure: registry unreachable, timed out, rate limited beyond
+       --max-wait, or retries ran out (run again: it resumes)
   6    content did not match its digest
   130  interrupted"
     };
@@ -127,4 +128,13 @@ pub struct NetArgs {
     /// The password on the command line (visible to other users: prefer --password-stdin).
     #[arg(short, long, requires = "username", conflicts_with = "password_stdin")]
     pub password: Option<String>,
+    /// Seconds before giving up on a connection, on a small request (ping, token, manifest:
+    /// headers and body together), and on a blob download that brings less than 1 KiB in
+    /// that time (it is retried from where it stopped).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
+    /// The longest wait a registry may ask for (Retry-After) before ferry gives up at once
+    /// instead of waiting.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub max_wait: u64,
 }

@@ -125,20 +125,68 @@ fn store_hint(s: &StoreError) -> (i32, Option<String>) {
 }
 
 fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {
+    const PROXY: &str = "HTTPS_PROXY / HTTP_PROXY / NO_PROXY";
+    let hint = |s: String| Some(s);
+    // "It resumes" only when bytes of a blob were kept for the next run.
+    let again = if r.bytes_kept() > 0 {
+        "run the same command again and it resumes where it stopped"
+    } else {
+        "run the same command again"
+    };
+    if r.is_credentials_refused() {
+        return (AUTH, hint("the registry refused the username and password (or stored credential) given: check them, and that the account may pull this repository".into()));
+    }
     if r.is_unauthorized() {
-        return (AUTH, Some("give credentials with --username and --password-stdin, or store them in ~/.docker/config.json (docker login / podman login)".into()));
+        return (AUTH, hint("give credentials with --username and --password-stdin, or store them in ~/.docker/config.json (docker login / podman login)".into()));
     }
     if r.is_not_found() {
-        return (NOT_FOUND, Some("check the repository name and tag; private images answer 'not found' without credentials".into()));
+        return (NOT_FOUND, hint("check the repository name and tag; private images answer 'not found' without credentials".into()));
     }
     match r {
-        RegistryError::Verify(_) => (VERIFY, Some("the registry (or a proxy) served bytes that do not match the digest; the bad data was discarded, run again".into())),
+        RegistryError::Verify(_) => (VERIFY, hint("the registry (or a proxy) served bytes that do not match the digest; the bad data was discarded, run again".into())),
         RegistryError::Insecure(_) => (NETWORK, None),
         RegistryError::Manifest { .. } => (GENERAL, None),
         RegistryError::Config(_) => (USAGE, None),
-        RegistryError::Transport { source, .. } if source.is_connect() => (NETWORK, Some("could not connect to the registry: check its address, your connection, and HTTPS_PROXY / HTTP_PROXY / NO_PROXY; then run the same command again (it resumes)".into())),
-        _ if r.is_retryable() => (NETWORK, Some("the network kept failing; run the same command again and it resumes where it stopped".into())),
-        RegistryError::Transport { .. } => (NETWORK, Some("check the registry address, your connection, and HTTPS_PROXY / NO_PROXY".into())),
+        RegistryError::Unreachable { .. } => (NETWORK, hint(format!("check the registry address and your connection (and {PROXY})"))),
+        RegistryError::NotARegistry { .. } => (GENERAL, hint("check the registry address (host[:port]): something answers there, but not the registry API".into())),
+        RegistryError::RedirectLoop { .. } => (GENERAL, hint("the registry (or a proxy in front of it) redirects in a loop; check the registry address".into())),
+        RegistryError::WaitTooLong { .. } => (NETWORK, hint("the registry is rate limiting; try again later, or wait longer with --max-wait SECS".into())),
+        RegistryError::Timeout { .. } | RegistryError::Stalled { .. } => (NETWORK, hint(format!("the registry is too slow to answer; {again}, or allow more time with --timeout SECS"))),
+        RegistryError::TokenService { .. } if !r.is_retryable() => (GENERAL, hint("the token service the registry names in its challenge does not work; the registry (or a proxy rewriting its answers) is misconfigured".into())),
+        _ if r.is_connect() => (NETWORK, hint(format!("could not connect to the registry: check its address, your connection, and {PROXY}; then {again}"))),
+        _ if r.is_retryable() => (NETWORK, hint(format!("the network kept failing; {again}"))),
+        RegistryError::Transport { .. } => (NETWORK, hint(format!("check the registry address, your connection, and {PROXY}"))),
         _ => (GENERAL, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incomplete(received: u64) -> RegistryError {
+        RegistryError::Incomplete {
+            url: "http://r/v2/a/blobs/sha256:0".into(),
+            reason: "the body ended early".into(),
+            received,
+        }
+    }
+
+    #[test]
+    fn it_resumes_is_said_only_when_bytes_were_kept() {
+        assert_eq!(
+            registry_hint(&incomplete(100)),
+            (
+                NETWORK,
+                Some("the network kept failing; run the same command again and it resumes where it stopped".into())
+            )
+        );
+        assert_eq!(
+            registry_hint(&incomplete(0)),
+            (
+                NETWORK,
+                Some("the network kept failing; run the same command again".into())
+            )
+        );
     }
 }

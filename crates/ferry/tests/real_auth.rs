@@ -109,7 +109,19 @@ fn assert_podman_loads(archive: &Path, name: &str, img: &TestImage) {
     );
 }
 
+/// No credentials: exit 4 with a hint on how to give them.
 fn assert_auth_failure(out: &std::process::Output, archive: &Path) {
+    assert_auth_failure_hint(out, archive, "--username");
+}
+
+/// Wrong credentials: exit 4 with a hint that they were refused, not the "give credentials"
+/// one.
+fn assert_credentials_refused(out: &std::process::Output, archive: &Path) {
+    assert_auth_failure_hint(out, archive, "refused the username and password");
+    assert!(!stderr(out).contains("--username"), "{}", stderr(out));
+}
+
+fn assert_auth_failure_hint(out: &std::process::Output, archive: &Path, hint: &str) {
     let err = stderr(out);
     assert_eq!(
         out.status.code(),
@@ -118,8 +130,8 @@ fn assert_auth_failure(out: &std::process::Output, archive: &Path) {
     );
     assert!(err.contains("error:"), "no error line on stderr:\n{err}");
     assert!(
-        err.contains("hint:") && err.contains("--username"),
-        "no hint about credentials on stderr:\n{err}"
+        err.contains("hint:") && err.contains(hint),
+        "no hint about credentials ({hint}) on stderr:\n{err}"
     );
     assert!(
         !err.contains(PASS),
@@ -208,7 +220,7 @@ fn htpasswd_wrong_password_exits_4() {
     };
     let (work, archive, reference) = work_for(&reg);
     let out = pull_with_password_stdin(work.path(), &reference, &archive, b"not-the-password\n");
-    assert_auth_failure(&out, &archive);
+    assert_credentials_refused(&out, &archive);
     assert!(!stderr(&out).contains("not-the-password"));
 }
 
@@ -254,7 +266,7 @@ fn htpasswd_credentials_from_docker_config_json() {
         "DOCKER_CONFIG",
         &docker_config,
     );
-    assert_auth_failure(&out, &archive2);
+    assert_credentials_refused(&out, &archive2);
 }
 
 #[test]
@@ -364,7 +376,7 @@ fn token_auth_without_or_with_wrong_credentials_exits_4() {
 
     let archive = work.path().join("wrong.tar");
     let out = pull_with_password_stdin(work.path(), &reference, &archive, b"nope\n");
-    assert_auth_failure(&out, &archive);
+    assert_credentials_refused(&out, &archive);
 }
 
 /// Two repositories in one pull: each needs its own token scope, and distribution refuses a

@@ -64,6 +64,9 @@ impl Client {
         let scope = pull_scope(repo);
         let (bytes, content_type, header_digest) = self
             .with_retries(|| async {
+                // One deadline for the headers and the body together: a registry that
+                // trickles a manifest a byte at a time must not hold a pull forever.
+                let until = tokio::time::Instant::now() + self.opts.request_timeout;
                 let resp = self
                     .send(host, &scope, Method::GET, &path, headers.clone())
                     .await?;
@@ -87,7 +90,9 @@ impl Client {
                         reason: "the manifest is larger than 4 MiB".into(),
                     });
                 }
-                let body = read_body(resp, MAX_MANIFEST + 1, &url).await?;
+                let body = self
+                    .deadline_until(until, "GET", &url, read_body(resp, MAX_MANIFEST + 1, &url))
+                    .await?;
                 if body.len() > MAX_MANIFEST {
                     return Err(RegistryError::Protocol {
                         url: crate::error::redact(&url),
@@ -111,10 +116,10 @@ impl Client {
         let mut v = Verifier::new(digest.clone(), Some(bytes.len() as u64));
         v.update(&bytes)?;
         v.finish()?;
-        let manifest = Manifest::parse(&bytes, content_type.as_deref()).map_err(|source| {
+        let manifest = Manifest::parse(&bytes, content_type.as_deref()).map_err(|error| {
             RegistryError::Manifest {
                 reference: where_,
-                source,
+                error,
             }
         })?;
         let media_type = manifest.media_type().to_string();
@@ -129,10 +134,13 @@ impl Client {
     /// Download blob `desc` of `repo` into `out`, verifying size and digest as bytes arrive.
     ///
     /// Starts at `out.offset()` (bytes a previous attempt left), asks for the rest with
-    /// `Range`, and on a dropped connection, a 5xx or a 429 waits and continues from the byte
-    /// where it stopped. A server that ignores `Range` makes `out` start over. Attempts are
-    /// counted only when no byte arrived since the last failure, so a slow link that drops
-    /// often still finishes. The caller commits `out` (the final digest check) afterwards.
+    /// `Range`, and on a dropped or stalled connection, a 5xx or a 429 waits and continues
+    /// from the byte where it stopped. A server that ignores `Range` makes `out` start over;
+    /// one that answers with a `Content-Range` other than the one asked for makes it start
+    /// over once, then fails. Failed attempts are counted only while no byte beyond the
+    /// furthest point reached so far arrives, so a slow link that drops often still
+    /// finishes, and a server that keeps forcing restarts does not loop forever. The caller
+    /// commits `out` (the final digest check) afterwards.
     pub async fn blob_into(
         &self,
         host: &str,
@@ -148,32 +156,32 @@ impl Client {
             source,
         };
         let mut attempt = 0u32;
+        let mut furthest = out.offset();
+        let mut run = BlobRun::default();
         loop {
             let offset = out.offset();
             progress(offset);
             if offset == desc.size {
                 return Ok(());
             }
-            let before = offset;
             let result = self
-                .blob_attempt(host, &scope, &path, desc, out, progress)
+                .blob_attempt(host, &scope, &path, desc, out, progress, &mut run)
                 .await;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() => {
-                    if out.offset() > before {
+                    // Only new bytes are progress: bytes fetched again after a restart are
+                    // not, nor is a trickle below the minimum rate (or a server crawling
+                    // along at a byte a second would be retried for ever).
+                    let stalled = matches!(e, RegistryError::Stalled { .. });
+                    if out.offset() > furthest && !stalled {
                         attempt = 0;
                     }
+                    furthest = furthest.max(out.offset());
                     if attempt + 1 >= self.opts.max_attempts {
                         return Err(e);
                     }
-                    let wait = self.backoff(attempt, e.retry_after())?;
-                    tracing::debug!(
-                        "blob {}: {e}; resuming from byte {} in {wait:?}",
-                        desc.digest.short(),
-                        out.offset()
-                    );
-                    tokio::time::sleep(wait).await;
+                    self.wait_before_retry(attempt, &e).await?;
                     attempt += 1;
                 }
                 Err(RegistryError::Write { source, .. })
@@ -195,6 +203,7 @@ impl Client {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn blob_attempt(
         &self,
         host: &str,
@@ -203,6 +212,7 @@ impl Client {
         desc: &Descriptor,
         out: &mut dyn ResumableWrite,
         progress: ProgressFn<'_>,
+        run: &mut BlobRun,
     ) -> Result<(), RegistryError> {
         let write_err = |source: std::io::Error| RegistryError::Write {
             digest: desc.digest.to_string(),
@@ -219,21 +229,30 @@ impl Client {
         let url = crate::error::redact(resp.url());
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
-                let start = resp
+                let header = resp
                     .headers()
                     .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('-').next())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if start != Some(offset) {
-                    // A range we did not ask for: take it from the top next time.
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                if let Err(why) = check_content_range(header.as_deref(), offset, desc.size) {
+                    // Bytes that are not the ones asked for: take the blob from the top, once.
                     out.restart().map_err(write_err)?;
-                    // Having restarted, the next attempt asks for the whole blob.
-                    return Err(retryable(RegistryError::Protocol {
+                    progress(0);
+                    if run.restarted_for_range {
+                        return Err(RegistryError::Protocol {
+                            url,
+                            reason: format!(
+                                "the registry answers a range request with {why}, even after starting over; it does not serve ranges correctly"
+                            ),
+                        });
+                    }
+                    run.restarted_for_range = true;
+                    return Err(RegistryError::Incomplete {
                         url,
-                        reason: format!("asked for bytes from {offset}, got Content-Range starting at {start:?}"),
-                    }));
+                        reason: format!(
+                            "asked for bytes from {offset}, got {why}; starting the blob over"
+                        ),
+                        received: 0,
+                    });
                 }
             }
             StatusCode::OK => {
@@ -253,30 +272,70 @@ impl Client {
                 });
             }
         }
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    out.append(&chunk).map_err(write_err)?;
-                    progress(out.offset());
-                }
-                Ok(None) => break,
-                Err(source) => {
-                    return Err(RegistryError::Body {
-                        url,
-                        received: out.offset(),
-                        source: source.without_url(),
-                    })
-                }
-            }
-        }
+        self.read_blob_body(&mut resp, &url, desc, out, progress)
+            .await?;
         if out.offset() < desc.size {
             // A clean end before the declared size: treat as a dropped connection.
-            return Err(retryable(RegistryError::Protocol {
-                url,
+            return Err(RegistryError::Incomplete {
                 reason: format!("the body ended at byte {} of {}", out.offset(), desc.size),
-            }));
+                url,
+                received: out.offset(),
+            });
         }
         Ok(())
+    }
+
+    /// Copy a blob body into `out`, failing as [`RegistryError::Stalled`] when fewer than
+    /// `stall_min_bytes` arrive in any `stall_timeout` window: a minimum throughput rather
+    /// than an idle timeout, so a server trickling a byte a second is caught too.
+    async fn read_blob_body(
+        &self,
+        resp: &mut reqwest::Response,
+        url: &str,
+        desc: &Descriptor,
+        out: &mut dyn ResumableWrite,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), RegistryError> {
+        let window = self.opts.stall_timeout;
+        let min_bytes = self.opts.stall_min_bytes;
+        let mut window_end = tokio::time::Instant::now() + window;
+        let mut window_bytes = 0u64;
+        loop {
+            // `chunk()` only polls the body for its next frame: dropping it at the timeout
+            // loses nothing.
+            match tokio::time::timeout_at(window_end, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    out.append(&chunk).map_err(|source| RegistryError::Write {
+                        digest: desc.digest.to_string(),
+                        source,
+                    })?;
+                    progress(out.offset());
+                    window_bytes += chunk.len() as u64;
+                }
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(error)) => {
+                    return Err(RegistryError::Body {
+                        url: url.to_string(),
+                        received: out.offset(),
+                        error: error.without_url(),
+                    })
+                }
+                Err(_) => {}
+            }
+            let now = tokio::time::Instant::now();
+            if now >= window_end {
+                if window_bytes < min_bytes {
+                    return Err(RegistryError::Stalled {
+                        url: url.to_string(),
+                        received: out.offset(),
+                        min_bytes,
+                        window,
+                    });
+                }
+                window_end = now + window;
+                window_bytes = 0;
+            }
+        }
     }
 
     /// Whether blob `digest` exists in `repo` (HEAD), and its size.
@@ -359,6 +418,7 @@ impl Client {
         path: &str,
     ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
         self.with_retries(|| async {
+            let until = tokio::time::Instant::now() + self.opts.request_timeout;
             let resp = self
                 .send(host, scope, Method::GET, path, HeaderMap::new())
                 .await?;
@@ -371,7 +431,9 @@ impl Client {
                 .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>'))
                 .map(|l| next_page_path(l, &url))
                 .transpose()?;
-            let body = read_body(resp, 64 * 1024 * 1024, &url).await?;
+            let body = self
+                .deadline_until(until, "GET", &url, read_body(resp, 64 * 1024 * 1024, &url))
+                .await?;
             Ok((body, next))
         })
         .await
@@ -402,26 +464,71 @@ fn next_page_path(link: &str, page: &url::Url) -> Result<String, RegistryError> 
     Ok(path)
 }
 
-/// Mark a protocol hiccup as worth a retry by presenting it as a 503.
-fn retryable(e: RegistryError) -> RegistryError {
-    match e {
-        RegistryError::Protocol { url, reason } => RegistryError::Status {
-            method: "GET".into(),
-            url,
-            status: 503,
-            codes: vec![crate::error::RegistryErrorCode {
-                code: "INCOMPLETE".into(),
-                message: reason,
-            }],
-            retry_after: None,
-        },
-        other => other,
+/// What one [`Client::blob_into`] remembers across its attempts.
+#[derive(Default)]
+struct BlobRun {
+    /// A bad `Content-Range` already made the blob start over once.
+    restarted_for_range: bool,
+}
+
+/// Check a 206's `Content-Range` against the open range `bytes=offset-` asked for a blob of
+/// `size` bytes: exactly `bytes START-END/TOTAL` with START the offset, END the last byte
+/// and TOTAL the size (or `*`, unknown). `Err` says what came instead.
+fn check_content_range(header: Option<&str>, offset: u64, size: u64) -> Result<(), String> {
+    let Some(value) = header else {
+        return Err("no Content-Range".into());
+    };
+    let shown = || format!("Content-Range {value:?}");
+    let spec = value.strip_prefix("bytes ").ok_or_else(shown)?;
+    let (range, total) = spec.split_once('/').ok_or_else(shown)?;
+    let (start, end) = range.split_once('-').ok_or_else(shown)?;
+    let num = |v: &str| {
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse::<u64>().ok())
+            .flatten()
+    };
+    let (Some(start), Some(end)) = (num(start), num(end)) else {
+        return Err(shown());
+    };
+    let total_ok = total == "*" || num(total) == Some(size);
+    if start != offset || Some(end) != size.checked_sub(1) || !total_ok {
+        return Err(shown());
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::next_page_path;
+    use super::{check_content_range, next_page_path};
+
+    #[test]
+    fn content_range_is_checked_strictly() {
+        assert_eq!(
+            check_content_range(Some("bytes 10-99/100"), 10, 100),
+            Ok(())
+        );
+        assert_eq!(check_content_range(Some("bytes 10-99/*"), 10, 100), Ok(()));
+        for bad in [
+            "bytes 0-99/100",
+            "bytes=10-99/100",
+            "bytes 10-98/100",
+            "bytes 10-99/101",
+            "bytes 10-/100",
+            "bytes +10-99/100",
+            "items 10-99/100",
+            "bytes 10-99",
+        ] {
+            assert_eq!(
+                check_content_range(Some(bad), 10, 100),
+                Err(format!("Content-Range {bad:?}")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check_content_range(None, 10, 100),
+            Err("no Content-Range".into())
+        );
+    }
 
     #[test]
     fn pagination_links_stay_on_the_registry() {

@@ -4,6 +4,7 @@
 //! of a long download on a slow link).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -25,70 +26,138 @@ struct Token {
     refresh_at: Instant,
 }
 
-/// Per-registry authentication state.
+/// Per-registry authentication state. Its lock is only ever held for a lookup or an
+/// update, never across a network wait: token fetches are single-flighted per scope by a
+/// separate async gate, so parallel downloads of one repository share one fetch while
+/// requests for other scopes (and other registries) go on.
 pub(crate) struct AuthState {
+    inner: std::sync::Mutex<Inner>,
+}
+
+struct Inner {
     challenge: Option<Challenge>,
     credential: Option<Credential>,
     tokens: HashMap<String, Token>,
+    fetching: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// What answering a challenge for one scope takes.
+enum Plan {
+    Ready(Option<HeaderValue>),
+    Fetch {
+        gate: Arc<tokio::sync::Mutex<()>>,
+        realm: String,
+        service: Option<String>,
+        credential: Option<Credential>,
+    },
 }
 
 impl AuthState {
     pub(crate) fn new(challenge: Option<Challenge>, credential: Option<Credential>) -> AuthState {
         AuthState {
-            challenge,
-            credential,
-            tokens: HashMap::new(),
+            inner: std::sync::Mutex::new(Inner {
+                challenge,
+                credential,
+                tokens: HashMap::new(),
+                fetching: HashMap::new(),
+            }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a credential is in use for this registry (so a 401 means it was refused).
+    pub(crate) fn has_credential(&self) -> bool {
+        self.lock().credential.is_some()
     }
 
     /// Forget the token `used` for `scope` after a 401, adopting the newer challenge if any.
     /// A token another task has fetched since is kept: parallel downloads that all meet the
     /// expiry renew it once, not once each.
     pub(crate) fn invalidate(
-        &mut self,
+        &self,
         scope: &str,
         used: Option<&HeaderValue>,
         challenge: Option<Challenge>,
     ) {
-        if self
+        let mut inner = self.lock();
+        if inner
             .tokens
             .get(scope)
             .is_some_and(|t| Some(&t.header) == used)
         {
-            self.tokens.remove(scope);
+            inner.tokens.remove(scope);
         }
         if challenge.is_some() {
-            self.challenge = challenge;
+            inner.challenge = challenge;
         }
     }
 
+    /// The `Authorization` value for `scope`, fetching a token when needed.
     pub(crate) async fn header_for(
-        &mut self,
+        &self,
         client: &Client,
         registry: &str,
         scope: &str,
     ) -> Result<Option<HeaderValue>, RegistryError> {
-        match &self.challenge {
-            None => Ok(None),
-            Some(Challenge::Basic { .. }) => match &self.credential {
-                Some(Credential::Basic { username, password }) => Ok(Some(basic_header(username, password))),
+        let gate = match self.plan(registry, scope)? {
+            Plan::Ready(h) => return Ok(h),
+            Plan::Fetch { gate, .. } => gate,
+        };
+        let _turn = gate.lock().await;
+        // Another task may have fetched it while this one waited its turn.
+        let (realm, service, credential) = match self.plan(registry, scope)? {
+            Plan::Ready(h) => return Ok(h),
+            Plan::Fetch {
+                realm,
+                service,
+                credential,
+                ..
+            } => (realm, service, credential),
+        };
+        let token = fetch_token(
+            client,
+            registry,
+            &realm,
+            service.as_deref(),
+            scope,
+            credential.as_ref(),
+        )
+        .await?;
+        let header = token.header.clone();
+        self.lock().tokens.insert(scope.to_string(), token);
+        Ok(Some(header))
+    }
+
+    fn plan(&self, registry: &str, scope: &str) -> Result<Plan, RegistryError> {
+        let mut inner = self.lock();
+        match &inner.challenge {
+            None => Ok(Plan::Ready(None)),
+            Some(Challenge::Basic { .. }) => match &inner.credential {
+                Some(Credential::Basic { username, password }) => Ok(Plan::Ready(Some(basic_header(username, password)))),
                 Some(Credential::IdentityToken(_)) => Err(RegistryError::Auth {
                     registry: registry.to_string(),
                     reason: "the registry wants a username and password, but the stored credential is an identity token".into(),
                 }),
-                None => Ok(None),
+                None => Ok(Plan::Ready(None)),
             },
             Some(Challenge::Bearer { realm, service, .. }) => {
-                if let Some(t) = self.tokens.get(scope) {
+                if let Some(t) = inner.tokens.get(scope) {
                     if t.refresh_at > Instant::now() {
-                        return Ok(Some(t.header.clone()));
+                        return Ok(Plan::Ready(Some(t.header.clone())));
                     }
                 }
                 let (realm, service) = (realm.clone(), service.clone());
-                let token = fetch_token(client, registry, &realm, service.as_deref(), scope, self.credential.as_ref()).await?;
-                let header = token.header.clone();
-                self.tokens.insert(scope.to_string(), token);
-                Ok(Some(header))
+                let credential = inner.credential.clone();
+                let gate = inner.fetching.entry(scope.to_string()).or_default().clone();
+                Ok(Plan::Fetch {
+                    gate,
+                    realm,
+                    service,
+                    credential,
+                })
             }
         }
     }
@@ -186,42 +255,44 @@ async fn fetch_token(
         .build()
         .map_err(|e| auth_err(format!("cannot build the token request: {e}")))?;
     let method = req.method().clone();
-    let resp = client
-        .with_retries(|| async {
-            let r = req
-                .try_clone()
-                .ok_or_else(|| auth_err("the token request cannot be repeated".into()))?;
+    // One attempt, under one deadline for headers and body: the request that needed the
+    // token is itself retried by its caller, and retrying here as well multiplied the
+    // attempts (6 x 6 against a failing token service).
+    let service_err = |source: RegistryError| RegistryError::TokenService {
+        registry: registry.to_string(),
+        source: Box::new(source),
+    };
+    let body = client
+        .deadline(method.as_str(), &url, async {
             let resp = client
                 .http
-                .execute(r)
+                .execute(req)
                 .await
-                .map_err(|source| RegistryError::Transport {
+                .map_err(|e| crate::client::transport_error(method.as_str(), &url, e))?;
+            let status = resp.status();
+            if (status == 401 || status == 403) && credential.is_some() {
+                return Err(RegistryError::CredentialsRefused {
+                    registry: registry.to_string(),
                     method: method.to_string(),
                     url: redact(&url),
-                    source: source.without_url(),
-                })?;
-            if resp.status().is_server_error()
-                || resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
-            {
-                return Err(crate::client::status_error(method.as_str(), &url, resp).await);
-            }
-            Ok(resp)
-        })
-        .await?;
-    let status = resp.status();
-    if !status.is_success() {
-        let mut e = crate::client::status_error(method.as_str(), &url, resp).await;
-        if let RegistryError::Status { status, .. } = &e {
-            if *status == 401 || *status == 403 {
-                e = auth_err(match credential {
-                    Some(_) => "the token service refused the credentials (HTTP 401/403) — check the username and password".into(),
-                    None => "the registry requires credentials — pass --username and --password-stdin, or add them to ~/.docker/config.json".into(),
+                    status: status.as_u16(),
                 });
             }
-        }
-        return Err(e);
-    }
-    let body = read_body(resp, 1024 * 1024, &url).await?;
+            if status == 401 || status == 403 {
+                return Err(auth_err(
+                    "the registry requires credentials — pass --username and --password-stdin, or add them to ~/.docker/config.json".into(),
+                ));
+            }
+            if !status.is_success() {
+                return Err(crate::client::status_error(method.as_str(), &url, resp).await);
+            }
+            read_body(resp, 1024 * 1024, &url).await
+        })
+        .await
+        .map_err(|e| match e {
+            RegistryError::CredentialsRefused { .. } | RegistryError::Auth { .. } => e,
+            other => service_err(other),
+        })?;
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
         auth_err(format!(
             "the token service answered something that is not a token: {e}"

@@ -6,17 +6,55 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::auth::AuthState;
 use crate::credentials::{Credential, CredentialFiles};
-use crate::error::{parse_codes, redact, RegistryError};
+use crate::error::{parse_codes, redact, secs, RegistryError};
+
+/// Called before each wait between attempts, so a user sees retries as they happen.
+pub type RetryHook = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
+
+/// A retry about to happen: how long we wait, and why.
+#[derive(Debug, Clone)]
+pub struct RetryNotice {
+    pub wait: Duration,
+    /// The attempt that failed (1-based) and how many failures in a row are allowed.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Whether the wait is the registry's own `Retry-After`.
+    pub asked_by_registry: bool,
+    /// The failure, rendered.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RetryNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.asked_by_registry {
+            write!(
+                f,
+                "waiting {} as the registry asks: {}",
+                secs(self.wait),
+                self.reason
+            )
+        } else {
+            write!(
+                f,
+                "retrying in {} (attempt {} of {}): {}",
+                secs(self.wait),
+                self.attempt + 1,
+                self.max_attempts,
+                self.reason
+            )
+        }
+    }
+}
 
 /// How the client behaves. `Default` is what `ferry pull` uses without flags.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Accept plain HTTP and unverifiable certificates from any registry.
     pub insecure: bool,
@@ -31,12 +69,43 @@ pub struct ClientOptions {
     /// First backoff delay; doubles each failed attempt up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// The longest `Retry-After` that is waited out before giving up.
+    /// The longest `Retry-After` that is waited out; a longer one fails at once.
     pub max_retry_after: Duration,
-    /// Connect timeout, and the longest a body may stall without a byte.
+    /// The longest a TCP (and TLS) connection may take to set up.
     pub connect_timeout: Duration,
-    pub read_timeout: Duration,
+    /// Deadline for a whole small request (ping, token, manifest, tag list), headers and
+    /// body, and for the headers of a blob download.
+    pub request_timeout: Duration,
+    /// A blob body that brings fewer than `stall_min_bytes` in `stall_timeout` is treated
+    /// as a dropped connection (and resumed).
+    pub stall_timeout: Duration,
+    pub stall_min_bytes: u64,
     pub user_agent: String,
+    /// Told about every retry before its wait.
+    pub on_retry: Option<RetryHook>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials are left out on purpose: a Debug print must never show a password.
+        f.debug_struct("ClientOptions")
+            .field("insecure", &self.insecure)
+            .field("ca_certs", &self.ca_certs.len())
+            .field(
+                "credentials_for",
+                &self.credentials.keys().collect::<Vec<_>>(),
+            )
+            .field("max_attempts", &self.max_attempts)
+            .field("base_backoff", &self.base_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("stall_min_bytes", &self.stall_min_bytes)
+            .field("on_retry", &self.on_retry.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientOptions {
@@ -49,10 +118,13 @@ impl Default for ClientOptions {
             max_attempts: 6,
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(20),
-            max_retry_after: Duration::from_secs(300),
-            connect_timeout: Duration::from_secs(20),
-            read_timeout: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+            stall_min_bytes: 1024,
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
+            on_retry: None,
         }
     }
 }
@@ -61,15 +133,23 @@ impl Default for ClientOptions {
 pub(crate) struct RegistryState {
     pub(crate) base: Url,
     pub(crate) name: String,
-    pub(crate) auth: Mutex<AuthState>,
+    /// Never held across a network wait: token fetches are single-flighted per scope
+    /// inside [`AuthState`].
+    pub(crate) auth: AuthState,
 }
+
+/// A registry's state, filled by the first ping that succeeds.
+type RegistryCell = Arc<OnceCell<Arc<RegistryState>>>;
 
 /// A registry API client, cheap to clone and safe to share between tasks.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) http: reqwest::Client,
     pub(crate) opts: Arc<ClientOptions>,
-    registries: Arc<Mutex<HashMap<String, Arc<RegistryState>>>>,
+    /// One cell per registry: the first task pings, the others for that registry wait for
+    /// its answer, and tasks for other registries are not held up. A failed ping leaves the
+    /// cell empty, so a later call tries again.
+    registries: Arc<std::sync::Mutex<HashMap<String, RegistryCell>>>,
 }
 
 impl Client {
@@ -77,7 +157,6 @@ impl Client {
         let mut b = reqwest::Client::builder()
             .user_agent(opts.user_agent.clone())
             .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.read_timeout)
             .pool_max_idle_per_host(16)
             .redirect(reqwest::redirect::Policy::limited(10));
         for pem in &opts.ca_certs {
@@ -102,7 +181,7 @@ impl Client {
         Ok(Client {
             http,
             opts: Arc::new(opts),
-            registries: Arc::new(Mutex::new(HashMap::new())),
+            registries: Arc::new(std::sync::Mutex::new(HashMap::new())),
         })
     }
 
@@ -116,13 +195,42 @@ impl Client {
         &self,
         registry: &str,
     ) -> Result<Arc<RegistryState>, RegistryError> {
-        let mut map = self.registries.lock().await;
-        if let Some(s) = map.get(registry) {
-            return Ok(s.clone());
+        let cell = {
+            let mut map = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(registry.to_string()).or_default().clone()
+        };
+        cell.get_or_try_init(|| async { self.ping(registry).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    /// Run `fut` (one request, or a request and its body) under the request deadline.
+    pub(crate) async fn deadline<T>(
+        &self,
+        method: &str,
+        url: &Url,
+        fut: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let until = tokio::time::Instant::now() + self.opts.request_timeout;
+        self.deadline_until(until, method, url, fut).await
+    }
+
+    /// Run `fut` until `until`, the deadline of a request whose headers came earlier.
+    pub(crate) async fn deadline_until<T>(
+        &self,
+        until: tokio::time::Instant,
+        method: &str,
+        url: &Url,
+        fut: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        match tokio::time::timeout_at(until, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::Timeout {
+                method: method.to_string(),
+                url: redact(url),
+                after: self.opts.request_timeout,
+            }),
         }
-        let state = Arc::new(self.ping(registry).await?);
-        map.insert(registry.to_string(), state.clone());
-        Ok(state)
     }
 
     /// Find the scheme and the authentication the registry wants.
@@ -145,17 +253,21 @@ impl Client {
             let url = base
                 .join("v2/")
                 .map_err(|e| RegistryError::Config(e.to_string()))?;
-            // One attempt per scheme: every caller of `registry()` runs inside a retry loop
-            // already, and retrying here as well multiplied the attempts (a registry that
-            // does not answer took ~100 s to fail), and delayed the `--insecure` fallback
-            // to http by a whole round of retries.
-            let resp = self.http.get(url.clone()).send().await.map_err(|source| {
-                RegistryError::Transport {
-                    method: "GET".into(),
-                    url: redact(&url),
-                    source: source.without_url(),
-                }
-            });
+            // One attempt per scheme, and a failure to connect is not retried by callers
+            // either (`Unreachable`): a registry that refuses connections or does not
+            // resolve is reported in well under a second, as skopeo does, instead of after
+            // a minute of silent retries. Drops in the middle of transfers keep their
+            // patient retries.
+            let resp = match tokio::time::timeout(
+                self.opts.request_timeout,
+                self.http.get(url.clone()).send(),
+            )
+            .await
+            {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(Some(e.without_url())),
+                Err(_) => Err(None),
+            };
             match resp {
                 Ok(resp) => {
                     let status = resp.status();
@@ -164,11 +276,19 @@ impl Client {
                         .get(WWW_AUTHENTICATE)
                         .and_then(|h| h.to_str().ok())
                         .and_then(crate::challenge::Challenge::parse);
+                    if status == StatusCode::NOT_FOUND {
+                        return Err(RegistryError::NotARegistry {
+                            registry: registry.to_string(),
+                            url: redact(&url),
+                            status: status.as_u16(),
+                        });
+                    }
                     if !(status.is_success() || status == StatusCode::UNAUTHORIZED) {
                         return Err(status_error("GET", &url, resp).await);
                     }
                     // Credential helpers are programs that may take their time (a keychain
-                    // prompt): run them off the async threads.
+                    // prompt): run them off the async threads. No lock is held meanwhile;
+                    // only tasks wanting this same registry wait for the answer.
                     let (this, name) = (self.clone(), registry.to_string());
                     let credential =
                         tokio::task::spawn_blocking(move || this.credential_for(&name))
@@ -180,32 +300,47 @@ impl Client {
                     return Ok(RegistryState {
                         base,
                         name: registry.to_string(),
-                        auth: Mutex::new(auth),
+                        auth,
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => last_err = Some((url, e)),
             }
         }
-        let err = last_err.unwrap_or_else(|| RegistryError::Config("no scheme to try".into()));
+        let Some((url, err)) = last_err else {
+            return Err(RegistryError::Config("no scheme to try".into()));
+        };
         if !self.opts.insecure && !loopback {
-            if let RegistryError::Transport { source, .. } = &err {
-                let chain = error_chain(source);
+            if let Some(error) = &err {
+                let chain = error_chain(error);
                 if chain.contains("certificate")
                     || chain.contains("InvalidCertificate")
                     || chain.contains("UnknownIssuer")
                 {
                     return Err(RegistryError::Insecure(format!(
-                        "{registry} presented a certificate that is not trusted ({chain}); pass --ca-cert FILE with its CA, or --insecure to skip verification"
+                        "{registry} presented a certificate that is not trusted ({}); pass --ca-cert FILE with its CA, or --insecure to skip verification",
+                        crate::error::describe(error)
                     )));
                 }
                 if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
                     return Err(RegistryError::Insecure(format!(
-                        "{registry} did not answer in TLS; it may be a plain-HTTP registry ({chain}); pass --insecure to allow plain HTTP"
+                        "{registry} did not answer in TLS; it may be a plain-HTTP registry ({}); pass --insecure to allow plain HTTP",
+                        crate::error::describe(error)
                     )));
                 }
             }
         }
-        Err(err)
+        let cause = match &err {
+            Some(e) => crate::error::describe(e),
+            None => format!(
+                "no answer within {} (--timeout)",
+                secs(self.opts.request_timeout)
+            ),
+        };
+        Err(RegistryError::Unreachable {
+            registry: registry.to_string(),
+            url: redact(&url),
+            cause,
+        })
     }
 
     fn credential_for(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
@@ -233,7 +368,9 @@ impl Client {
 
     /// Send an authenticated request for `repository` with `actions` (`pull`, `push`).
     /// Error statuses become [`RegistryError::Status`]; a 401 is answered by fetching a new
-    /// token once. The caller decides about retries.
+    /// token once, and a 401 to credentials we sent is [`RegistryError::CredentialsRefused`].
+    /// The headers must arrive within the request deadline; the caller reads the body (under
+    /// its own deadline or stall check) and decides about retries.
     pub(crate) async fn send(
         &self,
         registry: &str,
@@ -249,7 +386,7 @@ impl Client {
             .map_err(|e| RegistryError::Config(format!("bad path {path:?}: {e}")))?;
         let mut refreshed = false;
         loop {
-            let auth = self.authorization(&state, scope).await?;
+            let auth = state.auth.header_for(self, &state.name, scope).await?;
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -257,32 +394,33 @@ impl Client {
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a.clone());
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|source| RegistryError::Transport {
-                    method: method.to_string(),
-                    url: redact(&url),
-                    source: source.without_url(),
-                })?;
+            let resp = self
+                .deadline(method.as_str(), &url, async {
+                    req.send()
+                        .await
+                        .map_err(|e| transport_error(method.as_str(), &url, e))
+                })
+                .await?;
             // Only the registry itself may ask for new credentials: a 401 from a host it
             // redirected to must not steer tokens or passwords elsewhere.
-            if resp.status() == StatusCode::UNAUTHORIZED
-                && !refreshed
-                && same_origin(resp.url(), &state.base)
-            {
+            let own = same_origin(resp.url(), &state.base);
+            if resp.status() == StatusCode::UNAUTHORIZED && !refreshed && own {
                 refreshed = true;
                 let challenge = resp
                     .headers()
                     .get(WWW_AUTHENTICATE)
                     .and_then(|h| h.to_str().ok())
                     .and_then(crate::challenge::Challenge::parse);
-                state
-                    .auth
-                    .lock()
-                    .await
-                    .invalidate(scope, auth.as_ref(), challenge);
+                state.auth.invalidate(scope, auth.as_ref(), challenge);
                 continue;
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED && own && state.auth.has_credential() {
+                return Err(RegistryError::CredentialsRefused {
+                    registry: state.name.clone(),
+                    method: method.to_string(),
+                    url: redact(&url),
+                    status: 401,
+                });
             }
             if !resp.status().is_success() && !resp.status().is_redirection() {
                 return Err(status_error(method.as_str(), &url, resp).await);
@@ -291,17 +429,8 @@ impl Client {
         }
     }
 
-    /// The `Authorization` value for `scope`, fetching a token when needed.
-    async fn authorization(
-        &self,
-        state: &RegistryState,
-        scope: &str,
-    ) -> Result<Option<HeaderValue>, RegistryError> {
-        let mut auth = state.auth.lock().await;
-        auth.header_for(self, &state.name, scope).await
-    }
-
-    /// Retry `op` while its error is retryable.
+    /// Retry `op` while its error is retryable, within one budget of attempts. Nothing
+    /// `op` calls retries on its own, so attempts never multiply.
     pub(crate) async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T, RegistryError>
     where
         F: Fn() -> Fut,
@@ -312,9 +441,7 @@ impl Client {
             match op().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && attempt + 1 < self.opts.max_attempts => {
-                    let wait = self.backoff(attempt, e.retry_after())?;
-                    tracing::debug!("retrying in {wait:?} after: {e}");
-                    tokio::time::sleep(wait).await;
+                    self.wait_before_retry(attempt, &e).await?;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -322,18 +449,45 @@ impl Client {
         }
     }
 
-    /// How long to wait before attempt `attempt + 1`.
+    /// Wait before attempt `attempt + 1` after `err`, telling the retry hook first. A
+    /// `Retry-After` longer than allowed is an error at once.
+    pub(crate) async fn wait_before_retry(
+        &self,
+        attempt: u32,
+        err: &RegistryError,
+    ) -> Result<(), RegistryError> {
+        let wait = self.backoff(attempt, err)?;
+        let notice = RetryNotice {
+            wait,
+            attempt: attempt + 1,
+            max_attempts: self.opts.max_attempts,
+            asked_by_registry: err.retry_after().is_some(),
+            reason: err.to_string(),
+        };
+        tracing::debug!("{notice}");
+        if let Some(hook) = &self.opts.on_retry {
+            hook(&notice);
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// How long to wait before attempt `attempt + 1` after `err`.
     pub(crate) fn backoff(
         &self,
         attempt: u32,
-        retry_after: Option<u64>,
+        err: &RegistryError,
     ) -> Result<Duration, RegistryError> {
-        if let Some(secs) = retry_after {
-            let d = Duration::from_secs(secs);
+        if let Some(asked) = err.retry_after() {
+            let d = Duration::from_secs(asked);
             if d > self.opts.max_retry_after {
-                return Err(RegistryError::Protocol {
-                    url: String::new(),
-                    reason: format!("the registry asks to wait {secs} s before trying again (rate limited); try later"),
+                let (method, url) = err.request();
+                return Err(RegistryError::WaitTooLong {
+                    method,
+                    url,
+                    status: err.status().unwrap_or(429),
+                    wait: d,
+                    max: self.opts.max_retry_after,
                 });
             }
             return Ok(d);
@@ -345,6 +499,22 @@ impl Client {
         let capped = exp.min(self.opts.max_backoff);
         let jitter = rand::random::<f64>() * 0.25 + 0.875;
         Ok(capped.mul_f64(jitter))
+    }
+}
+
+/// A request that did not complete, as a [`RegistryError`]: a redirect loop is told apart
+/// from a network failure.
+pub(crate) fn transport_error(method: &str, url: &Url, e: reqwest::Error) -> RegistryError {
+    if e.is_redirect() {
+        return RegistryError::RedirectLoop {
+            method: method.to_string(),
+            url: redact(url),
+        };
+    }
+    RegistryError::Transport {
+        method: method.to_string(),
+        url: redact(url),
+        error: e.without_url(),
     }
 }
 
@@ -394,17 +564,17 @@ pub(crate) async fn read_body(
 ) -> Result<Vec<u8>, RegistryError> {
     read_limited(resp, limit)
         .await
-        .map_err(|source| RegistryError::Body {
+        .map_err(|(received, error)| RegistryError::Body {
             url: crate::error::redact(url),
-            received: 0,
-            source: source.without_url(),
+            received,
+            error: error.without_url(),
         })
 }
 
-/// Read a body of at most `limit` bytes.
-async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+/// Read a body of at most `limit` bytes; on failure, how many had arrived.
+async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, (u64, reqwest::Error)> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| (out.len() as u64, e))? {
         if out.len() + chunk.len() > limit {
             out.extend_from_slice(&chunk[..limit - out.len()]);
             break;

@@ -32,6 +32,10 @@ fn render_codes(codes: &[RegistryErrorCode]) -> String {
 }
 
 /// Everything that can go wrong talking to a registry.
+///
+/// Each variant renders as one sentence that already holds its cause: HTTP stack errors are
+/// condensed into their informative part ([`describe`]) instead of being chained, so a
+/// rendered chain never repeats "error sending request".
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry answered with an error status.
@@ -44,31 +48,103 @@ pub enum RegistryError {
         /// Seconds the registry asked us to wait (429/503 `Retry-After`).
         retry_after: Option<u64>,
     },
-    /// The request did not complete: connection refused, reset, TLS, timeout.
-    #[error("{method} {url} failed: {source}")]
+    /// The request did not complete: connection refused or reset, TLS, timeout.
+    #[error("{method} {url} failed: {}", describe(error))]
     Transport {
         method: String,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        error: reqwest::Error,
+    },
+    /// The first contact with a registry (the `/v2/` ping) failed: no connection, or no
+    /// answer within the deadline. Not retried: an address that refuses connections or
+    /// does not resolve will not start working in the next seconds, and saying so at once
+    /// beats a minute of silent retries.
+    #[error("cannot reach the registry {registry} ({url}): {cause}")]
+    Unreachable {
+        registry: String,
+        url: String,
+        /// What went wrong, condensed ([`describe`]) or the deadline missed.
+        cause: String,
     },
     /// The connection dropped while the body was arriving.
-    #[error("the connection dropped while reading {url} after {received} bytes: {source}")]
+    #[error(
+        "the connection dropped while reading {url} after {received} bytes: {}",
+        describe(error)
+    )]
     Body {
         url: String,
         received: u64,
+        error: reqwest::Error,
+    },
+    /// A request (headers and body) did not complete within the deadline.
+    #[error("{method} {url} did not complete within {} (--timeout)", secs(*after))]
+    Timeout {
+        method: String,
+        url: String,
+        after: std::time::Duration,
+    },
+    /// A blob body delivered too little for too long.
+    #[error("the download of {url} stalled: fewer than {min_bytes} bytes arrived in {} (after {received} bytes; --timeout)", secs(*window))]
+    Stalled {
+        url: String,
+        received: u64,
+        min_bytes: u64,
+        window: std::time::Duration,
+    },
+    /// A transfer ended early or was answered with a range we did not ask for: worth
+    /// another attempt, but no HTTP error status was involved.
+    #[error("{url}: {reason}")]
+    Incomplete {
+        url: String,
+        reason: String,
+        /// Bytes of the blob held when it happened.
+        received: u64,
+    },
+    /// The registry asked to wait longer than we are willing to.
+    #[error("{method} {url} returned {status}: the registry asks to wait {} before trying again, longer than the {} allowed (--max-wait)", secs(*wait), secs(*max))]
+    WaitTooLong {
+        method: String,
+        url: String,
+        status: u16,
+        wait: std::time::Duration,
+        max: std::time::Duration,
+    },
+    /// Redirects went round in a loop (or past the limit).
+    #[error("{method} {url} was redirected too many times (a redirect loop)")]
+    RedirectLoop { method: String, url: String },
+    /// The host answered `/v2/` with something no registry answers: it is not a registry's
+    /// API address.
+    #[error("{url} returned {status}: {registry} does not serve the registry API (/v2/)")]
+    NotARegistry {
+        registry: String,
+        url: String,
+        status: u16,
+    },
+    /// The token service named by the registry's challenge failed.
+    #[error("the token service of {registry} failed")]
+    TokenService {
+        registry: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<RegistryError>,
+    },
+    /// Credentials were given and the registry (or its token service) refused them.
+    #[error("{registry} refused the credentials given for it ({method} {url} returned {status})")]
+    CredentialsRefused {
+        registry: String,
+        method: String,
+        url: String,
+        status: u16,
     },
     /// The registry's authentication could not be satisfied.
     #[error("authentication with {registry} failed: {reason}")]
     Auth { registry: String, reason: String },
-    /// A manifest was refused.
-    #[error("manifest {reference}: {source}")]
+    /// A manifest was refused. Rendered as its cause alone, which ends the chain: callers
+    /// wrap it with the reference they asked for, and chaining the parse error as well
+    /// printed it three times.
+    #[error("{error}")]
     Manifest {
         reference: String,
-        #[source]
-        source: ferry_core::ManifestError,
+        error: ferry_core::ManifestError,
     },
     /// Content did not match its digest or size.
     #[error(transparent)]
@@ -94,7 +170,10 @@ pub enum RegistryError {
 impl RegistryError {
     pub fn status(&self) -> Option<u16> {
         match self {
-            RegistryError::Status { status, .. } => Some(*status),
+            RegistryError::Status { status, .. }
+            | RegistryError::CredentialsRefused { status, .. }
+            | RegistryError::WaitTooLong { status, .. } => Some(*status),
+            RegistryError::TokenService { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -122,23 +201,53 @@ impl RegistryError {
                         .iter()
                         .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
             }
-            RegistryError::Auth { .. } => true,
+            RegistryError::Auth { .. } | RegistryError::CredentialsRefused { .. } => true,
             _ => false,
         }
     }
 
-    /// Worth trying again: network failures, dropped bodies, 408, 429 and 5xx.
+    /// Credentials were given and refused (as opposed to missing).
+    pub fn is_credentials_refused(&self) -> bool {
+        matches!(self, RegistryError::CredentialsRefused { .. })
+    }
+
+    /// Worth trying again: network failures, dropped or stalled bodies, transfers cut
+    /// short, timeouts, 408, 429 and 5xx.
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Status { status, codes, .. } => {
                 matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504)
                     || codes.iter().any(|c| c.code == "TOOMANYREQUESTS")
             }
-            RegistryError::Transport { source, .. } => {
-                !source.is_builder() && !is_tls_or_scheme_error(source)
+            RegistryError::Transport { error, .. } => {
+                !error.is_builder() && !error.is_redirect() && !is_tls_or_scheme_error(error)
             }
-            RegistryError::Body { .. } => true,
+            RegistryError::Body { .. }
+            | RegistryError::Timeout { .. }
+            | RegistryError::Stalled { .. }
+            | RegistryError::Incomplete { .. } => true,
+            RegistryError::TokenService { source, .. } => source.is_retryable(),
             _ => false,
+        }
+    }
+
+    /// A connection could not be made (refused, unresolvable, connect timeout).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Transport { error, .. } => error.is_connect(),
+            RegistryError::TokenService { source, .. } => source.is_connect(),
+            _ => false,
+        }
+    }
+
+    /// Bytes of a blob already held when a download failed: a run again resumes from there.
+    pub fn bytes_kept(&self) -> u64 {
+        match self {
+            RegistryError::Body { received, .. }
+            | RegistryError::Stalled { received, .. }
+            | RegistryError::Incomplete { received, .. } => *received,
+            _ => 0,
         }
     }
 
@@ -146,9 +255,85 @@ impl RegistryError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             RegistryError::Status { retry_after, .. } => *retry_after,
+            RegistryError::TokenService { source, .. } => source.retry_after(),
             _ => None,
         }
     }
+
+    /// The method and URL of the request that failed, where the error has them.
+    pub(crate) fn request(&self) -> (String, String) {
+        match self {
+            RegistryError::Status { method, url, .. }
+            | RegistryError::Transport { method, url, .. }
+            | RegistryError::Timeout { method, url, .. } => (method.clone(), url.clone()),
+            RegistryError::Body { url, .. }
+            | RegistryError::Stalled { url, .. }
+            | RegistryError::Incomplete { url, .. } => ("GET".into(), url.clone()),
+            RegistryError::TokenService { source, .. } => source.request(),
+            _ => (String::new(), String::new()),
+        }
+    }
+}
+
+/// `4 s`, `0.5 s`, `20 ms`, `2 min 30 s`.
+pub(crate) fn secs(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 120 {
+        let (m, r) = (s / 60, s % 60);
+        if r == 0 {
+            format!("{m} min")
+        } else {
+            format!("{m} min {r} s")
+        }
+    } else if s == 0 && d.as_millis() < 100 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() != 0 && s < 10 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Messages of the HTTP stack that only say which layer an error passed through.
+const WRAPPERS: &[&str] = &[
+    "error sending request",
+    "client error (connect)",
+    "client error (sendrequest)",
+    "tcp connect error",
+    "error trying to connect",
+    "dns error",
+    "request or response body error",
+    "error decoding response body",
+    "error reading a body from connection",
+];
+
+/// One phrase for an HTTP stack error: the informative links of its cause chain, wrappers
+/// and repeats left out (`connection refused (os error 111)`, not "error sending request:
+/// client error (Connect): tcp connect error: …").
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        let lower = text.to_ascii_lowercase();
+        let wrapper = WRAPPERS.iter().any(|w| lower == *w);
+        let repeat = parts.iter().any(|p| p.contains(text.as_str()));
+        if !wrapper && !repeat && !text.is_empty() {
+            // A later, more specific message often restates the earlier one in full.
+            parts.retain(|p| !text.contains(p.as_str()));
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    if parts.is_empty() {
+        let e = e.to_string();
+        return if e.is_empty() {
+            "unknown error".into()
+        } else {
+            e
+        };
+    }
+    parts.join(": ")
 }
 
 fn is_tls_or_scheme_error(e: &reqwest::Error) -> bool {
@@ -168,15 +353,20 @@ fn is_tls_or_scheme_error(e: &reqwest::Error) -> bool {
 }
 
 /// Strip credentials and query strings from a URL before it appears in an error or log:
-/// pre-signed redirect URLs carry secrets in their query.
+/// pre-signed redirect URLs carry secrets in their query. The query is replaced by a literal
+/// `?…` in the text (setting it on the URL would percent-encode it to `?%E2%80%A6`).
 pub fn redact(url: &url::Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
-    if u.query().is_some() {
-        u.set_query(Some("…"));
+    let had_query = u.query().is_some();
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut s = u.to_string();
+    if had_query {
+        s.push_str("?…");
     }
-    u.to_string()
+    s
 }
 
 /// Parse an error body; a body that is not the registry error JSON yields no codes.
@@ -219,6 +409,6 @@ mod tests {
         assert_eq!(e.retry_after(), Some(3));
         let u = url::Url::parse("https://user:pw@s3.example/blob?X-Amz-Signature=secret").unwrap();
         let r = redact(&u);
-        assert!(!r.contains("secret") && !r.contains("pw"), "{r}");
+        assert_eq!(r, "https://s3.example/blob?…");
     }
 }

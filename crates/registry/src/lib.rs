@@ -22,6 +22,6 @@ pub mod credentials;
 pub mod error;
 
 pub use api::{FetchedManifest, ProgressFn};
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, RetryHook, RetryNotice};
 pub use credentials::{Credential, CredentialError, CredentialFiles};
 pub use error::{RegistryError, RegistryErrorCode};

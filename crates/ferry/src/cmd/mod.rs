@@ -4,13 +4,14 @@
 mod pull;
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 
-use ferry_registry::{Client, ClientOptions, Credential, CredentialFiles};
+use ferry_registry::{Client, ClientOptions, Credential, CredentialFiles, RetryHook, RetryNotice};
 
 use crate::cli::{Cli, Command, NetArgs};
 use crate::exit;
@@ -48,9 +49,15 @@ pub fn cleanup_temp_outputs() {
 /// Build the registry client for `registries` (the user-facing names the credentials
 /// given on the command line apply to).
 pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyhow::Result<Client> {
+    let timeout = Duration::from_secs(net.timeout);
     let mut opts = ClientOptions {
         insecure: net.insecure,
         credential_files: CredentialFiles::from_env(),
+        connect_timeout: timeout,
+        request_timeout: timeout,
+        stall_timeout: timeout,
+        max_retry_after: Duration::from_secs(net.max_wait),
+        on_retry: retry_printer(quiet),
         ..Default::default()
     };
     for path in &net.ca_cert {
@@ -77,6 +84,17 @@ pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyho
         opts.credentials = map;
     }
     Ok(Client::new(opts)?)
+}
+
+/// One line on stderr per retry, as it happens, so a slow pull is not a silent one.
+fn retry_printer(quiet: bool) -> Option<RetryHook> {
+    if quiet {
+        return None;
+    }
+    Some(Arc::new(|notice: &RetryNotice| {
+        // A closed stderr must not stop (or panic) the pull.
+        let _ = writeln!(std::io::stderr(), "{notice}");
+    }))
 }
 
 fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {

@@ -126,6 +126,13 @@ pub(crate) fn token_endpoint(state: &Shared, req: &Request) -> Response {
             "the fake registry has no token endpoint in this auth mode",
         );
     };
+    let injected = st.faults.iter().find_map(|f| match f {
+        Fault::TokenStatus { status } => StatusCode::from_u16(*status).ok(),
+        _ => None,
+    });
+    if let Some(status) = injected {
+        return error(status, "UNAVAILABLE", "injected token service status");
+    }
     if req.method() != Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,

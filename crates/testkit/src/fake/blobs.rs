@@ -72,6 +72,8 @@ pub(crate) fn serve(
                 bytes = Bytes::from(v);
             }
             Fault::NoRange => opts.no_range = true,
+            Fault::ContentRangeFromZero => opts.range_from_zero = true,
+            Fault::ContentRangeBytesEquals => opts.range_bytes_equals = true,
             Fault::Throttle { bytes_per_sec } => opts.bytes_per_sec = Some((*bytes_per_sec).max(1)),
             Fault::DropAfter {
                 digest: d,
@@ -157,6 +159,8 @@ struct BodyOpts {
     no_range: bool,
     drop_after: Option<u64>,
     bytes_per_sec: Option<u64>,
+    range_from_zero: bool,
+    range_bytes_equals: bool,
 }
 
 /// Parse a single `bytes=N-`, `bytes=N-M` or `bytes=-N` range against `len`.
@@ -211,15 +215,23 @@ fn body_response(bytes: Bytes, digest: &Digest, headers: &HeaderMap, opts: BodyO
             set_header(&mut resp, "content-range", &format!("bytes */{total}"));
             return resp;
         }
-        Some(Ok((start, end))) => (
-            StatusCode::PARTIAL_CONTENT,
-            bytes.slice(start as usize..=end as usize),
-            Some(start),
-        ),
+        Some(Ok((start, end))) => {
+            let start = if opts.range_from_zero { 0 } else { start };
+            (
+                StatusCode::PARTIAL_CONTENT,
+                bytes.slice(start as usize..=end as usize),
+                Some(start),
+            )
+        }
     };
     let len = data.len();
+    let unit = if opts.range_bytes_equals {
+        "bytes="
+    } else {
+        "bytes "
+    };
     let content_range =
-        start.map(|start| format!("bytes {start}-{}/{total}", start + len as u64 - 1));
+        start.map(|start| format!("{unit}{start}-{}/{total}", start + len as u64 - 1));
     let body = if opts.head {
         Body::empty()
     } else {
@@ -249,7 +261,11 @@ struct StreamState {
 
 /// A streamed body: chunks (paced when throttled), and an `io::Error` after `drop_after`
 /// bytes so hyper aborts the connection short of the announced `Content-Length`.
-fn stream_body(data: Bytes, drop_after: Option<u64>, bytes_per_sec: Option<u64>) -> Body {
+pub(crate) fn stream_body(
+    data: Bytes,
+    drop_after: Option<u64>,
+    bytes_per_sec: Option<u64>,
+) -> Body {
     let limit = drop_after.map_or(data.len(), |a| (a as usize).min(data.len()));
     let chunk = match bytes_per_sec {
         Some(bps) => (bps / 20).clamp(1, 16 * 1024) as usize,

@@ -61,6 +61,23 @@ pub(crate) fn set_header(resp: &mut Response, name: &'static str, value: &str) {
 }
 
 async fn main_handler(AxState(state): AxState<Shared>, req: Request) -> Response {
+    let path = req.uri().path();
+    let (hang, token_delay) = {
+        let st = lock(&state);
+        let hang = matches!(path, "/v2/" | "/v2")
+            && st.faults.iter().any(|f| matches!(f, Fault::HangPing));
+        let delay = st.faults.iter().find_map(|f| match f {
+            Fault::SlowTokens { millis } if path == "/token" => Some(*millis),
+            _ => None,
+        });
+        (hang, delay)
+    };
+    if hang {
+        std::future::pending::<()>().await;
+    }
+    if let Some(ms) = token_delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let resp = route(&state, &req);
     log(&state, &req, resp.status());
     resp
@@ -175,7 +192,15 @@ fn route(state: &Shared, req: &Request) -> Response {
     if let Err(resp) = auth::check(&mut st, req.headers(), scope) {
         return resp;
     }
+    let ping_status = st.faults.iter().find_map(|f| match f {
+        Fault::PingStatus { status } => StatusCode::from_u16(*status).ok(),
+        _ => None,
+    });
     match target {
+        Target::Root if ping_status.is_some() => {
+            let status = ping_status.unwrap_or(StatusCode::NOT_FOUND);
+            error(status, "NOT_FOUND", "injected /v2/ status")
+        }
         Target::Root | Target::Unknown => {
             let mut resp = json_response(StatusCode::OK, &json!({}));
             set_header(&mut resp, "docker-distribution-api-version", "registry/2.0");
@@ -231,6 +256,20 @@ fn tags(st: &super::State, req: &Request, name: &str) -> Response {
 }
 
 fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Response {
+    if !head && st.faults.iter().any(|f| matches!(f, Fault::RedirectLoop)) {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        set_header(
+            &mut resp,
+            "location",
+            &format!("/v2/{name}/manifests/{reference}"),
+        );
+        return resp;
+    }
+    let trickle = st.faults.iter().find_map(|f| match f {
+        Fault::TrickleManifests { bytes_per_sec } => Some((*bytes_per_sec).max(1)),
+        _ => None,
+    });
     let found = st.repos.get(name).and_then(|r| r.manifests.get(reference));
     let Some((media_type, bytes)) = found else {
         return error(
@@ -243,6 +282,8 @@ fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Respo
     let len = bytes.len();
     let mut resp = Response::new(if head {
         Body::empty()
+    } else if trickle.is_some() {
+        blobs::stream_body(bytes.clone(), None, trickle)
     } else {
         Body::from(bytes.clone())
     });

@@ -72,6 +72,24 @@ pub enum Fault {
     /// With `RedirectBlobs`: the redirect target answers 401 with a Bearer challenge whose
     /// realm is on the redirect listener itself — a client must not send credentials there.
     RedirectTargetChallenges,
+    /// Answer every blob `Range` request with the whole blob as a 206 whose `Content-Range`
+    /// starts at 0, whatever offset was asked for.
+    ContentRangeFromZero,
+    /// Spell `Content-Range` of 206 answers `bytes=START-END/TOTAL` (a `Range` header's
+    /// syntax) instead of `bytes START-END/TOTAL`.
+    ContentRangeBytesEquals,
+    /// The `/v2/` ping answers with this status (404: not a registry's API address).
+    PingStatus { status: u16 },
+    /// The `/v2/` ping accepts the request and never answers.
+    HangPing,
+    /// The token endpoint answers every request with this status.
+    TokenStatus { status: u16 },
+    /// The token endpoint waits this long before answering.
+    SlowTokens { millis: u64 },
+    /// Manifest bodies are sent at this rate (after prompt headers).
+    TrickleManifests { bytes_per_sec: u64 },
+    /// Manifest GETs are redirected (307) to themselves, for ever.
+    RedirectLoop,
 }
 
 /// One request the fake saw (on either listener).
