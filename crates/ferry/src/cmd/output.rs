@@ -224,25 +224,30 @@ pub(crate) fn check_space(
         }
         return Ok(());
     }
-    let mut needs: Vec<(PathBuf, u64)> = vec![(store.root().to_path_buf(), missing)];
+    let cache = store.root();
+    let mut needs = vec![(
+        cache.to_path_buf(),
+        missing,
+        format!("the cache {}", cache.display()),
+    )];
     if let Output::Path(p) = output {
-        needs.push((parent_dir(p).to_path_buf(), len));
+        let dir = parent_dir(p);
+        if same_fs(cache, dir) {
+            // One file system holds both: it must hold the sum.
+            needs = vec![(
+                dir.to_path_buf(),
+                missing.saturating_add(len),
+                format!("{} (for the output and the cache)", dir.display()),
+            )];
+        } else {
+            needs.push((dir.to_path_buf(), len, dir.display().to_string()));
+        }
     }
-    // Both on one file system: it must hold the sum.
-    if needs.len() == 2 && same_fs(&needs[0].0, &needs[1].0) {
-        let (cache, out) = (needs[0].1, needs[1].1);
-        needs = vec![(needs[1].0.clone(), cache.saturating_add(out))];
-    }
-    for (dir, need) in needs {
+    for (dir, need, what) in needs {
         let Some(free) = free_space(&dir) else {
             continue;
         };
         if need > free {
-            let what = if dir == store.root() {
-                format!("the cache {}", dir.display())
-            } else {
-                format!("{}", dir.display())
-            };
             return too_big(
                 format!(
                     "the image needs {} on the file system of {what}, which has {} free",

@@ -10,6 +10,7 @@ mod handlers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -72,6 +73,8 @@ pub enum Fault {
     /// With `RedirectBlobs`: the redirect target answers 401 with a Bearer challenge whose
     /// realm is on the redirect listener itself — a client must not send credentials there.
     RedirectTargetChallenges,
+    /// Send this one blob's body in small chunks at this rate (others at full speed).
+    ThrottleBlob { digest: Digest, bytes_per_sec: u64 },
 }
 
 /// One request the fake saw (on either listener).
@@ -110,6 +113,8 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, Token>,
     pub(crate) tokens_issued: usize,
     pub(crate) redirect_saw_authorization: bool,
+    /// Blob body bytes handed to the connections of the main listener so far.
+    pub(crate) body_bytes: Arc<AtomicU64>,
 }
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -145,6 +150,7 @@ impl FakeRegistry {
             tokens: HashMap::new(),
             tokens_issued: 0,
             redirect_saw_authorization: false,
+            body_bytes: Arc::new(AtomicU64::new(0)),
         }));
         let main_app = handlers::main_router(state.clone());
         let redirect_app = handlers::redirect_router(state.clone());
@@ -245,6 +251,12 @@ impl FakeRegistry {
     /// Whether any request to the redirect listener carried an `Authorization` header.
     pub fn redirect_saw_authorization(&self) -> bool {
         lock(&self.state).redirect_saw_authorization
+    }
+
+    /// Blob body bytes sent so far on the main listener (a body stops being counted when
+    /// its client hangs up).
+    pub fn body_bytes_sent(&self) -> u64 {
+        lock(&self.state).body_bytes.load(Ordering::Relaxed)
     }
 
     pub fn tokens_issued(&self) -> usize {
