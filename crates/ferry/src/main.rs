@@ -31,10 +31,14 @@ fn main() {
         }
     };
     let code = runtime.block_on(async {
+        // On a worker of its own, so a signal is acted on even while the command blocks its
+        // thread (a password prompt, a credential helper).
+        let command = tokio::spawn(cmd::run(cli));
         tokio::select! {
-            r = cmd::run(cli) => match r {
-                Ok(()) => exit::OK,
-                Err(e) => exit::report(&e),
+            r = command => match r {
+                Ok(Ok(())) => exit::OK,
+                Ok(Err(e)) => exit::report(&e),
+                Err(e) => exit::report(&anyhow::anyhow!("ferry failed unexpectedly: {e}")),
             },
             (name, code) = stop_signal() => {
                 cmd::cleanup_temp_outputs();

@@ -241,6 +241,33 @@ async fn sigterm_and_sighup_remove_temp_outputs_of_every_format_and_exit_143_129
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_acted_on_while_the_command_blocks_reading_a_password() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let mut cmd = tokio::process::Command::from(ferry_cmd(
+        &cache,
+        &["pull", "-u", "me", "--password-stdin", "localhost:1/app:1"],
+    ));
+    // Standard input stays open and empty: the password read blocks.
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn ferry");
+    let pid = child.id().expect("pid");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let k = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("ferry ignored SIGTERM while blocked")
+        .unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn temp_outputs_of_dead_runs_are_removed_by_the_next_run_in_that_directory() {
     let img = sized_image(604, 1, 10_000);
     let reg = registry_with(&[("v1", &img)]).await;
@@ -578,6 +605,20 @@ async fn disk_full_on_the_output_names_the_output_not_a_blob() {
             dir_names(&small)
         );
     }
+    // The cache's disk full instead: named as the cache, with its own hint.
+    let cache = small.join("cache");
+    let out = work.path().join("elsewhere.tar");
+    let o = pull_to(&cache, &["-q", "--max-size", "1G", &image], &out).await;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: cannot write to the cache {}: the disk is full\nhint: free some space, or use a cache elsewhere with --cache-dir\n",
+            cache.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
     // Standard output on a full device.
     let mut c = ferry_cmd(
         &work.path().join("cache-archive"),

@@ -97,6 +97,10 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let (format, scratch, plan_images) = (args.format, store.root().join("ingest"), images.clone());
     let cache = store.root().to_path_buf();
+    let out_path = match &output {
+        Output::Path(p) => Some(p.clone()),
+        Output::Stdout => None,
+    };
     let mut writer = tokio::task::spawn_blocking(move || {
         write_output(&plan_images, &reader, &scratch, format, &output, &cache)
     });
@@ -119,7 +123,8 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             if let Err(e) = f {
                 arrivals.fail();
                 let _ = writer.await;
-                return Err(e.into());
+                let e = e.into();
+                return Err(output::disk_full(&e, out_path.as_deref(), store.root()).unwrap_or(e));
             }
             writer.await.context("the writer task failed")??
         }
