@@ -10,8 +10,8 @@ macro_rules! exit_codes {
         "\
 Exit codes:
   0    success
-  1    other error
-  2    bad command line or bad input (a malformed reference, say)
+  1    other error (a full disk, an image larger than the free space)
+  2    bad command line or bad input (a malformed reference, an unusable output)
   3    image, tag or platform not found
   4    authentication failed
   5    network failure after all retries (run again: it resumes)
@@ -63,10 +63,12 @@ Examples:
   ferry pull --platform linux/arm64 nginx      another platform
   ferry pull alpine -o - | docker load         stream to a loader
   ferry pull --format oci alpine -o alpine-oci an OCI layout directory
+  ferry pull --force alpine -o alpine.tar      replace an existing output
 
 The default archive loads with docker load, podman load, ctr images import and
 skopeo (docker-archive: and oci-archive:). Interrupted pulls resume: run the
-same command again.
+same command again. The output location is checked before anything is fetched,
+and an image must fit the free disk space (or --max-size) before it is written.
 
 ",
     exit_codes!()

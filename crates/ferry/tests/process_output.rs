@@ -83,6 +83,24 @@ impl Drop for Tmpfs {
     }
 }
 
+#[test]
+fn help_documents_the_signal_and_pipe_exit_codes_and_the_output_flags() {
+    let work = tempfile::tempdir().unwrap();
+    let o = ferry(work.path(), &["pull", "--help"]);
+    assert_ok(&o);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "129  stopped by SIGHUP",
+        "130  interrupted (Ctrl-C, SIGINT)",
+        "141  standard output closed before the archive was complete",
+        "143  stopped by SIGTERM",
+        "--force",
+        "--max-size <SIZE>",
+    ] {
+        assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn closed_stderr_never_panics() {
     let img = sized_image(601, 2, 20_000);
