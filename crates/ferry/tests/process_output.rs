@@ -658,3 +658,56 @@ async fn disk_full_on_the_output_names_the_output_not_a_blob() {
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_that_appears_during_the_pull_is_kept_without_force() {
+    let img = sized_image(611, 1, 400_000);
+    let reg = registry_with(&[("v1", &img)]).await;
+    reg.add_fault(Fault::Throttle {
+        bytes_per_sec: 400_000,
+    });
+    let work = tempfile::tempdir().unwrap();
+    let image = format!("{}/{REPO}:v1", reg.host());
+    for format in ["archive", "legacy"] {
+        let cache = work.path().join(format!("cache-{format}"));
+        let out = work.path().join(format!("{format}.tar"));
+        let mut cmd = tokio::process::Command::from(ferry_cmd(
+            &cache,
+            &[
+                "pull",
+                "-q",
+                "--format",
+                format,
+                &image,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        ));
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn ferry");
+        let before = reg.blob_gets(&img.layers[0].digest);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reg.blob_gets(&img.layers[0].digest) == before {
+            assert!(Instant::now() < deadline, "the layer download never began");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Another program writes the same name meanwhile.
+        std::fs::write(&out, b"someone else's").unwrap();
+        let o = child.wait_with_output().await.unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{format}: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: cannot write {}: it was created by something else while the image was pulled\n",
+                out.display()
+            )),
+            "{format}: {err}"
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
+    }
+    assert!(
+        leftovers(work.path()).is_empty(),
+        "{:?}",
+        leftovers(work.path())
+    );
+}

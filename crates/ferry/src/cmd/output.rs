@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use indicatif::HumanBytes;
-use rustix::fs::Access;
+use rustix::fs::{Access, RenameFlags};
 
 use ferry_core::{Digest, Reference};
 use ferry_store::Store;
@@ -315,6 +315,34 @@ pub(crate) fn disk_full(
         }
         .into(),
     )
+}
+
+/// Rename the finished `tmp` to `path`. Without `force` an output that appeared while the
+/// image was pulled (another run's, say) is kept, and this fails: the check before the
+/// pull is not enough on its own.
+pub(crate) fn put_in_place(tmp: &Path, path: &Path, force: bool) -> anyhow::Result<()> {
+    let moving = || format!("moving the finished archive to {}", path.display());
+    if force {
+        return std::fs::rename(tmp, path).map_err(|e| anyhow::Error::new(e).context(moving()));
+    }
+    let cwd = rustix::fs::CWD;
+    match rustix::fs::renameat_with(cwd, tmp, cwd, path, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::EXIST) => {}
+        // A file system without RENAME_NOREPLACE: check, then rename (a small window).
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) if !path.exists() => {
+            return std::fs::rename(tmp, path).map_err(|e| anyhow::Error::new(e).context(moving()));
+        }
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+        Err(e) => return Err(anyhow::Error::new(io::Error::from(e)).context(moving())),
+    }
+    Err(exit::usage(
+        format!(
+            "cannot write {}: it was created by something else while the image was pulled",
+            path.display()
+        ),
+        Some("add --force to replace it, or choose another -o"),
+    ))
 }
 
 /// The temporary name an output is built under, beside it so the rename is atomic.

@@ -83,7 +83,17 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         args.max_size,
     )?;
     if let (Output::Path(path), Format::Archive) = (&output, args.format) {
-        write_direct(&client, &store, &images, opts.jobs, reporter.clone(), path).await?;
+        let force = args.force;
+        write_direct(
+            &client,
+            &store,
+            &images,
+            opts.jobs,
+            reporter.clone(),
+            path,
+            force,
+        )
+        .await?;
         reporter.finish_downloads();
         reporter.line(&format!("wrote {}", path.display()));
         return Ok(());
@@ -96,13 +106,22 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         arrivals: arrivals.clone(),
     };
     let (format, scratch, plan_images) = (args.format, store.root().join("ingest"), images.clone());
+    let force = args.force;
     let cache = store.root().to_path_buf();
     let out_path = match &output {
         Output::Path(p) => Some(p.clone()),
         Output::Stdout => None,
     };
     let mut writer = tokio::task::spawn_blocking(move || {
-        write_output(&plan_images, &reader, &scratch, format, &output, &cache)
+        write_output(
+            &plan_images,
+            &reader,
+            &scratch,
+            format,
+            &output,
+            &cache,
+            force,
+        )
     });
     let fetch =
         ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone(), None);
@@ -145,6 +164,7 @@ async fn write_direct(
     jobs: usize,
     progress: Arc<Reporter>,
     path: &Path,
+    force: bool,
 ) -> anyhow::Result<()> {
     let tmp = temp_name(path);
     super::track_temp(tmp.clone());
@@ -159,8 +179,7 @@ async fn write_direct(
             .await
             .context("the writer task failed")?
             .with_context(|| format!("writing {}", path.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("moving the finished archive to {}", path.display()))
+        output::put_in_place(&tmp, path, force)
     }
     .await;
     let result = result.map_err(|e| output::disk_full(&e, Some(path), store.root()).unwrap_or(e));
@@ -197,6 +216,7 @@ fn write_output(
     format: Format,
     output: &Output,
     cache: &Path,
+    force: bool,
 ) -> anyhow::Result<Option<PathBuf>> {
     match output {
         Output::Stdout => {
@@ -233,10 +253,7 @@ fn write_output(
                 w.into_inner()
                     .map_err(|e| e.into_error())
                     .with_context(|| format!("writing {}", path.display()))?;
-                std::fs::rename(&tmp, path).with_context(|| {
-                    format!("moving the finished archive to {}", path.display())
-                })?;
-                Ok(())
+                output::put_in_place(&tmp, path, force)
             })();
             let result = result.map_err(|e| output::disk_full(&e, Some(path), cache).unwrap_or(e));
             if result.is_err() {
