@@ -184,6 +184,7 @@ async fn closed_stdout_stops_the_pull_at_once_with_exit_141() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reg.body_bytes_sent(), sent, "the registry kept sending");
     let whole: u64 = img.blobs().map(|b| b.size()).sum();
+    eprintln!("stopped {elapsed:?} after stdout closed; {sent} of {whole} blob bytes sent");
     assert!(
         sent < whole - slow.size() / 2,
         "{sent} of {whole} bytes were sent"

@@ -172,7 +172,14 @@ async fn write_direct(
         let (plan, t) = (Plan::new(images), tmp.clone());
         let out = tokio::task::spawn_blocking(move || DirectArchive::create(&t, &plan))
             .await
-            .context("the writer task failed")??;
+            .context("the writer task failed")?
+            .map_err(|e| match e {
+                // Named by the user's path, not the hidden temporary one.
+                ferry_archive::ArchiveError::Io { source, .. } => {
+                    anyhow::Error::new(source).context(format!("creating {}", path.display()))
+                }
+                other => other.into(),
+            })?;
         ferry_copy::fetch_blobs(client, store, images, jobs, progress, Some(out.clone())).await?;
         let (o, s) = (out, store.clone());
         tokio::task::spawn_blocking(move || o.fill_rest(&s))
