@@ -124,6 +124,8 @@ pub enum ArchiveError {
     Unsupported { digest: Digest, compression: String },
     #[error("the image config {digest} is malformed: {reason}")]
     BadConfig { digest: Digest, reason: String },
+    #[error("the sizes the manifests declare add up to more than 16 EiB")]
+    TooLarge,
 }
 
 pub(crate) fn blob_name(d: &Digest) -> String {

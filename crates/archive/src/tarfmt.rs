@@ -5,8 +5,9 @@ use std::io::{self, Write};
 
 pub const BLOCK: u64 = 512;
 
+/// `len` rounded up to whole blocks (saturating: a size that large is refused by the plan).
 pub fn padded(len: u64) -> u64 {
-    len.div_ceil(BLOCK) * BLOCK
+    len.div_ceil(BLOCK).saturating_mul(BLOCK)
 }
 
 /// Bytes an entry of `name` and `size` takes in the archive, headers and padding included.

@@ -174,3 +174,51 @@ fn skeleton_plus_blob_regions_is_the_streamed_archive() {
     f2.read_to_end(&mut direct).unwrap();
     assert_eq!(direct, streamed);
 }
+
+/// An image whose manifest declares `sizes` for its layers (the bytes are never read).
+fn declared(sizes: &[u64]) -> ArchiveImage {
+    let mut mem = Mem(HashMap::new());
+    let mut img = image(&mut mem, "hostile:1", &[]);
+    img.images[0].layers = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let d = Digest::sha256_of(format!("layer {i}").as_bytes());
+            Descriptor::new(media::OCI_LAYER_GZIP, d, *s)
+        })
+        .collect();
+    img
+}
+
+#[test]
+fn declared_sizes_that_overflow_are_refused_not_wrapped() {
+    // Two layers of 2^63 bytes: a wrapping sum made this image look tiny.
+    let plan = Plan::new(&[declared(&[1 << 63, 1 << 63])]);
+    assert_eq!(plan.checked_len(), None);
+    assert_eq!(plan.len(), u64::MAX);
+    let f = tempfile::tempfile().unwrap();
+    let e = plan.write_skeleton(&f).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the sizes the manifests declare add up to more than 16 EiB"
+    );
+    assert_eq!(f.metadata().unwrap().len(), 0, "the file was sized anyway");
+    // A single size too close to u64::MAX to be padded to whole blocks.
+    let plan = Plan::new(&[declared(&[u64::MAX - 3])]);
+    assert_eq!(plan.checked_len(), None);
+    // Must not trap (test builds check overflow) nor wrap to a small offset.
+    let regions = plan.blob_regions();
+    assert!(regions.iter().all(|(_, off, _)| *off > 1024), "{regions:?}");
+}
+
+#[test]
+fn large_declared_sizes_sum_exactly() {
+    let tib = 1u64 << 40;
+    let plan = Plan::new(&[declared(&[tib, tib + 1])]);
+    let len = plan.checked_len().unwrap();
+    assert!(len > 2 * tib + 1 && len < 2 * tib + 64 * 1024, "{len}");
+    let regions = plan.blob_regions();
+    let (_, last_off, last_size) = regions.last().unwrap();
+    // The last blob ends at the archive's end, less its padding and the two end blocks.
+    assert_eq!(last_off + last_size + 511 + 1024, len);
+}

@@ -191,7 +191,10 @@ async fn resolve(
             .and_then(|p| p.platform.as_ref())
             .map(ToString::to_string),
         blobs: blobs.len(),
-        bytes: blobs.iter().map(|d| d.size).sum(),
+        bytes: blobs
+            .iter()
+            .try_fold(0u64, |a, d| a.checked_add(d.size))
+            .unwrap_or(u64::MAX),
     });
     Ok(image)
 }

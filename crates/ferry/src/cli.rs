@@ -10,14 +10,19 @@ macro_rules! exit_codes {
         "\
 Exit codes:
   0    success
-  1    other error
-  2    bad command line or bad input (a malformed reference, say)
+  1    other error (a full disk, an image larger than the free space)
+  2    bad command line or bad input (a malformed reference, an unusable output)
   3    image, tag or platform not found
   4    authentication failed
   5    network failure: registry unreachable, timed out, rate limited beyond
        --max-wait, or retries ran out (run again: it resumes)
   6    content did not match its digest
-  130  interrupted"
+  129  stopped by SIGHUP (the terminal closed)
+  130  interrupted (Ctrl-C, SIGINT)
+  141  standard output closed before the archive was complete (-o - | head)
+  143  stopped by SIGTERM
+After 129, 130 and 143 no partial output is left behind; what was downloaded is
+kept in the cache and the same command resumes."
     };
 }
 
@@ -59,10 +64,12 @@ Examples:
   ferry pull --platform linux/arm64 nginx      another platform
   ferry pull alpine -o - | docker load         stream to a loader
   ferry pull --format oci alpine -o alpine-oci an OCI layout directory
+  ferry pull --force alpine -o alpine.tar      replace an existing output
 
 The default archive loads with docker load, podman load, ctr images import and
 skopeo (docker-archive: and oci-archive:). Interrupted pulls resume: run the
-same command again.
+same command again. The output location is checked before anything is fetched,
+and an image must fit the free disk space (or --max-size) before it is written.
 
 ",
     exit_codes!()
@@ -104,8 +111,42 @@ pub struct PullArgs {
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Replace an existing output: a file, or an OCI layout directory (the old one stays
+    /// until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse images whose declared size exceeds SIZE (e.g. 500M, 20G; K, M, G and T are
+    /// powers of 1024). Without it an image must fit in the free space of the output's and
+    /// the cache's file systems; with it that check is replaced by this limit.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+/// A size in bytes with an optional binary unit: `1048576`, `512K`, `20G`, `1.5TiB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("unknown unit {unit:?}: use K, M, G or T")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: give a number with K, M, G or T"))?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Options for reaching registries.
@@ -137,4 +178,21 @@ pub struct NetArgs {
     /// instead of waiting.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub max_wait: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn max_size_takes_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("20g"), Ok(20 << 30));
+        assert_eq!(parse_size("1.5TiB"), Ok(3 << 39));
+        assert_eq!(parse_size("2 MB"), Ok(2 << 20));
+        for bad in ["", "G", "12X", "0", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

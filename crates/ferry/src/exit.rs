@@ -4,6 +4,8 @@ use ferry_copy::CopyError;
 use ferry_registry::RegistryError;
 use ferry_store::StoreError;
 
+use crate::stdio::say;
+
 pub const OK: i32 = 0;
 /// Anything not listed below.
 pub const GENERAL: i32 = 1;
@@ -17,8 +19,15 @@ pub const AUTH: i32 = 4;
 pub const NETWORK: i32 = 5;
 /// Content did not match its digest.
 pub const VERIFY: i32 = 6;
-/// Interrupted (Ctrl-C).
+/// Interrupted (Ctrl-C, SIGINT): 128 + the signal's number, as a shell reports it.
 pub const INTERRUPTED: i32 = 130;
+/// The terminal went away (SIGHUP).
+pub const HANGUP: i32 = 129;
+/// Standard output was closed before the archive was complete (`-o - | head`): what a
+/// process killed by SIGPIPE reports, so `set -o pipefail` scripts see the pull did not end.
+pub const BROKEN_PIPE: i32 = 141;
+/// Stopped by SIGTERM.
+pub const TERMINATED: i32 = 143;
 
 /// A user error with a fixed exit code and an optional hint.
 #[derive(Debug)]
@@ -45,27 +54,34 @@ pub fn usage(message: impl Into<String>, hint: Option<&str>) -> anyhow::Error {
     .into()
 }
 
+/// The reader of `-o -` went away. Not an error to explain: whoever closed the pipe knows
+/// (ripgrep and a SIGPIPE-killed process are just as quiet), but the exit code says the
+/// archive is incomplete.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed before the archive was complete")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 /// Print `e` and return the exit code.
 pub fn report(e: &anyhow::Error) -> i32 {
-    if is_broken_pipe(e) {
-        return OK;
+    if e.chain().any(|c| c.is::<StdoutClosed>()) {
+        return BROKEN_PIPE;
     }
-    eprintln!("error: {e}");
+    say!("error: {e}");
     for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        say!("  caused by: {cause}");
     }
     let (code, hint) = classify(e);
     if let Some(h) = hint {
-        eprintln!("hint: {h}");
+        say!("hint: {h}");
     }
     code
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 fn classify(e: &anyhow::Error) -> (i32, Option<String>) {

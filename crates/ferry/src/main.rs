@@ -3,12 +3,19 @@
 //! One file per command under `cmd/`; errors are rendered once, here, with their cause chain,
 //! a hint, and a documented exit code.
 
+// `eprintln!` and `println!` panic on a closed pipe: everything goes through `stdio::say!`.
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 mod cli;
 mod cmd;
 mod exit;
 mod progress;
+mod stdio;
 
 use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::stdio::say;
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -19,25 +26,49 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             std::process::exit(exit::GENERAL);
         }
     };
     let code = runtime.block_on(async {
+        // On a worker of its own, so a signal is acted on even while the command blocks its
+        // thread (a password prompt, a credential helper).
+        let command = tokio::spawn(cmd::run(cli));
         tokio::select! {
-            r = cmd::run(cli) => match r {
-                Ok(()) => exit::OK,
-                Err(e) => exit::report(&e),
+            r = command => match r {
+                Ok(Ok(())) => exit::OK,
+                Ok(Err(e)) => exit::report(&e),
+                Err(e) => exit::report(&anyhow::anyhow!("ferry failed unexpectedly: {e}")),
             },
-            _ = tokio::signal::ctrl_c() => {
+            (name, code) = stop_signal() => {
                 cmd::cleanup_temp_outputs();
-                eprintln!("interrupted; downloaded data is kept in the cache, run the same command again to resume");
-                exit::INTERRUPTED
+                say!("interrupted{name}; downloaded data is kept in the cache, run the same command again to resume");
+                // Exit at once: a writer thread left running could recreate what was just
+                // removed.
+                std::process::exit(code);
             }
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     std::process::exit(code);
+}
+
+/// Wait for SIGINT, SIGTERM or SIGHUP (a closed terminal); all three stop a pull the same
+/// way. Returns how to name the signal in the message and the exit code (128 + its number,
+/// as shells report a process killed by it).
+async fn stop_signal() -> (&'static str, i32) {
+    let term = signal(SignalKind::terminate());
+    let hup = signal(SignalKind::hangup());
+    let (Ok(mut term), Ok(mut hup)) = (term, hup) else {
+        // Without the handlers (which cannot really fail on Linux) Ctrl-C still works.
+        let _ = tokio::signal::ctrl_c().await;
+        return ("", exit::INTERRUPTED);
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => ("", exit::INTERRUPTED),
+        _ = term.recv() => (" by SIGTERM", exit::TERMINATED),
+        _ = hup.recv() => (" by SIGHUP", exit::HANGUP),
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -53,6 +84,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // On a failed write it would fall back to `eprintln!`, which panics on a closed stderr.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }

@@ -40,7 +40,7 @@ impl Reporter {
     pub fn line(&self, text: &str) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Lines => eprintln!("{text}"),
+            Mode::Lines => crate::stdio::say!("{text}"),
             Mode::Bars { multi, .. } => {
                 let _ = multi.println(text);
             }

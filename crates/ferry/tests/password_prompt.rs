@@ -67,6 +67,9 @@ async fn password_prompt_on_a_terminal_does_not_echo() {
                 screen.extend(chunk);
             }
         }
+        // rpassword prints the prompt a moment before it turns echo off: a person never
+        // types inside that window, a test must not either.
+        std::thread::sleep(Duration::from_millis(200));
         stdin
             .write_all(b"s3cret-pw\r")
             .expect("typing the password");

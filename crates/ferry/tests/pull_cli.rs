@@ -463,7 +463,7 @@ async fn progress_off_a_terminal_is_plain_lines() {
         Some(format!("wrote {}", out.display()).as_str())
     );
     // Again, everything cached.
-    let o = pull_to(&cache, &[&r], &out).await;
+    let o = pull_to(&cache, &["--force", &r], &out).await;
     assert_ok(&o);
     let err = stderr(&o);
     assert_eq!(err.matches(" cached (").count(), 3, "{err}");
@@ -487,7 +487,7 @@ async fn password_on_the_command_line_warns() {
     );
     assert!(out.is_file());
     // --username without any password source and no terminal: a usage error.
-    let o = pull_to(&cache, &["-u", "u", &image], &out).await;
+    let o = pull_to(&cache, &["--force", "-u", "u", &image], &out).await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--password-stdin"), "{}", stderr(&o));
 }

@@ -251,7 +251,12 @@ async fn second_image_sharing_layers_downloads_only_the_new_ones() {
     );
     // A third pull of the same image fetches no blob at all.
     let before = reg.requests().len();
-    let r = pull_to(&cache, &[&format!("{}/{REPO}:app", reg.host())], &o2).await;
+    let r = pull_to(
+        &cache,
+        &["--force", &format!("{}/{REPO}:app", reg.host())],
+        &o2,
+    )
+    .await;
     assert_ok(&r);
     assert!(
         !reg.requests()[before..]

@@ -1,6 +1,7 @@
 //! The commands, one file each, and what they share: building the client from the network
 //! options, and temporary outputs that an interruption must not leave behind.
 
+mod output;
 mod pull;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use ferry_registry::{Client, ClientOptions, Credential, CredentialFiles, RetryHo
 
 use crate::cli::{Cli, Command, NetArgs};
 use crate::exit;
+use crate::stdio::say;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 static TEMP_OUTPUTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Outputs `--force` moved aside, with where they belong: (aside, original).
+static ASIDE: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
 
 /// Remember a temporary output so an interruption removes it.
 pub(crate) fn track_temp(p: PathBuf) {
@@ -37,13 +41,43 @@ pub(crate) fn untrack_temp(p: &std::path::Path) {
     }
 }
 
+/// Remember an old output moved aside so an interruption puts it back.
+pub(crate) fn track_aside(aside: PathBuf, original: PathBuf) {
+    if let Ok(mut v) = ASIDE.lock() {
+        v.push((aside, original));
+    }
+}
+
+pub(crate) fn untrack_aside(aside: &std::path::Path) {
+    if let Ok(mut v) = ASIDE.lock() {
+        v.retain(|(a, _)| a != aside);
+    }
+}
+
+/// On an interruption: remove every temporary output, then put back what was moved aside.
+/// The locks stay held so no writer can register (and create) anything new meanwhile.
 pub fn cleanup_temp_outputs() {
-    if let Ok(v) = TEMP_OUTPUTS.lock() {
+    let temps = TEMP_OUTPUTS.lock();
+    if let Ok(v) = &temps {
         for p in v.iter() {
             let _ = std::fs::remove_file(p);
             let _ = std::fs::remove_dir_all(p);
         }
     }
+    let aside = ASIDE.lock();
+    if let Ok(v) = &aside {
+        for (old, original) in v.iter() {
+            // A replacement already in place is complete: then the old one goes.
+            if original.exists() {
+                let _ = std::fs::remove_dir_all(old);
+            } else {
+                let _ = std::fs::rename(old, original);
+            }
+        }
+    }
+    // Held until the process exits: see above.
+    std::mem::forget(temps);
+    std::mem::forget(aside);
 }
 
 /// Build the registry client for `registries` (the user-facing names the credentials
@@ -100,7 +134,7 @@ fn retry_printer(quiet: bool) -> Option<RetryHook> {
 fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {
     if let Some(p) = &net.password {
         if !quiet {
-            eprintln!("warning: a password on the command line can be seen by other users; prefer --password-stdin");
+            say!("warning: a password on the command line can be seen by other users; prefer --password-stdin");
         }
         return Ok(p.clone());
     }

@@ -1,7 +1,8 @@
 //! `ferry pull`: registry → cache → archive.
 
+use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,14 +14,10 @@ use ferry_copy::{Arrivals, ArrivingReader, DirectArchive, PullOptions};
 use ferry_core::{Platform, Reference};
 use ferry_store::Store;
 
+use super::output::{self, temp_name, Output};
 use crate::cli::{Format, PullArgs};
 use crate::exit;
 use crate::progress::Reporter;
-
-enum Output {
-    Stdout,
-    Path(PathBuf),
-}
 
 pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let refs = args
@@ -52,7 +49,10 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             Some("pull them in separate runs, or store each registry's credentials in ~/.docker/config.json"),
         ));
     }
-    let output = output_for(&args, &refs)?;
+    let output = output::output_for(&args, &refs)?;
+    if let Output::Path(p) = &output {
+        output::remove_stale_temps(p);
+    }
     let cache = match &args.cache_dir {
         Some(d) => d.clone(),
         None => dirs::cache_dir().map(|d| d.join("ferry")).ok_or_else(|| {
@@ -73,8 +73,27 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let reporter = Arc::new(Reporter::new(args.quiet));
     let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
+    // The default archive's length stands for every format: the legacy one is larger (its
+    // layers are uncompressed), but by an amount nobody knows before decompressing.
+    output::check_space(
+        Plan::new(&images).checked_len(),
+        missing_bytes(&store, &images),
+        &output,
+        &store,
+        args.max_size,
+    )?;
     if let (Output::Path(path), Format::Archive) = (&output, args.format) {
-        write_direct(&client, &store, &images, opts.jobs, reporter.clone(), path).await?;
+        let force = args.force;
+        write_direct(
+            &client,
+            &store,
+            &images,
+            opts.jobs,
+            reporter.clone(),
+            path,
+            force,
+        )
+        .await?;
         reporter.finish_downloads();
         reporter.line(&format!("wrote {}", path.display()));
         return Ok(());
@@ -87,17 +106,48 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         arrivals: arrivals.clone(),
     };
     let (format, scratch, plan_images) = (args.format, store.root().join("ingest"), images.clone());
-    let writer = tokio::task::spawn_blocking(move || {
-        write_output(&plan_images, &reader, &scratch, format, &output)
+    let force = args.force;
+    let cache = store.root().to_path_buf();
+    let out_path = match &output {
+        Output::Path(p) => Some(p.clone()),
+        Output::Stdout => None,
+    };
+    let mut writer = tokio::task::spawn_blocking(move || {
+        write_output(
+            &plan_images,
+            &reader,
+            &scratch,
+            format,
+            &output,
+            &cache,
+            force,
+        )
     });
-    let fetched =
-        ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone(), None).await;
-    if let Err(e) = fetched {
-        arrivals.fail();
-        let _ = writer.await;
-        return Err(e.into());
-    }
-    let written = writer.await.context("the writer task failed")??;
+    let fetch =
+        ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone(), None);
+    tokio::pin!(fetch);
+    let written = tokio::select! {
+        w = &mut writer => {
+            let w = w.context("the writer task failed")?;
+            if w.is_err() {
+                // The writer failed (standard output closed, disk full): returning drops
+                // the downloads, which cancels the ones in flight. Finishing them would
+                // only fill the cache with an image nobody receives.
+                return w.map(|_| ());
+            }
+            fetch.await?;
+            w?
+        }
+        f = &mut fetch => {
+            if let Err(e) = f {
+                arrivals.fail();
+                let _ = writer.await;
+                let e = e.into();
+                return Err(output::disk_full(&e, out_path.as_deref(), store.root()).unwrap_or(e));
+            }
+            writer.await.context("the writer task failed")??
+        }
+    };
     reporter.finish_downloads();
     if let Some(path) = written {
         reporter.line(&format!("wrote {}", path.display()));
@@ -114,25 +164,32 @@ async fn write_direct(
     jobs: usize,
     progress: Arc<Reporter>,
     path: &Path,
+    force: bool,
 ) -> anyhow::Result<()> {
     let tmp = temp_name(path);
-    remove_stale_temps(path);
     super::track_temp(tmp.clone());
     let result = async {
         let (plan, t) = (Plan::new(images), tmp.clone());
         let out = tokio::task::spawn_blocking(move || DirectArchive::create(&t, &plan))
             .await
-            .context("the writer task failed")??;
+            .context("the writer task failed")?
+            .map_err(|e| match e {
+                // Named by the user's path, not the hidden temporary one.
+                ferry_archive::ArchiveError::Io { source, .. } => {
+                    anyhow::Error::new(source).context(format!("creating {}", path.display()))
+                }
+                other => other.into(),
+            })?;
         ferry_copy::fetch_blobs(client, store, images, jobs, progress, Some(out.clone())).await?;
         let (o, s) = (out, store.clone());
         tokio::task::spawn_blocking(move || o.fill_rest(&s))
             .await
             .context("the writer task failed")?
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("moving the finished archive to {}", path.display()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        output::put_in_place(&tmp, path, force)
     }
     .await;
+    let result = result.map_err(|e| output::disk_full(&e, Some(path), store.root()).unwrap_or(e));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -140,102 +197,72 @@ async fn write_direct(
     result
 }
 
-fn output_for(args: &PullArgs, refs: &[Reference]) -> anyhow::Result<Output> {
-    let out = match &args.output {
-        Some(p) if p.as_os_str() == "-" => {
-            if args.format == Format::Oci {
-                return Err(exit::usage(
-                    "--format oci writes a directory and cannot go to standard output",
-                    Some("use the default archive format with -o -"),
-                ));
-            }
-            if std::io::stdout().is_terminal() {
-                return Err(exit::usage(
-                    "refusing to write an archive to a terminal",
-                    Some("redirect it: ferry pull IMAGE -o - > file.tar, or | docker load"),
-                ));
-            }
-            return Ok(Output::Stdout);
-        }
-        Some(p) => p.clone(),
-        None => {
-            if refs.len() > 1 {
-                return Err(exit::usage(
-                    "several images need an output name",
-                    Some("add -o FILE, e.g. -o images.tar"),
-                ));
-            }
-            let stem = refs[0].file_stem();
-            PathBuf::from(match args.format {
-                Format::Oci => stem,
-                _ => format!("{stem}.tar"),
-            })
-        }
-    };
-    if args.format == Format::Oci {
-        if out.exists() {
-            return Err(exit::usage(
-                format!(
-                    "{} already exists; an OCI layout is written to a new directory",
-                    out.display()
-                ),
-                Some("remove it or choose another -o"),
-            ));
-        }
-    } else if out.is_dir() {
-        return Err(exit::usage(
-            format!(
-                "{} is a directory; the archive needs a file name",
-                out.display()
-            ),
-            None,
-        ));
-    }
-    Ok(Output::Path(out))
+/// Bytes of the images' blobs the cache does not hold yet.
+fn missing_bytes(store: &Store, images: &[ArchiveImage]) -> u64 {
+    let mut seen = HashSet::new();
+    images
+        .iter()
+        .flat_map(|img| {
+            img.manifests.iter().chain(
+                img.images
+                    .iter()
+                    .flat_map(|p| std::iter::once(&p.config).chain(&p.layers)),
+            )
+        })
+        .filter(|d| seen.insert(&d.digest) && !store.contains(&d.digest))
+        .fold(0u64, |sum, d| sum.saturating_add(d.size))
 }
 
-/// Write the output; `Some(path)` when a file or directory was made.
+/// Write the output; `Some(path)` when a file or directory was made. Errors that mean the
+/// output cannot take more (standard output closed, disk full) come back as the one
+/// sentence that says so.
 fn write_output(
     images: &[ArchiveImage],
     blobs: &dyn BlobReader,
     scratch: &Path,
     format: Format,
     output: &Output,
+    cache: &Path,
+    force: bool,
 ) -> anyhow::Result<Option<PathBuf>> {
     match output {
         Output::Stdout => {
             let stdout = std::io::stdout();
             let w = BufWriter::with_capacity(1 << 20, stdout.lock());
-            write_tar(images, blobs, scratch, format, w)?;
+            write_tar(images, blobs, scratch, format, w).map_err(|e| {
+                // Only standard output is a pipe here: blobs come from files.
+                let closed = e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                });
+                if closed {
+                    return exit::StdoutClosed.into();
+                }
+                output::disk_full(&e, None, cache).unwrap_or(e)
+            })?;
             Ok(None)
         }
         Output::Path(path) if format == Format::Oci => {
-            remove_stale_temps(path);
-            super::track_temp(temp_name(path));
-            let r = Plan::new(images).write_dir(blobs, path);
-            super::untrack_temp(&temp_name(path));
-            r?;
+            write_layout(images, blobs, path)
+                .map_err(|e| output::disk_full(&e, Some(path), cache).unwrap_or(e))?;
             Ok(Some(path.clone()))
         }
         Output::Path(path) => {
             let tmp = temp_name(path);
-            remove_stale_temps(path);
             super::track_temp(tmp.clone());
             let result = (|| -> anyhow::Result<()> {
                 let f =
-                    File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                    File::create(&tmp).with_context(|| format!("creating {}", path.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
                 write_tar(images, blobs, scratch, format, &mut w)?;
                 // Complete before it is renamed into place; not fsynced, as docker save and
                 // skopeo do not: the cost is a second write of the whole image to disk.
                 w.into_inner()
                     .map_err(|e| e.into_error())
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                std::fs::rename(&tmp, path).with_context(|| {
-                    format!("moving the finished archive to {}", path.display())
-                })?;
-                Ok(())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                output::put_in_place(&tmp, path, force)
             })();
+            let result = result.map_err(|e| output::disk_full(&e, Some(path), cache).unwrap_or(e));
             if result.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
@@ -244,6 +271,36 @@ fn write_output(
             Ok(Some(path.clone()))
         }
     }
+}
+
+/// An OCI layout directory. An existing one (`--force` was checked) is moved aside until
+/// the new one is in place, and put back if the pull fails.
+fn write_layout(
+    images: &[ArchiveImage],
+    blobs: &dyn BlobReader,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let aside = if path.exists() {
+        let old = output::old_name(path);
+        std::fs::rename(path, &old)
+            .with_context(|| format!("moving the old {} aside", path.display()))?;
+        super::track_aside(old.clone(), path.to_path_buf());
+        Some(old)
+    } else {
+        None
+    };
+    super::track_temp(temp_name(path));
+    let r = Plan::new(images).write_dir(blobs, path);
+    super::untrack_temp(&temp_name(path));
+    if let Some(old) = aside {
+        if r.is_ok() {
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            let _ = std::fs::rename(&old, path);
+        }
+        super::untrack_aside(&old);
+    }
+    Ok(r?)
 }
 
 fn write_tar(
@@ -259,56 +316,4 @@ fn write_tar(
     }
     w.flush()?;
     Ok(())
-}
-
-/// The temporary name an output is built under, beside it so the rename is atomic.
-fn temp_name(path: &Path) -> PathBuf {
-    temp_name_for(path, std::process::id())
-}
-
-fn temp_name_for(path: &Path, pid: u32) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.ferry-tmp-{pid}"))
-}
-
-/// Remove what a killed earlier run (SIGKILL, power loss) left under this output's temporary
-/// name. Only names of processes that no longer exist (or of an earlier holder of this
-/// process's pid) are touched, so a concurrent pull to the same output keeps its file.
-fn remove_stale_temps(path: &Path) {
-    let Some(dir) = path.parent().map(|d| {
-        if d.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            d
-        }
-    }) else {
-        return;
-    };
-    let Some(prefix) = temp_name_for(path, 0)
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches('0').to_string())
-    else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Our own pid can only be a dead process's that had it before us: this runs before
-        // this process creates its temporary output.
-        if pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists() {
-            let p = entry.path();
-            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-        }
-    }
 }

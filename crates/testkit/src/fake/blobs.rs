@@ -1,6 +1,8 @@
 //! Blob serving for the fake registry: `Range` requests, streamed bodies, and the blob
 //! faults (429, 503, redirects, flipped bytes, mid-body connection drops, throttling).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -61,7 +63,10 @@ pub(crate) fn serve(
         set_header(&mut resp, "content-length", "0");
         return resp;
     }
-    let mut opts = BodyOpts::default();
+    let mut opts = BodyOpts {
+        sent: Some(st.body_bytes.clone()),
+        ..BodyOpts::default()
+    };
     let mut bytes = bytes;
     for fault in st.faults.iter_mut() {
         match fault {
@@ -75,6 +80,10 @@ pub(crate) fn serve(
             Fault::ContentRangeFromZero => opts.range_from_zero = true,
             Fault::ContentRangeBytesEquals => opts.range_bytes_equals = true,
             Fault::Throttle { bytes_per_sec } => opts.bytes_per_sec = Some((*bytes_per_sec).max(1)),
+            Fault::ThrottleBlob {
+                digest: d,
+                bytes_per_sec,
+            } if *d == digest => opts.bytes_per_sec = Some((*bytes_per_sec).max(1)),
             Fault::DropAfter {
                 digest: d,
                 after,
@@ -153,7 +162,7 @@ fn take_status_fault(st: &mut State) -> Option<Response> {
     None
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct BodyOpts {
     head: bool,
     no_range: bool,
@@ -161,6 +170,8 @@ struct BodyOpts {
     bytes_per_sec: Option<u64>,
     range_from_zero: bool,
     range_bytes_equals: bool,
+    /// Counts the body bytes sent.
+    sent: Option<Arc<AtomicU64>>,
 }
 
 /// Parse a single `bytes=N-`, `bytes=N-M` or `bytes=-N` range against `len`.
@@ -235,7 +246,7 @@ fn body_response(bytes: Bytes, digest: &Digest, headers: &HeaderMap, opts: BodyO
     let body = if opts.head {
         Body::empty()
     } else {
-        stream_body(data, opts.drop_after, opts.bytes_per_sec)
+        stream_body(data, opts.drop_after, opts.bytes_per_sec, opts.sent)
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -257,6 +268,7 @@ struct StreamState {
     chunk: usize,
     drop: bool,
     bytes_per_sec: Option<u64>,
+    sent: Option<Arc<AtomicU64>>,
 }
 
 /// A streamed body: chunks (paced when throttled), and an `io::Error` after `drop_after`
@@ -265,6 +277,7 @@ pub(crate) fn stream_body(
     data: Bytes,
     drop_after: Option<u64>,
     bytes_per_sec: Option<u64>,
+    sent: Option<Arc<AtomicU64>>,
 ) -> Body {
     let limit = drop_after.map_or(data.len(), |a| (a as usize).min(data.len()));
     let chunk = match bytes_per_sec {
@@ -278,6 +291,7 @@ pub(crate) fn stream_body(
         chunk,
         drop: drop_after.is_some(),
         bytes_per_sec,
+        sent,
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if s.pos < s.limit {
@@ -287,6 +301,9 @@ pub(crate) fn stream_body(
                 tokio::time::sleep(Duration::from_nanos(nanos as u64)).await;
             }
             let piece = s.data.slice(s.pos..end);
+            if let Some(sent) = &s.sent {
+                sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
             s.pos = end;
             Some((Ok(piece), s))
         } else if s.drop {

@@ -283,7 +283,7 @@ fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Respo
     let mut resp = Response::new(if head {
         Body::empty()
     } else if trickle.is_some() {
-        blobs::stream_body(bytes.clone(), None, trickle)
+        blobs::stream_body(bytes.clone(), None, trickle, None)
     } else {
         Body::from(bytes.clone())
     });

@@ -10,6 +10,7 @@ mod handlers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -90,6 +91,8 @@ pub enum Fault {
     TrickleManifests { bytes_per_sec: u64 },
     /// Manifest GETs are redirected (307) to themselves, for ever.
     RedirectLoop,
+    /// Send this one blob's body in small chunks at this rate (others at full speed).
+    ThrottleBlob { digest: Digest, bytes_per_sec: u64 },
 }
 
 /// One request the fake saw (on either listener).
@@ -128,6 +131,8 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, Token>,
     pub(crate) tokens_issued: usize,
     pub(crate) redirect_saw_authorization: bool,
+    /// Blob body bytes handed to the connections of the main listener so far.
+    pub(crate) body_bytes: Arc<AtomicU64>,
 }
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -163,6 +168,7 @@ impl FakeRegistry {
             tokens: HashMap::new(),
             tokens_issued: 0,
             redirect_saw_authorization: false,
+            body_bytes: Arc::new(AtomicU64::new(0)),
         }));
         let main_app = handlers::main_router(state.clone());
         let redirect_app = handlers::redirect_router(state.clone());
@@ -263,6 +269,12 @@ impl FakeRegistry {
     /// Whether any request to the redirect listener carried an `Authorization` header.
     pub fn redirect_saw_authorization(&self) -> bool {
         lock(&self.state).redirect_saw_authorization
+    }
+
+    /// Blob body bytes sent so far on the main listener (a body stops being counted when
+    /// its client hangs up).
+    pub fn body_bytes_sent(&self) -> u64 {
+        lock(&self.state).body_bytes.load(Ordering::Relaxed)
     }
 
     pub fn tokens_issued(&self) -> usize {
