@@ -191,6 +191,7 @@ async fn resolve(
             .map(ToString::to_string),
         blobs: blobs.len(),
         bytes: blobs.iter().map(|d| d.size).sum(),
+        contents: blobs.iter().map(|d| (d.digest.clone(), d.size)).collect(),
     });
     Ok(image)
 }

@@ -1,7 +1,11 @@
 //! Exit codes and error rendering: one sentence, the cause chain, a hint where one helps.
 
+use std::io::Write as _;
+
 use ferry_copy::CopyError;
 use ferry_registry::RegistryError;
+
+use crate::sanitize::clean;
 
 pub const OK: i32 = 0;
 /// Anything not listed below.
@@ -49,13 +53,18 @@ pub fn report(e: &anyhow::Error) -> i32 {
     if is_broken_pipe(e) {
         return OK;
     }
-    eprintln!("error: {e}");
+    // Bars stop drawing first, or a redraw would land inside the message.
+    crate::progress::abandon();
+    // Registry text reaches these lines (error bodies, platform names): sanitised. Written
+    // without eprintln!, which panics when stderr is closed.
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {}", clean(&e.to_string()));
     for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let _ = writeln!(err, "  caused by: {}", clean(&cause.to_string()));
     }
     let (code, hint) = classify(e);
     if let Some(h) = hint {
-        eprintln!("hint: {h}");
+        let _ = writeln!(err, "hint: {}", clean(&h));
     }
     code
 }

@@ -7,6 +7,9 @@ mod cli;
 mod cmd;
 mod exit;
 mod progress;
+mod sanitize;
+
+use std::io::IsTerminal;
 
 use clap::Parser;
 
@@ -30,6 +33,7 @@ fn main() {
                 Err(e) => exit::report(&e),
             },
             _ = tokio::signal::ctrl_c() => {
+                progress::abandon();
                 cmd::cleanup_temp_outputs();
                 eprintln!("interrupted; downloaded data is kept in the cache, run the same command again to resume");
                 exit::INTERRUPTED
@@ -50,9 +54,11 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a terminal: in a log file or a pipe they are noise.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -1,83 +1,220 @@
-//! Progress output: a bar per blob on a terminal, plain lines otherwise, nothing with --quiet.
+//! Progress output: bars on a terminal, plain lines otherwise, only warnings with --quiet.
+//!
+//! On a terminal the live area at the bottom holds one bar per blob downloading and a total
+//! line (bytes, rate, ETA); everything else (resolved images, finished blobs, warnings) is
+//! printed above it and stays. Live lines are cut to the terminal's width, since a wrapped
+//! line is ugly and throws the redraw off. Once the downloads finish, or [`abandon`] is called
+//! for an error or a signal, nothing is drawn any more, so later lines come out below, in
+//! order. All text goes through [`crate::sanitize::clean`]: much of it comes from registries.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::io::{IsTerminal, Write as _};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use ferry_copy::{Event, Progress};
+use ferry_core::Digest;
 
+use crate::sanitize::clean;
+
+/// The live reporter, for [`abandon`].
+static CURRENT: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
+
+/// Stop the live reporter drawing (see [`Reporter::abandon`]). The error and signal paths
+/// call this before they print; it does nothing when there is no reporter.
+pub fn abandon() {
+    let live = CURRENT
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().and_then(Weak::upgrade));
+    if let Some(shared) = live {
+        shared.abandon();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Quiet,
     Lines,
-    Bars {
-        multi: MultiProgress,
-        bars: Mutex<HashMap<String, ProgressBar>>,
-    },
+    Bars,
 }
 
+/// Renders copy [`Event`]s on stderr. Thread-safe; one per command.
 pub struct Reporter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     mode: Mode,
+    /// The live area (bars mode only).
+    multi: Option<MultiProgress>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Familiar names of the images, in the order they were resolved.
+    images: Vec<String>,
+    blobs: HashMap<Digest, Blob>,
+    /// The total line, added when the first image is resolved.
+    total: Option<ProgressBar>,
+    /// Bytes this run has to download (cached and already-held bytes are not counted, so the
+    /// rate and ETA are honest), and how many of them arrived.
+    todo: u64,
+    got: u64,
+    settled: usize,
+    cached: usize,
+    first_download: Option<Instant>,
+    /// Drawing has ended: the downloads finished, or the reporter was abandoned.
+    stopped: bool,
+}
+
+struct Blob {
+    size: u64,
+    /// The first image (index into `images`) that lists it, once known.
+    image: Option<usize>,
+    /// Bytes held when the download started (a resume): not this run's work.
+    base: u64,
+    held: u64,
+    phase: Phase,
+    bar: Option<ProgressBar>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Downloading,
+    Settled,
+}
+
+impl Blob {
+    fn counted(&self) -> u64 {
+        self.held.saturating_sub(self.base)
+    }
 }
 
 impl Reporter {
+    /// Bars when stderr is a terminal, plain lines when it is not; with `quiet`, nothing but
+    /// warnings.
     pub fn new(quiet: bool) -> Reporter {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
-            Mode::Bars {
-                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-                bars: Mutex::new(HashMap::new()),
-            }
+            Mode::Bars
         } else {
             Mode::Lines
         };
-        Reporter { mode }
+        let multi = (mode == Mode::Bars)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let shared = Arc::new(Shared {
+            mode,
+            multi,
+            state: Mutex::new(State::default()),
+        });
+        if let Ok(mut c) = CURRENT.lock() {
+            *c = Some(Arc::downgrade(&shared));
+        }
+        Reporter { shared }
     }
 
-    /// A line of its own (above the bars on a terminal).
+    /// A message line (above the bars while they are drawn; not with --quiet).
     pub fn line(&self, text: &str) {
-        match &self.mode {
-            Mode::Quiet => {}
-            Mode::Lines => eprintln!("{text}"),
-            Mode::Bars { multi, .. } => {
-                let _ = multi.println(text);
+        if self.shared.mode != Mode::Quiet {
+            let st = self.shared.lock();
+            self.shared.say(&st, text, false);
+        }
+    }
+
+    /// The downloads are over: clear the live area and print the totals. Lines printed
+    /// afterwards come out below, in order.
+    pub fn finish_downloads(&self) {
+        let mut st = self.shared.lock();
+        if st.stopped {
+            return;
+        }
+        self.shared.stop(&mut st, true);
+        if self.shared.mode != Mode::Quiet {
+            if let Some(s) = summary(&st) {
+                plain(&s);
             }
         }
     }
 
-    pub fn finish_downloads(&self) {
-        if let Mode::Bars { multi, .. } = &self.mode {
-            let _ = multi.clear();
-        }
-    }
-
-    fn bar(&self, key: &str, size: u64) -> Option<ProgressBar> {
-        let Mode::Bars { multi, bars } = &self.mode else {
-            return None;
-        };
-        let mut bars = bars.lock().ok()?;
-        Some(
-            bars.entry(key.to_string())
-                .or_insert_with(|| {
-                    let pb = multi.add(ProgressBar::new(size));
-                    let style = ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
-                    pb.set_style(style);
-                    pb.set_prefix(key.to_string());
-                    pb
-                })
-                .clone(),
-        )
+    /// Stop drawing at once and for good, leaving the last frame as it is (clearing it would
+    /// need the cursor where indicatif left it, which a `^C` echo may have moved). Call before
+    /// printing an interruption or error message, so no redraw lands on it.
+    pub fn abandon(&self) {
+        self.shared.abandon();
     }
 }
 
-impl Progress for Reporter {
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not silence the error report.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn abandon(&self) {
+        let mut st = self.lock();
+        if !st.stopped {
+            self.stop(&mut st, false);
+        }
+    }
+
+    fn stop(&self, st: &mut State, clear: bool) {
+        st.stopped = true;
+        if let Some(t) = &st.total {
+            t.disable_steady_tick();
+        }
+        if let Some(m) = &self.multi {
+            if clear {
+                let _ = m.clear();
+            }
+            m.set_draw_target(ProgressDrawTarget::hidden());
+        }
+    }
+
+    fn bars(&self, st: &State) -> Option<&MultiProgress> {
+        self.multi.as_ref().filter(|_| !st.stopped)
+    }
+
+    /// Print `text` sanitised: above the bars while they are drawn (cut to the width when
+    /// `fit`, for progress lines; messages are never cut), else as a plain line.
+    fn say(&self, st: &State, text: &str, fit: bool) {
+        let text = clean(text);
+        match self.bars(st) {
+            Some(m) if fit => {
+                let w = term_width().saturating_sub(1);
+                let _ = m.println(console::truncate_str(&text, w, "…"));
+            }
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => plain(&text),
+        }
+    }
+
+    /// What a blob is called on screen: with its image when there are several.
+    fn label(&self, st: &State, digest: &Digest) -> String {
+        let image = st.blobs.get(digest).and_then(|b| b.image);
+        match image {
+            Some(i) if st.images.len() > 1 => {
+                format!("[{}] {} {}", i + 1, st.images[i], digest.short())
+            }
+            _ => digest.short().to_string(),
+        }
+    }
+
     fn event(&self, event: Event) {
+        if self.mode == Mode::Quiet {
+            if let Event::Warning { message } = event {
+                plain(&clean(&format!("warning: {message}")));
+            }
+            return;
+        }
+        let mut st = self.lock();
         match event {
             Event::Resolved {
                 reference,
@@ -85,71 +222,249 @@ impl Progress for Reporter {
                 platform,
                 blobs,
                 bytes,
+                contents,
             } => {
                 let p = platform.map(|p| format!(" ({p})")).unwrap_or_default();
-                self.line(&format!(
+                let line = format!(
                     "{reference} → {}:{}{p}: {blobs} blobs, {}",
                     digest.algorithm().as_str(),
                     digest.short(),
                     HumanBytes(bytes)
-                ));
+                );
+                self.say(&st, &line, true);
+                self.resolved(&mut st, reference, contents);
             }
-            Event::BlobCached { digest, size } => match &self.mode {
-                Mode::Lines => {
-                    self.line(&format!("{} cached ({})", digest.short(), HumanBytes(size)))
-                }
-                Mode::Bars { .. } => {
-                    if let Some(b) = self.bar(digest.short(), size) {
-                        b.set_style(done_style("cached"));
-                        b.finish();
-                    }
-                }
-                Mode::Quiet => {}
-            },
-            Event::BlobStarted { digest, size, held } => match &self.mode {
-                Mode::Lines => {
+            Event::BlobStarted { digest, size, held } => {
+                self.started(&mut st, &digest, size, held);
+                if self.mode == Mode::Lines {
                     let resume = if held > 0 {
                         format!(", resuming at {}", HumanBytes(held))
                     } else {
                         String::new()
                     };
-                    self.line(&format!(
+                    let line = format!(
                         "{} downloading {}{resume}",
-                        digest.short(),
+                        self.label(&st, &digest),
                         HumanBytes(size)
-                    ));
-                }
-                Mode::Bars { .. } => {
-                    if let Some(b) = self.bar(digest.short(), size) {
-                        b.set_position(held);
-                    }
-                }
-                Mode::Quiet => {}
-            },
-            Event::BlobProgress { digest, held } => {
-                if let Some(b) = self.bar(digest.short(), 0) {
-                    b.set_position(held);
+                    );
+                    self.say(&st, &line, true);
                 }
             }
-            Event::BlobDone { digest, size } => match &self.mode {
-                Mode::Lines => {
-                    self.line(&format!("{} done ({})", digest.short(), HumanBytes(size)))
-                }
-                Mode::Bars { .. } => {
-                    if let Some(b) = self.bar(digest.short(), size) {
-                        b.set_style(done_style("done"));
-                        b.finish();
+            Event::BlobProgress { digest, held } => {
+                if let Some(b) = st.blobs.get_mut(&digest) {
+                    if b.phase == Phase::Downloading {
+                        let before = b.counted();
+                        b.held = held;
+                        let after = b.counted();
+                        if let Some(bar) = &b.bar {
+                            bar.set_position(held);
+                        }
+                        st.got = (st.got + after).saturating_sub(before);
+                        self.update_total(&st);
                     }
                 }
-                Mode::Quiet => {}
-            },
-            Event::Warning { message } => self.line(&format!("warning: {message}")),
+            }
+            Event::BlobDone { digest, size } => {
+                if self.settle(&mut st, &digest, size, false) {
+                    let line = format!("{} done ({})", self.label(&st, &digest), HumanBytes(size));
+                    self.say(&st, &line, true);
+                }
+            }
+            Event::BlobCached { digest, size } => {
+                if self.settle(&mut st, &digest, size, true) {
+                    let line =
+                        format!("{} cached ({})", self.label(&st, &digest), HumanBytes(size));
+                    self.say(&st, &line, true);
+                }
+            }
+            Event::Warning { message } => self.say(&st, &format!("warning: {message}"), false),
+        }
+    }
+
+    /// Count a blob that will be needed (once, whichever image lists it).
+    fn known<'a>(st: &'a mut State, digest: &Digest, size: u64) -> &'a mut Blob {
+        if !st.blobs.contains_key(digest) {
+            st.todo = st.todo.saturating_add(size);
+        }
+        st.blobs.entry(digest.clone()).or_insert(Blob {
+            size,
+            image: None,
+            base: 0,
+            held: 0,
+            phase: Phase::Waiting,
+            bar: None,
+        })
+    }
+
+    fn resolved(&self, st: &mut State, reference: String, contents: Vec<(Digest, u64)>) {
+        let index = st.images.len();
+        st.images.push(reference);
+        for (d, size) in &contents {
+            let b = Self::known(st, d, *size);
+            b.image.get_or_insert(index);
+        }
+        if let (Some(m), true) = (self.bars(st), st.total.is_none()) {
+            let total = m.add(ProgressBar::new(st.todo));
+            total.set_style(total_style(term_width()));
+            // Ticks keep the rate and ETA honest while no bytes arrive.
+            total.enable_steady_tick(Duration::from_millis(250));
+            st.total = Some(total);
+        }
+        // Bars made before this image was known (its config, fetched while resolving) now
+        // get their image's name.
+        let live: Vec<(Digest, ProgressBar)> = st
+            .blobs
+            .iter()
+            .filter_map(|(d, b)| b.bar.clone().map(|bar| (d.clone(), bar)))
+            .collect();
+        for (d, bar) in live {
+            bar.set_message(clean(&self.label(st, &d)).into_owned());
+        }
+        self.update_total(st);
+    }
+
+    fn started(&self, st: &mut State, digest: &Digest, size: u64, held: u64) {
+        st.first_download.get_or_insert_with(Instant::now);
+        let b = Self::known(st, digest, size);
+        if b.phase != Phase::Waiting {
+            return;
+        }
+        b.phase = Phase::Downloading;
+        b.base = held.min(b.size);
+        b.held = held;
+        let base = b.base;
+        st.todo = st.todo.saturating_sub(base);
+        if let Some(m) = self.bars(st) {
+            let bar = ProgressBar::new(size);
+            bar.set_style(blob_style(term_width()));
+            bar.set_position(held);
+            bar.set_message(clean(&self.label(st, digest)).into_owned());
+            let bar = match &st.total {
+                Some(t) => m.insert_before(t, bar),
+                None => m.add(bar),
+            };
+            if let Some(b) = st.blobs.get_mut(digest) {
+                b.bar = Some(bar);
+            }
+        }
+        self.update_total(st);
+    }
+
+    /// Mark a blob done or found in the cache; false if it already was (a config fetched
+    /// while resolving is reported again as cached when the downloads start).
+    fn settle(&self, st: &mut State, digest: &Digest, size: u64, cached: bool) -> bool {
+        let b = Self::known(st, digest, size);
+        let (phase, before) = (b.phase, b.counted());
+        if phase == Phase::Settled {
+            return false;
+        }
+        b.phase = Phase::Settled;
+        let bar = b.bar.take();
+        match phase {
+            Phase::Waiting => {
+                // Nothing of it is downloaded in this run.
+                st.todo = st.todo.saturating_sub(size);
+            }
+            _ => {
+                b.held = b.size;
+                let after = b.counted();
+                st.got = (st.got + after).saturating_sub(before);
+            }
+        }
+        st.settled += 1;
+        if cached {
+            st.cached += 1;
+        }
+        if let (Some(bar), Some(m)) = (bar, &self.multi) {
+            m.remove(&bar);
+        }
+        self.update_total(st);
+        true
+    }
+
+    fn update_total(&self, st: &State) {
+        if let (Some(t), false) = (&st.total, st.stopped) {
+            t.set_length(st.todo);
+            t.set_position(st.got.min(st.todo));
+            t.set_message(format!("total {}/{} blobs", st.settled, st.blobs.len()));
         }
     }
 }
 
-/// The look of a finished bar: no bar, just what happened.
-fn done_style(word: &str) -> ProgressStyle {
-    ProgressStyle::with_template(&format!("{{prefix}} {word} {{total_bytes}}"))
+impl Progress for Reporter {
+    fn event(&self, event: Event) {
+        self.shared.event(event);
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        // Bars left behind by an early return must not redraw over the error message.
+        self.abandon();
+    }
+}
+
+/// What a download achieved, for the line after the bars.
+fn summary(st: &State) -> Option<String> {
+    let n = st.blobs.len();
+    if n == 0 {
+        return None;
+    }
+    if st.settled == st.cached {
+        return Some(format!("all {n} blobs were in the cache"));
+    }
+    let secs = st
+        .first_download
+        .map(|t| t.elapsed().as_secs_f64())
+        .unwrap_or_default()
+        .max(0.001);
+    let rate = (st.got as f64 / secs) as u64;
+    Some(format!(
+        "downloaded {} in {secs:.1} s ({}/s); {} of {n} blobs were in the cache",
+        HumanBytes(st.got),
+        HumanBytes(rate),
+        st.cached
+    ))
+}
+
+/// A line straight to stderr; a closed stderr is ignored rather than a panic.
+fn plain(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+fn term_width() -> usize {
+    usize::from(console::Term::stderr().size().1)
+}
+
+// The layouts below end in a space so that a line never reaches the last column: with the
+// label as the one elastic part (`wide_msg`, cut to fit), nothing wraps.
+
+/// A blob's bar for a terminal `width` columns wide.
+fn blob_style(width: usize) -> ProgressStyle {
+    let template = if width >= 60 {
+        "{wide_msg} [{bar:20}] {bytes:>11}/{total_bytes:<11} "
+    } else if width >= 30 {
+        "{wide_msg} {percent:>3}% "
+    } else {
+        "{wide_msg} "
+    };
+    style(template)
+}
+
+/// The total line for a terminal `width` columns wide.
+fn total_style(width: usize) -> ProgressStyle {
+    let template = if width >= 60 {
+        "{wide_msg} {bytes:>11}/{total_bytes:<11} {bytes_per_sec:>13} ETA {eta:<4} "
+    } else if width >= 30 {
+        "{wide_msg} {percent:>3}% ETA {eta:<4} "
+    } else {
+        "{wide_msg} "
+    };
+    style(template)
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
