@@ -34,7 +34,7 @@ pub fn abandon() {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Quiet,
     Lines,
@@ -196,15 +196,26 @@ impl Shared {
         }
     }
 
-    /// What a blob is called on screen: with its image when there are several.
-    fn label(&self, st: &State, digest: &Digest) -> String {
+    /// What a blob is called on screen: with its image's number and name when there are
+    /// several, the name shortened in the middle on a terminal so the label fits in `room`.
+    fn label(&self, st: &State, digest: &Digest, room: Option<usize>) -> String {
         let image = st.blobs.get(digest).and_then(|b| b.image);
         match image {
             Some(i) if st.images.len() > 1 => {
-                format!("[{}] {} {}", i + 1, st.images[i], digest.short())
+                let (number, short) = (format!("[{}] ", i + 1), format!(" {}", digest.short()));
+                let name = match room {
+                    Some(r) => cut_middle(&st.images[i], r.saturating_sub(number.len() + 13)),
+                    None => st.images[i].clone(),
+                };
+                format!("{number}{name}{short}")
             }
             _ => digest.short().to_string(),
         }
+    }
+
+    /// Room for a label on a line that has `rest` columns of other text.
+    fn room(&self, rest: usize) -> Option<usize> {
+        (self.mode == Mode::Bars).then(|| term_width().saturating_sub(1 + rest))
     }
 
     fn event(&self, event: Event) {
@@ -225,13 +236,18 @@ impl Shared {
                 contents,
             } => {
                 let p = platform.map(|p| format!(" ({p})")).unwrap_or_default();
-                let line = format!(
-                    "{reference} → {}:{}{p}: {blobs} blobs, {}",
+                let rest = format!(
+                    " → {}:{}{p}: {blobs} blobs, {}",
                     digest.algorithm().as_str(),
                     digest.short(),
                     HumanBytes(bytes)
                 );
-                self.say(&st, &line, true);
+                // On a terminal the name gives way first, keeping its tag and the digest.
+                let name = match self.room(rest.chars().count()) {
+                    Some(room) => cut_middle(&reference, room),
+                    None => reference.clone(),
+                };
+                self.say(&st, &format!("{name}{rest}"), true);
                 self.resolved(&mut st, reference, contents);
             }
             Event::BlobStarted { digest, size, held } => {
@@ -244,7 +260,7 @@ impl Shared {
                     };
                     let line = format!(
                         "{} downloading {}{resume}",
-                        self.label(&st, &digest),
+                        self.label(&st, &digest, None),
                         HumanBytes(size)
                     );
                     self.say(&st, &line, true);
@@ -266,14 +282,15 @@ impl Shared {
             }
             Event::BlobDone { digest, size } => {
                 if self.settle(&mut st, &digest, size, false) {
-                    let line = format!("{} done ({})", self.label(&st, &digest), HumanBytes(size));
+                    let label = self.label(&st, &digest, self.room(DONE_COLUMNS));
+                    let line = format!("{label} done ({})", HumanBytes(size));
                     self.say(&st, &line, true);
                 }
             }
             Event::BlobCached { digest, size } => {
                 if self.settle(&mut st, &digest, size, true) {
-                    let line =
-                        format!("{} cached ({})", self.label(&st, &digest), HumanBytes(size));
+                    let label = self.label(&st, &digest, self.room(DONE_COLUMNS));
+                    let line = format!("{label} cached ({})", HumanBytes(size));
                     self.say(&st, &line, true);
                 }
             }
@@ -304,8 +321,9 @@ impl Shared {
             b.image.get_or_insert(index);
         }
         if let (Some(m), true) = (self.bars(st), st.total.is_none()) {
-            let total = m.add(ProgressBar::new(st.todo));
-            total.set_style(total_style(term_width()));
+            let total = quiet_bar(st.todo, total_style(term_width()));
+            total.set_message("total");
+            let total = m.add(total);
             // Ticks keep the rate and ETA honest while no bytes arrive.
             total.enable_steady_tick(Duration::from_millis(250));
             st.total = Some(total);
@@ -317,8 +335,9 @@ impl Shared {
             .iter()
             .filter_map(|(d, b)| b.bar.clone().map(|bar| (d.clone(), bar)))
             .collect();
+        let room = self.room(blob_layout(term_width()).1);
         for (d, bar) in live {
-            bar.set_message(clean(&self.label(st, &d)).into_owned());
+            bar.set_message(clean(&self.label(st, &d, room)).into_owned());
         }
         self.update_total(st);
     }
@@ -335,10 +354,10 @@ impl Shared {
         let base = b.base;
         st.todo = st.todo.saturating_sub(base);
         if let Some(m) = self.bars(st) {
-            let bar = ProgressBar::new(size);
-            bar.set_style(blob_style(term_width()));
+            let (style, rest) = blob_layout(term_width());
+            let bar = quiet_bar(size, style);
             bar.set_position(held);
-            bar.set_message(clean(&self.label(st, digest)).into_owned());
+            bar.set_message(clean(&self.label(st, digest, self.room(rest))).into_owned());
             let bar = match &st.total {
                 Some(t) => m.insert_before(t, bar),
                 None => m.add(bar),
@@ -439,16 +458,35 @@ fn term_width() -> usize {
 // The layouts below end in a space so that a line never reaches the last column: with the
 // label as the one elastic part (`wide_msg`, cut to fit), nothing wraps.
 
-/// A blob's bar for a terminal `width` columns wide.
-fn blob_style(width: usize) -> ProgressStyle {
-    let template = if width >= 60 {
-        "{wide_msg} [{bar:20}] {bytes:>11}/{total_bytes:<11} "
+/// Columns of " done (1023.99 KiB)" after a label.
+const DONE_COLUMNS: usize = 20;
+
+/// A blob's bar for a terminal `width` columns wide, and the columns it takes besides the
+/// label.
+fn blob_layout(width: usize) -> (ProgressStyle, usize) {
+    let (template, rest) = if width >= 60 {
+        ("{wide_msg} [{bar:20}] {bytes:>11}/{total_bytes:<11} ", 48)
     } else if width >= 30 {
-        "{wide_msg} {percent:>3}% "
+        ("{wide_msg} {percent:>3}% ", 6)
     } else {
-        "{wide_msg} "
+        ("{wide_msg} ", 1)
     };
-    style(template)
+    (style(template), rest)
+}
+
+/// `text` cut to `room` columns (counted as chars: references are ASCII) by dropping its
+/// middle, where names differ least.
+fn cut_middle(text: &str, room: usize) -> String {
+    let n = text.chars().count();
+    if n <= room || room < 5 {
+        return text.to_string();
+    }
+    let head = (room - 1) / 2;
+    let tail = room - 1 - head;
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(n - tail));
+    out
 }
 
 /// The total line for a terminal `width` columns wide.
@@ -461,6 +499,12 @@ fn total_style(width: usize) -> ProgressStyle {
         "{wide_msg} "
     };
     style(template)
+}
+
+/// A bar that draws nothing until it joins the live area: a new bar draws straight to
+/// stderr, past the live area's bookkeeping, leaving stray lines behind.
+fn quiet_bar(len: u64, style: ProgressStyle) -> ProgressBar {
+    ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden()).with_style(style)
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -231,6 +231,18 @@ fn tags(st: &super::State, req: &Request, name: &str) -> Response {
 }
 
 fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Response {
+    let injected = st.faults.iter().find_map(|f| match f {
+        Fault::ManifestError {
+            status,
+            code,
+            message,
+        } => Some((*status, code, message)),
+        _ => None,
+    });
+    if let Some((status, code, message)) = injected {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, code, message);
+    }
     let found = st.repos.get(name).and_then(|r| r.manifests.get(reference));
     let Some((media_type, bytes)) = found else {
         return error(

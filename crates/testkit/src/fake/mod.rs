@@ -72,6 +72,13 @@ pub enum Fault {
     /// With `RedirectBlobs`: the redirect target answers 401 with a Bearer challenge whose
     /// realm is on the redirect listener itself — a client must not send credentials there.
     RedirectTargetChallenges,
+    /// Answer every manifest request with `status` and a distribution-spec error body holding
+    /// `code` and `message`, which may be any text (escape sequences included).
+    ManifestError {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 /// One request the fake saw (on either listener).
