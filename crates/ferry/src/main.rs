@@ -12,6 +12,7 @@ mod sanitize;
 use std::io::IsTerminal;
 
 use clap::Parser;
+use tracing_subscriber::field::MakeExt as _;
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -54,8 +55,19 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Field values carry registry text (error bodies in retry lines): sanitised like every
+    // other line. tracing-subscriber's own escaping leaves CR, LF and bidi controls through.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(w, "{}", sanitize::clean(&text)),
+            name => write!(w, "{name}={}", sanitize::clean(&text)),
+        }
+    })
+    .delimited(" ");
     // Colour codes only for a terminal: in a log file or a pipe they are noise.
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

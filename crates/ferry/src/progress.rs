@@ -46,8 +46,12 @@ pub struct Reporter {
     shared: Arc<Shared>,
 }
 
+/// Where plain lines go: stderr, or a test's buffer.
+type Sink = Box<dyn Fn(&str) + Send + Sync>;
+
 struct Shared {
     mode: Mode,
+    sink: Sink,
     /// The live area (bars mode only).
     multi: Option<MultiProgress>,
     state: Mutex<State>,
@@ -106,10 +110,15 @@ impl Reporter {
         } else {
             Mode::Lines
         };
+        Reporter::with_sink(mode, Box::new(plain))
+    }
+
+    fn with_sink(mode: Mode, sink: Sink) -> Reporter {
         let multi = (mode == Mode::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         let shared = Arc::new(Shared {
             mode,
+            sink,
             multi,
             state: Mutex::new(State::default()),
         });
@@ -137,7 +146,7 @@ impl Reporter {
         self.shared.stop(&mut st, true);
         if self.shared.mode != Mode::Quiet {
             if let Some(s) = summary(&st) {
-                plain(&s);
+                (self.shared.sink)(&s);
             }
         }
     }
@@ -192,7 +201,7 @@ impl Shared {
             Some(m) => {
                 let _ = m.println(text);
             }
-            None => plain(&text),
+            None => (self.sink)(&text),
         }
     }
 
@@ -221,7 +230,7 @@ impl Shared {
     fn event(&self, event: Event) {
         if self.mode == Mode::Quiet {
             if let Event::Warning { message } = event {
-                plain(&clean(&format!("warning: {message}")));
+                (self.sink)(&clean(&format!("warning: {message}")));
             }
             return;
         }
@@ -511,4 +520,192 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reporter(mode: Mode) -> (Reporter, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let sink: Sink = Box::new(move |t| l.lock().unwrap().push(t.to_string()));
+        (Reporter::with_sink(mode, sink), lines)
+    }
+
+    fn resolved(name: &str, contents: &[(&Digest, u64)]) -> Event {
+        Event::Resolved {
+            reference: name.into(),
+            digest: Digest::sha256_of(name.as_bytes()),
+            platform: Some("linux/amd64".into()),
+            blobs: contents.len(),
+            bytes: contents.iter().map(|c| c.1).sum(),
+            contents: contents.iter().map(|(d, n)| ((*d).clone(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn quiet_prints_warnings_and_nothing_else() {
+        let (r, lines) = reporter(Mode::Quiet);
+        let d = Digest::sha256_of(b"layer");
+        r.event(resolved("a:1", &[(&d, 10)]));
+        r.event(Event::BlobStarted {
+            digest: d.clone(),
+            size: 10,
+            held: 0,
+        });
+        r.event(Event::BlobDone {
+            digest: d.clone(),
+            size: 10,
+        });
+        r.event(Event::Warning {
+            message: "arm64 only\x1b[2J".into(),
+        });
+        r.finish_downloads();
+        r.line("wrote a.tar");
+        assert_eq!(*lines.lock().unwrap(), ["warning: arm64 only\\x1b[2J"]);
+    }
+
+    #[test]
+    fn lines_name_the_image_of_each_blob_when_there_are_several() {
+        let (r, lines) = reporter(Mode::Lines);
+        let (shared, own) = (Digest::sha256_of(b"base"), Digest::sha256_of(b"own"));
+        r.event(resolved("a:1", &[(&shared, 5)]));
+        r.event(resolved("b:1", &[(&shared, 5), (&own, 7)]));
+        for d in [&shared, &own] {
+            r.event(Event::BlobStarted {
+                digest: d.clone(),
+                size: 5,
+                held: 0,
+            });
+        }
+        let lines = lines.lock().unwrap();
+        // A blob both images hold is shown under the first.
+        assert_eq!(
+            lines[2],
+            format!("[1] a:1 {} downloading 5 B", shared.short())
+        );
+        assert_eq!(lines[3], format!("[2] b:1 {} downloading 5 B", own.short()));
+    }
+
+    #[test]
+    fn one_image_needs_no_label() {
+        let (r, lines) = reporter(Mode::Lines);
+        let d = Digest::sha256_of(b"x");
+        r.event(resolved("a:1", &[(&d, 5)]));
+        r.event(Event::BlobCached {
+            digest: d.clone(),
+            size: 5,
+        });
+        assert_eq!(
+            lines.lock().unwrap()[1],
+            format!("{} cached (5 B)", d.short())
+        );
+    }
+
+    #[test]
+    fn every_line_is_sanitised() {
+        let (r, lines) = reporter(Mode::Lines);
+        r.event(Event::Resolved {
+            reference: "a:1".into(),
+            digest: Digest::sha256_of(b"m"),
+            platform: Some("linux/amd64/\x1b]0;title\x07".into()),
+            blobs: 0,
+            bytes: 0,
+            contents: Vec::new(),
+        });
+        r.event(Event::Warning {
+            message: "\u{202e}txt.exe\nforged".into(),
+        });
+        r.line("wrote \x1b[31mred");
+        let lines = lines.lock().unwrap();
+        assert!(lines[0].ends_with("(linux/amd64/\\x1b]0;title\\x07): 0 blobs, 0 B"));
+        assert_eq!(lines[1], "warning: \\u{202e}txt.exe\\nforged");
+        assert_eq!(lines[2], "wrote \\x1b[31mred");
+    }
+
+    #[test]
+    fn the_summary_counts_this_run_and_the_cache() {
+        let (r, lines) = reporter(Mode::Lines);
+        let (a, b, c) = (
+            Digest::sha256_of(b"a"),
+            Digest::sha256_of(b"b"),
+            Digest::sha256_of(b"c"),
+        );
+        r.event(resolved("x:1", &[(&a, 100), (&b, 50), (&c, 30)]));
+        r.event(Event::BlobCached {
+            digest: a.clone(),
+            size: 100,
+        });
+        // A resumed download: only the 20 bytes still missing are this run's.
+        r.event(Event::BlobStarted {
+            digest: b.clone(),
+            size: 50,
+            held: 30,
+        });
+        r.event(Event::BlobDone {
+            digest: b.clone(),
+            size: 50,
+        });
+        r.event(Event::BlobStarted {
+            digest: c.clone(),
+            size: 30,
+            held: 0,
+        });
+        r.event(Event::BlobProgress {
+            digest: c.clone(),
+            held: 10,
+        });
+        r.event(Event::BlobDone {
+            digest: c.clone(),
+            size: 30,
+        });
+        // Reported again as cached once the downloads start: counted once.
+        r.event(Event::BlobCached {
+            digest: c.clone(),
+            size: 30,
+        });
+        r.finish_downloads();
+        r.line("wrote x.tar");
+        let lines = lines.lock().unwrap();
+        let n = lines.len();
+        assert!(
+            lines[n - 2].starts_with("downloaded 50 B in ")
+                && lines[n - 2].ends_with("; 1 of 3 blobs were in the cache"),
+            "{lines:?}"
+        );
+        assert_eq!(lines[n - 1], "wrote x.tar");
+        assert_eq!(lines.iter().filter(|l| l.contains(" cached (")).count(), 1);
+    }
+
+    #[test]
+    fn a_fully_cached_pull_says_so() {
+        let (r, lines) = reporter(Mode::Lines);
+        let d = Digest::sha256_of(b"a");
+        r.event(resolved("x:1", &[(&d, 100)]));
+        r.event(Event::BlobCached {
+            digest: d.clone(),
+            size: 100,
+        });
+        r.finish_downloads();
+        assert_eq!(
+            lines.lock().unwrap().last().map(String::as_str),
+            Some("all 1 blobs were in the cache")
+        );
+    }
+
+    #[test]
+    fn long_names_lose_their_middle() {
+        assert_eq!(
+            cut_middle("registry.example.com/team/app:1", 15),
+            "registr…m/app:1"
+        );
+        assert_eq!(cut_middle("short:1", 15), "short:1");
+        assert_eq!(
+            cut_middle("registry.example.com/team/app:1", 15)
+                .chars()
+                .count(),
+            15
+        );
+    }
 }
