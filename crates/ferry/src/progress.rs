@@ -1,7 +1,7 @@
 //! Progress output: bars on a terminal, plain lines otherwise, only warnings with --quiet.
 //!
-//! On a terminal the live area at the bottom holds one bar per blob downloading and a total
-//! line (bytes, rate, ETA); everything else (resolved images, finished blobs, warnings) is
+//! On a terminal the live area at the bottom holds a total line (bytes, rate, ETA) and one
+//! bar per blob downloading; everything else (resolved images, finished blobs, warnings) is
 //! printed above it and stays. Live lines are cut to the terminal's width, since a wrapped
 //! line is ugly and throws the redraw off. Once the downloads finish, or [`abandon`] is called
 //! for an error or a signal, nothing is drawn any more, so later lines come out below, in
@@ -54,6 +54,8 @@ struct Shared {
     sink: Sink,
     /// The live area (bars mode only).
     multi: Option<MultiProgress>,
+    /// The terminal's echo of control characters is off while bars are drawn.
+    hushed: bool,
     state: Mutex<State>,
 }
 
@@ -116,10 +118,12 @@ impl Reporter {
     fn with_sink(mode: Mode, sink: Sink) -> Reporter {
         let multi = (mode == Mode::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let hushed = multi.is_some() && hush_control_echo();
         let shared = Arc::new(Shared {
             mode,
             sink,
             multi,
+            hushed,
             state: Mutex::new(State::default()),
         });
         if let Ok(mut c) = CURRENT.lock() {
@@ -174,6 +178,9 @@ impl Shared {
 
     fn stop(&self, st: &mut State, clear: bool) {
         st.stopped = true;
+        if self.hushed {
+            restore_control_echo();
+        }
         if let Some(t) = &st.total {
             t.disable_steady_tick();
         }
@@ -332,7 +339,9 @@ impl Shared {
         if let (Some(m), true) = (self.bars(st), st.total.is_none()) {
             let total = quiet_bar(st.todo, total_style(term_width()));
             total.set_message("total");
-            let total = m.add(total);
+            // On top: with more downloads than the terminal has rows, indicatif drops the
+            // bars that do not fit, and the total must not be one of them.
+            let total = m.insert(0, total);
             // Ticks keep the rate and ETA honest while no bytes arrive.
             total.enable_steady_tick(Duration::from_millis(250));
             st.total = Some(total);
@@ -367,10 +376,7 @@ impl Shared {
             let bar = quiet_bar(size, style);
             bar.set_position(held);
             bar.set_message(clean(&self.label(st, digest, self.room(rest))).into_owned());
-            let bar = match &st.total {
-                Some(t) => m.insert_before(t, bar),
-                None => m.add(bar),
-            };
+            let bar = m.add(bar);
             if let Some(b) = st.blobs.get_mut(digest) {
                 b.bar = Some(bar);
             }
@@ -453,6 +459,37 @@ fn summary(st: &State) -> Option<String> {
         HumanBytes(rate),
         st.cached
     ))
+}
+
+/// Ctrl-C on a terminal is echoed as `^C` the moment it is typed; at the end of a bar (the
+/// last column) that echo wraps, and every frame drawn before drawing stops lands one row
+/// off, leaving a stale line. So while bars are drawn, control characters are not echoed
+/// (`stty -echoctl`); `stop` turns it back on. Only in the foreground: a background job that
+/// changes the terminal is stopped with SIGTTOU. True if echo was turned off.
+fn hush_control_echo() -> bool {
+    use rustix::termios::{tcgetattr, tcgetpgrp, tcsetattr, LocalModes, OptionalActions};
+    let err = std::io::stderr();
+    if tcgetpgrp(&err).ok() != Some(rustix::process::getpgrp()) {
+        return false;
+    }
+    let Ok(mut t) = tcgetattr(&err) else {
+        return false;
+    };
+    if !t.local_modes.contains(LocalModes::ECHOCTL) {
+        return false;
+    }
+    t.local_modes.remove(LocalModes::ECHOCTL);
+    tcsetattr(&err, OptionalActions::Now, &t).is_ok()
+}
+
+/// Undo [`hush_control_echo`], touching nothing else of the terminal's settings.
+fn restore_control_echo() {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let err = std::io::stderr();
+    if let Ok(mut t) = tcgetattr(&err) {
+        t.local_modes.insert(LocalModes::ECHOCTL);
+        let _ = tcsetattr(&err, OptionalActions::Now, &t);
+    }
 }
 
 /// A line straight to stderr; a closed stderr is ignored rather than a panic.

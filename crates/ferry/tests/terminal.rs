@@ -224,8 +224,12 @@ async fn on_terminal(
 ) -> Option<TermRun> {
     let script = real::tool("script")?;
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    // After ferry, the terminal's echo setting for control characters, which ferry turns
+    // off while it draws bars, on a line of its own: "echoctl" or "-echoctl". The shell
+    // outlives a Ctrl-C to print it (a trap, unlike an ignored signal, is not inherited).
     let cmdline = format!(
-        "stty cols {WIDTH} rows 24; exec {} {}",
+        "trap true INT; stty cols {WIDTH} rows 24; {} {}; s=$?; \
+         stty -a | grep -o -- '-*echoctl'; exit $s",
         env!("CARGO_BIN_EXE_ferry"),
         quoted.join(" ")
     );
@@ -367,8 +371,9 @@ async fn bars_fit_80_columns_name_their_image_and_the_summary_follows_them() {
     );
     assert_eq!(
         &lines[summary + 1..],
-        &[format!("wrote {}", out.display())],
-        "the summary and the wrote line must come last, after the bars:\n{shown}"
+        &[format!("wrote {}", out.display()), "echoctl".into()],
+        "the summary and the wrote line must come last, after the bars, and the terminal's \
+         settings as they were:\n{shown}"
     );
     assert!(
         !lines
@@ -403,6 +408,12 @@ async fn interrupt_stops_the_bars_before_the_message() {
     assert!(
         !run.raw[at..].contains('\x1b'),
         "drawing went on after the message: {:?}",
+        &run.raw[at..]
+    );
+    assert_eq!(
+        run.raw[at..].lines().last().map(str::trim),
+        Some("echoctl"),
+        "the terminal's settings were not restored: {:?}",
         &run.raw[at..]
     );
     // The last frame stays, once, above the message; nothing is drawn below it.
