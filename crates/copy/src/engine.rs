@@ -195,6 +195,7 @@ async fn resolve(
             .iter()
             .try_fold(0u64, |a, d| a.checked_add(d.size))
             .unwrap_or(u64::MAX),
+        contents: blobs.iter().map(|d| (d.digest.clone(), d.size)).collect(),
     });
     Ok(image)
 }

@@ -12,6 +12,9 @@ pub enum Event {
         platform: Option<String>,
         blobs: usize,
         bytes: u64,
+        /// Digest and size of each of those blobs (configs and layers, in archive order), so
+        /// a renderer can tell which image a blob's progress belongs to.
+        contents: Vec<(Digest, u64)>,
     },
     /// A blob download starts (or resumes from `held` bytes).
     BlobStarted {

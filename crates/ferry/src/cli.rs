@@ -108,7 +108,7 @@ pub struct PullArgs {
     /// Blob cache directory (kept between runs; partial downloads resume from it).
     #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// No progress output.
+    /// No progress output (warnings and errors still print).
     #[arg(short, long)]
     pub quiet: bool,
     /// Replace an existing output: a file, or an OCI layout directory (the old one stays

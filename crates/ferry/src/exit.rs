@@ -1,10 +1,13 @@
 //! Exit codes and error rendering: one sentence, the cause chain, a hint where one helps.
 
+
 use ferry_copy::CopyError;
 use ferry_registry::RegistryError;
 use ferry_store::StoreError;
 
 use crate::stdio::say;
+
+use crate::sanitize::clean;
 
 pub const OK: i32 = 0;
 /// Anything not listed below.
@@ -73,13 +76,16 @@ pub fn report(e: &anyhow::Error) -> i32 {
     if e.chain().any(|c| c.is::<StdoutClosed>()) {
         return BROKEN_PIPE;
     }
-    say!("error: {e}");
+    // Bars stop drawing first, or a redraw would land inside the message.
+    crate::progress::abandon();
+    // Registry text reaches these lines (error bodies, platform names): sanitised.
+    say!("error: {}", clean(&e.to_string()));
     for cause in e.chain().skip(1) {
-        say!("  caused by: {cause}");
+        say!("  caused by: {}", clean(&cause.to_string()));
     }
     let (code, hint) = classify(e);
     if let Some(h) = hint {
-        say!("hint: {h}");
+        say!("hint: {}", clean(&h));
     }
     code
 }

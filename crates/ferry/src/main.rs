@@ -10,10 +10,14 @@ mod cli;
 mod cmd;
 mod exit;
 mod progress;
+mod sanitize;
 mod stdio;
+
+use std::io::IsTerminal;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::field::MakeExt as _;
 
 use crate::stdio::say;
 
@@ -41,6 +45,7 @@ fn main() {
                 Err(e) => exit::report(&anyhow::anyhow!("ferry failed unexpectedly: {e}")),
             },
             (name, code) = stop_signal() => {
+                progress::abandon();
                 cmd::cleanup_temp_outputs();
                 say!("interrupted{name}; downloaded data is kept in the cache, run the same command again to resume");
                 // Exit at once: a writer thread left running could recreate what was just
@@ -81,11 +86,24 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Field values carry registry text (error bodies in retry lines): sanitised like every
+    // other line. tracing-subscriber's own escaping leaves CR, LF and bidi controls through.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => write!(w, "{}", sanitize::clean(&text)),
+            name => write!(w, "{name}={}", sanitize::clean(&text)),
+        }
+    })
+    .delimited(" ");
+    // Colour codes only for a terminal: in a log file or a pipe they are noise.
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // On a failed write it would fall back to `eprintln!`, which panics on a closed stderr.
         .log_internal_errors(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

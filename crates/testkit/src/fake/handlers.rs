@@ -256,6 +256,18 @@ fn tags(st: &super::State, req: &Request, name: &str) -> Response {
 }
 
 fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Response {
+    let injected = st.faults.iter().find_map(|f| match f {
+        Fault::ManifestError {
+            status,
+            code,
+            message,
+        } => Some((*status, code, message)),
+        _ => None,
+    });
+    if let Some((status, code, message)) = injected {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, code, message);
+    }
     if !head && st.faults.iter().any(|f| matches!(f, Fault::RedirectLoop)) {
         let mut resp = Response::new(Body::empty());
         *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;

@@ -93,6 +93,13 @@ pub enum Fault {
     RedirectLoop,
     /// Send this one blob's body in small chunks at this rate (others at full speed).
     ThrottleBlob { digest: Digest, bytes_per_sec: u64 },
+    /// Answer every manifest request with `status` and a distribution-spec error body holding
+    /// `code` and `message`, which may be any text (escape sequences included).
+    ManifestError {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 /// One request the fake saw (on either listener).
