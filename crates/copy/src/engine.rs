@@ -243,11 +243,13 @@ async fn resolve(
 ) -> Result<ArchiveImage, CopyError> {
     let top = fetch_manifest(client, store, r, None).await?;
     let name = recorded_name(client, r, progress).await?;
+    // Whether the chosen image's platform is known only from its config, which is then read
+    // below: before the summary when a mismatch is an error, after it when only a warning.
+    let mut check_config = false;
     let image = match &top.manifest {
         Manifest::Image(_) => {
-            let parts = parts_of(r, &top, None, opts)?;
-            check_image_platform(client, store, r, &parts, opts, progress).await?;
-            ArchiveImage::single(name, parts)
+            check_config = true;
+            ArchiveImage::single(name, parts_of(r, &top, None, opts)?)
         }
         Manifest::Index(idx) => {
             let mut nested = Vec::new();
@@ -267,10 +269,8 @@ async fn resolve(
                 };
                 let child = fetch_manifest(client, store, r, Some(d)).await?;
                 let parts = parts_of(r, &child, d.platform.clone(), opts)?;
-                if d.platform.is_none() {
-                    // Chosen for being the only entry: its config says what it runs on.
-                    check_image_platform(client, store, r, &parts, opts, progress).await?;
-                }
+                // Chosen for being the only entry: its config says what it runs on.
+                check_config = d.platform.is_none();
                 ArchiveImage {
                     index: Some(top.descriptor()),
                     ..ArchiveImage::single(name, parts)
@@ -284,6 +284,9 @@ async fn resolve(
         .flat_map(|p| std::iter::once(&p.config).chain(&p.layers))
         .collect();
     check_foreign_layers(client, r, &blobs).await?;
+    if check_config && opts.platform_explicit {
+        check_image_platform(client, store, r, &image.images[0], opts, progress).await?;
+    }
     progress.event(Event::Resolved {
         reference: r.familiar(),
         digest: image.index.as_ref().unwrap_or(&image.root).digest.clone(),
@@ -295,6 +298,9 @@ async fn resolve(
         blobs: blobs.len(),
         bytes: blobs.iter().map(|d| d.size).sum(),
     });
+    if check_config && !opts.platform_explicit {
+        check_image_platform(client, store, r, &image.images[0], opts, progress).await?;
+    }
     Ok(image)
 }
 
