@@ -660,3 +660,64 @@ async fn an_image_of_another_platform_pulled_without_platform_warns() {
         assert!(warnings(&r).is_empty(), "{}", stderr(&r));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_references_resolving_to_the_same_name_and_manifest_are_listed_once() {
+    let img = sized_image(621, 1, 1000);
+    let reg = registry().await;
+    push(&reg, "v1", &img);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("two.tar");
+    let by_digest = format!("{}/{REPO}@{}", reg.host(), img.manifest_digest);
+    // The tag is unknown, so this one too is named by its digest alone.
+    let stale_tag = format!("{}/{REPO}:gone@{}", reg.host(), img.manifest_digest);
+    let r = pull(&work.path().join("cache"), &[&by_digest, &stale_tag], &out).await;
+    assert_ok(&r);
+    let w = warnings(&r);
+    assert_eq!(w.len(), 2, "{}", stderr(&r));
+    assert_eq!(
+        w[1],
+        format!(
+            "warning: {}/{REPO}:gone is the same image as an earlier argument; it is listed once",
+            reg.host()
+        )
+    );
+    let index = archive_json(&out, "index.json");
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{index}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_platforms_without_this_machines_platform_gives_docker_the_first_image_with_a_warning()
+{
+    let platforms = [
+        Platform::new("linux", "s390x", None),
+        Platform::new("linux", "ppc64le", None),
+    ];
+    let idx = random_index(622, &platforms, false);
+    let reg = registry().await;
+    reg.push_index(REPO, "far", &idx);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("far.tar");
+    let reference = format!("{}/{REPO}:far", reg.host());
+    let r = pull(
+        &work.path().join("cache"),
+        &["--all-platforms", &reference],
+        &out,
+    )
+    .await;
+    assert_ok(&r);
+    assert_eq!(
+        warnings(&r),
+        vec![format!(
+            "warning: {reference} has no image for {}; docker will load its linux/s390x image, which needs emulation here",
+            Platform::host()
+        )]
+    );
+    let m = archive_json(&out, "manifest.json");
+    assert_eq!(m.as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(m[0]["Config"], blob_name(&idx.images[0].config.digest));
+}
