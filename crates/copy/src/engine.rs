@@ -188,7 +188,10 @@ async fn expand_index(
         let child = fetch_manifest(client, store, r, Some(d)).await?;
         let Manifest::Index(inner) = &child.manifest else {
             // Its descriptor called it an index; what arrived is an image: take it as one.
-            out.push(child.descriptor());
+            out.push(Descriptor {
+                platform: d.platform.clone(),
+                ..child.descriptor()
+            });
             continue;
         };
         nested.push(child.descriptor());
@@ -206,32 +209,27 @@ async fn expand_index(
 /// The name an image is recorded under. For `name:tag@digest` the digest decides what is
 /// pulled; the tag is kept only if the registry's tag names that same manifest (as docker
 /// does), else it is dropped with a warning so a loader does not tag the wrong image.
-async fn recorded_name(
-    client: &Client,
-    r: &Reference,
-    progress: &dyn Progress,
-) -> Result<Reference, CopyError> {
+async fn recorded_name(client: &Client, r: &Reference, progress: &dyn Progress) -> Reference {
     let (Some(tag), Some(digest)) = (r.tag(), r.digest()) else {
-        return Ok(r.clone());
+        return r.clone();
     };
     let by_tag = client
         .manifest_at(r.api_host(), r.repository(), tag, None)
         .await;
     let why = match by_tag {
-        Ok(m) if &m.digest == digest => return Ok(r.clone()),
+        Ok(m) if &m.digest == digest => return r.clone(),
         Ok(m) => format!("the tag names {} now", m.digest),
         Err(e) if e.is_not_found() => "the registry does not know that tag".to_string(),
         Err(e) => format!("the tag could not be checked: {e}"),
     };
-    let untagged = Reference::new(r.registry(), r.repository(), None, Some(digest.clone()))
-        .map_err(|e| CopyError::Task(e.to_string()))?;
+    let untagged = r.without_tag();
     progress.event(Event::Warning {
         message: format!(
             "{} is pulled by its digest without the tag :{tag}, which does not name {digest} ({why})",
             untagged.familiar()
         ),
     });
-    Ok(untagged)
+    untagged
 }
 
 async fn resolve(
@@ -242,7 +240,7 @@ async fn resolve(
     progress: &dyn Progress,
 ) -> Result<ArchiveImage, CopyError> {
     let top = fetch_manifest(client, store, r, None).await?;
-    let name = recorded_name(client, r, progress).await?;
+    let name = recorded_name(client, r, progress).await;
     // Whether the chosen image's platform is known only from its config, which is then read
     // below: before the summary when a mismatch is an error, after it when only a warning.
     let mut check_config = false;
