@@ -1,6 +1,7 @@
 //! Docker's legacy save layout (docker 1.10–24): `<id>/layer.tar` uncompressed, `<id>/json`,
 //! `<id>/VERSION`, `<config>.json`, `manifest.json` and `repositories`, for loaders that
-//! cannot read compressed layers.
+//! cannot read compressed layers. gzip and zstd layers are unpacked alike, each checked
+//! against its `diff_id`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -140,10 +141,7 @@ fn write_layer(
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
             Compression::None => Box::new(raw),
             Compression::Zstd => {
-                return Err(ArchiveError::Unsupported {
-                    digest: layer.digest.clone(),
-                    compression: "zstd".into(),
-                });
+                Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(io_ctx(ctx()))?)
             }
         };
     let mut tmp = tempfile_in(scratch).map_err(io_ctx(ctx()))?;

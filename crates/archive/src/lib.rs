@@ -78,7 +78,14 @@ pub struct ArchiveImage {
     pub images: Vec<ImageParts>,
     /// Which of `images` docker's `manifest.json` lists (docker loads one platform).
     pub docker_image: Option<usize>,
+    /// The index one platform was taken from, when `root` is that platform's manifest: its
+    /// digest is what `repo@<digest>` named and what docker records (`RepoDigests`).
+    pub index: Option<Descriptor>,
 }
+
+/// The `index.json` annotation that records [`ArchiveImage::index`]: the digest of the
+/// index a single platform's image was taken from.
+pub const INDEX_DIGEST_ANNOTATION: &str = "io.ferry.image.index.digest";
 
 impl ArchiveImage {
     /// The names docker records for the image (`RepoTags`): its familiar name and tag, or
@@ -99,6 +106,7 @@ impl ArchiveImage {
             manifests: vec![parts.manifest.clone()],
             images: vec![parts],
             docker_image: Some(0),
+            index: None,
         }
     }
 }
@@ -118,10 +126,6 @@ pub enum ArchiveError {
         expected: Digest,
         actual: Digest,
     },
-    #[error(
-        "layer {digest} is compressed with {compression}, which the legacy format cannot unpack"
-    )]
-    Unsupported { digest: Digest, compression: String },
     #[error("the image config {digest} is malformed: {reason}")]
     BadConfig { digest: Digest, reason: String },
     #[error("the sizes the manifests declare add up to more than 16 EiB")]

@@ -284,6 +284,9 @@ fn index_json(images: &[ArchiveImage]) -> Vec<u8> {
             if let Some(t) = img.name.tag() {
                 ann.insert("org.opencontainers.image.ref.name", t.to_string());
             }
+            if let Some(index) = img.index.as_ref().filter(|i| i.digest != img.root.digest) {
+                ann.insert(crate::INDEX_DIGEST_ANNOTATION, index.digest.to_string());
+            }
             let mut d = json!({
                 "mediaType": img.root.media_type,
                 "digest": img.root.digest.to_string(),

@@ -222,3 +222,49 @@ fn large_declared_sizes_sum_exactly() {
     // The last blob ends at the archive's end, less its padding and the two end blocks.
     assert_eq!(last_off + last_size + 511 + 1024, len);
 }
+
+/// A one-layer image whose layer is `tar` compressed with zstd and whose config lists
+/// `diff_id`.
+fn zstd_image(mem: &mut Mem, tar: &[u8], diff_id: &Digest) -> ArchiveImage {
+    let mut img = image(mem, "z:1", &[]);
+    let layer = blob(
+        mem,
+        media::OCI_LAYER_ZSTD,
+        &zstd::encode_all(tar, 3).unwrap(),
+    );
+    let config = blob(
+        mem,
+        media::OCI_CONFIG,
+        format!(r#"{{"os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#)
+            .as_bytes(),
+    );
+    img.images[0].config = config;
+    img.images[0].layers = vec![layer];
+    img
+}
+
+#[test]
+fn legacy_unpacks_zstd_layers_and_checks_their_diff_ids() {
+    let tar = [9u8; 3000];
+    let mut mem = Mem(HashMap::new());
+    let good = zstd_image(&mut mem, &tar, &Digest::sha256_of(&tar));
+    let scratch = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    crate::write_legacy(&[good], &mem, scratch.path(), &mut out).unwrap();
+    let list = entries(&out);
+    let layer = list
+        .iter()
+        .find(|(n, _)| n.ends_with("/layer.tar"))
+        .expect("a layer.tar");
+    assert_eq!(layer.1, tar.to_vec());
+
+    let wrong = Digest::sha256_of(b"something else");
+    let bad = zstd_image(&mut mem, &tar, &wrong);
+    let err = crate::write_legacy(&[bad], &mem, scratch.path(), &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("but the image config says its content is {wrong}")),
+        "{err}"
+    );
+}

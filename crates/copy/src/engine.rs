@@ -30,7 +30,8 @@ pub async fn pull(
 }
 
 /// Resolve `refs` to images (manifests fetched, verified and stored; platform chosen). No
-/// layer is downloaded yet, but everything an archive plan needs is known.
+/// layer is downloaded yet, but everything an archive plan needs is known. A reference given
+/// twice (or two resolving to the same name and manifest) is resolved once, with a warning.
 pub async fn resolve_all(
     client: &Client,
     store: &Store,
@@ -38,9 +39,33 @@ pub async fn resolve_all(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<ArchiveImage>, CopyError> {
-    let mut images = Vec::new();
+    let mut images: Vec<ArchiveImage> = Vec::new();
+    let mut given: Vec<&Reference> = Vec::new();
     for r in refs {
-        images.push(resolve(client, store, r, opts, progress).await?);
+        if given.contains(&r) {
+            progress.event(Event::Warning {
+                message: format!(
+                    "{} is given more than once; it is pulled once",
+                    r.familiar()
+                ),
+            });
+            continue;
+        }
+        given.push(r);
+        let image = resolve(client, store, r, opts, progress).await?;
+        if images
+            .iter()
+            .any(|i| i.name == image.name && i.root.digest == image.root.digest)
+        {
+            progress.event(Event::Warning {
+                message: format!(
+                    "{} is the same image as an earlier argument; it is listed once",
+                    r.familiar()
+                ),
+            });
+            continue;
+        }
+        images.push(image);
     }
     Ok(images)
 }
@@ -102,24 +127,110 @@ async fn fetch_manifest(
     Ok(m)
 }
 
+/// How deep indexes may nest (an index of indexes is depth 2). containerd walks them
+/// without a limit; a bound keeps a hostile registry from sending ferry round in circles.
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// The image parts of a fetched image manifest. An artifact (see
+/// [`ferry_core::ImageManifest::artifact_kind`]) is refused unless `opts.keep_artifacts`.
 fn parts_of(
     r: &Reference,
     m: &FetchedManifest,
     platform: Option<ferry_core::Platform>,
+    opts: &PullOptions,
 ) -> Result<ImageParts, CopyError> {
     match &m.manifest {
-        Manifest::Image(im) => Ok(ImageParts {
-            manifest: m.descriptor(),
-            config: im.config.clone(),
-            layers: im.layers.clone(),
-            platform,
-        }),
+        Manifest::Image(im) => {
+            if let (Some(kind), false) = (im.artifact_kind(), opts.keep_artifacts) {
+                return Err(CopyError::Artifact {
+                    reference: r.familiar(),
+                    kind: kind.to_string(),
+                });
+            }
+            Ok(ImageParts {
+                manifest: m.descriptor(),
+                config: im.config.clone(),
+                layers: im.layers.clone(),
+                platform,
+            })
+        }
         Manifest::Index(_) => Err(CopyError::Unexpected {
             reference: r.to_string(),
             kind: "a nested index",
             digest: m.digest.clone(),
         }),
     }
+}
+
+/// The entries of `idx` with nested indexes replaced by their own entries (fetched and
+/// stored), to [`MAX_INDEX_DEPTH`]. Entries of a nested index without a platform take the
+/// platform its own entry names. The nested indexes' descriptors are added to `nested`, in
+/// the order met, so an OCI layout can hold them.
+async fn expand_index(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    idx: &ferry_core::IndexManifest,
+    depth: usize,
+    nested: &mut Vec<Descriptor>,
+) -> Result<Vec<Descriptor>, CopyError> {
+    let mut out = Vec::new();
+    for d in &idx.manifests {
+        if !d.is_index() {
+            out.push(d.clone());
+            continue;
+        }
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(CopyError::NestedTooDeep {
+                reference: r.familiar(),
+                depth: MAX_INDEX_DEPTH,
+            });
+        }
+        let child = fetch_manifest(client, store, r, Some(d)).await?;
+        let Manifest::Index(inner) = &child.manifest else {
+            // Its descriptor called it an index; what arrived is an image: take it as one.
+            out.push(Descriptor {
+                platform: d.platform.clone(),
+                ..child.descriptor()
+            });
+            continue;
+        };
+        nested.push(child.descriptor());
+        let entries = Box::pin(expand_index(client, store, r, inner, depth + 1, nested)).await?;
+        out.extend(entries.into_iter().map(|mut e| {
+            if e.platform.is_none() {
+                e.platform = d.platform.clone();
+            }
+            e
+        }));
+    }
+    Ok(out)
+}
+
+/// The name an image is recorded under. For `name:tag@digest` the digest decides what is
+/// pulled; the tag is kept only if the registry's tag names that same manifest (as docker
+/// does), else it is dropped with a warning so a loader does not tag the wrong image.
+async fn recorded_name(client: &Client, r: &Reference, progress: &dyn Progress) -> Reference {
+    let (Some(tag), Some(digest)) = (r.tag(), r.digest()) else {
+        return r.clone();
+    };
+    let by_tag = client
+        .manifest_at(r.api_host(), r.repository(), tag, None)
+        .await;
+    let why = match by_tag {
+        Ok(m) if &m.digest == digest => return r.clone(),
+        Ok(m) => format!("the tag names {} now", m.digest),
+        Err(e) if e.is_not_found() => "the registry does not know that tag".to_string(),
+        Err(e) => format!("the tag could not be checked: {e}"),
+    };
+    let untagged = r.without_tag();
+    progress.event(Event::Warning {
+        message: format!(
+            "{} is pulled by its digest without the tag :{tag}, which does not name {digest} ({why})",
+            untagged.familiar()
+        ),
+    });
+    untagged
 }
 
 async fn resolve(
@@ -130,51 +241,40 @@ async fn resolve(
     progress: &dyn Progress,
 ) -> Result<ArchiveImage, CopyError> {
     let top = fetch_manifest(client, store, r, None).await?;
-    // The archive names the image by tag and records the digest it resolved to.
+    let name = recorded_name(client, r, progress).await;
+    // Whether the chosen image's platform is known only from its config, which is then read
+    // below: before the summary when a mismatch is an error, after it when only a warning.
+    let mut check_config = false;
     let image = match &top.manifest {
-        Manifest::Image(im) => {
-            if opts.platform_explicit {
-                check_image_platform(client, store, r, &im.config, opts, progress).await?;
-            }
-            let parts = parts_of(r, &top, None)?;
-            ArchiveImage::single(r.clone(), parts)
-        }
-        Manifest::Index(idx) if opts.all_platforms => {
-            let mut images = Vec::new();
-            let mut manifests = vec![top.descriptor()];
-            let mut docker_image = None;
-            for d in &idx.manifests {
-                let child = fetch_manifest(client, store, r, Some(d)).await?;
-                let parts = parts_of(r, &child, d.platform.clone())?;
-                if docker_image.is_none()
-                    && d.platform
-                        .as_ref()
-                        .is_some_and(|p| opts.platform.matches(p))
-                {
-                    docker_image = Some(images.len());
-                }
-                manifests.push(child.descriptor());
-                images.push(parts);
-            }
-            ArchiveImage {
-                name: r.clone(),
-                root: top.descriptor(),
-                manifests,
-                images,
-                docker_image,
-            }
+        Manifest::Image(_) => {
+            check_config = true;
+            ArchiveImage::single(name, parts_of(r, &top, None, opts)?)
         }
         Manifest::Index(idx) => {
-            let Some(d) = idx.select(&opts.platform) else {
-                return Err(CopyError::NoPlatform {
-                    reference: r.familiar(),
-                    wanted: opts.platform.clone(),
-                    available: idx.platforms(),
-                });
-            };
-            let child = fetch_manifest(client, store, r, Some(d)).await?;
-            let parts = parts_of(r, &child, d.platform.clone())?;
-            ArchiveImage::single(r.clone(), parts)
+            let mut nested = Vec::new();
+            let entries = expand_index(client, store, r, idx, 1, &mut nested).await?;
+            if opts.all_platforms {
+                all_platforms(
+                    client, store, r, name, &top, entries, nested, opts, progress,
+                )
+                .await?
+            } else {
+                let Some(d) = ferry_core::manifest::select_entry(&entries, &opts.platform) else {
+                    return Err(CopyError::NoPlatform {
+                        reference: r.familiar(),
+                        wanted: opts.platform.clone(),
+                        available: ferry_core::manifest::platforms_of(&entries),
+                    });
+                };
+                let child = fetch_manifest(client, store, r, Some(d)).await?;
+                let parts = parts_of(r, &child, d.platform.clone(), opts)?;
+                // Chosen for being the only entry: its config says what it runs on.
+                check_config = d.platform.is_none();
+                ArchiveImage {
+                    index: Some(top.descriptor()),
+                    ..ArchiveImage::single(name, parts)
+                }
+            }
         }
     };
     let blobs: Vec<&Descriptor> = image
@@ -182,9 +282,13 @@ async fn resolve(
         .iter()
         .flat_map(|p| std::iter::once(&p.config).chain(&p.layers))
         .collect();
+    check_foreign_layers(client, r, &blobs).await?;
+    if check_config && opts.platform_explicit {
+        check_image_platform(client, store, r, &image.images[0], opts, progress).await?;
+    }
     progress.event(Event::Resolved {
         reference: r.familiar(),
-        digest: image.root.digest.clone(),
+        digest: image.index.as_ref().unwrap_or(&image.root).digest.clone(),
         platform: image
             .images
             .first()
@@ -197,20 +301,143 @@ async fn resolve(
             .unwrap_or(u64::MAX),
         contents: blobs.iter().map(|d| (d.digest.clone(), d.size)).collect(),
     });
+    if check_config && !opts.platform_explicit {
+        check_image_platform(client, store, r, &image.images[0], opts, progress).await?;
+    }
     Ok(image)
 }
 
+/// Every entry of an index (`--all-platforms`). Docker's `manifest.json` lists one of them:
+/// the one for `opts.platform`, else the first loadable image (with a warning). An index
+/// with no loadable image at all (only attestations and artifacts) is refused unless
+/// artifacts are kept (an OCI layout), where it is only a warning.
+#[allow(clippy::too_many_arguments)]
+async fn all_platforms(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    name: Reference,
+    top: &FetchedManifest,
+    entries: Vec<Descriptor>,
+    nested: Vec<Descriptor>,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<ArchiveImage, CopyError> {
+    let keep_all = PullOptions {
+        keep_artifacts: true,
+        ..opts.clone()
+    };
+    let mut images = Vec::new();
+    let mut manifests = vec![top.descriptor()];
+    manifests.extend(nested);
+    let mut loadable = Vec::new();
+    for d in &entries {
+        let child = fetch_manifest(client, store, r, Some(d)).await?;
+        let is_artifact =
+            matches!(&child.manifest, Manifest::Image(im) if im.artifact_kind().is_some());
+        // Artifacts and attestations ride along in the OCI part; docker never loads them.
+        let parts = parts_of(r, &child, d.platform.clone(), &keep_all)?;
+        if !is_artifact && !d.is_attestation() {
+            loadable.push(images.len());
+        }
+        manifests.push(child.descriptor());
+        images.push(parts);
+    }
+    let matching = loadable.iter().copied().find(|&i| {
+        images[i]
+            .platform
+            .as_ref()
+            .is_some_and(|p| opts.platform.matches(p))
+    });
+    let docker_image = match (matching, loadable.first()) {
+        (Some(i), _) => Some(i),
+        (None, Some(&i)) => {
+            if let Some(p) = &images[i].platform {
+                progress.event(Event::Warning {
+                    message: format!(
+                        "{} has no image for {}; docker will load its {p} image, which needs emulation here",
+                        r.familiar(),
+                        opts.platform
+                    ),
+                });
+            }
+            Some(i)
+        }
+        (None, None) if opts.keep_artifacts => {
+            progress.event(Event::Warning {
+                message: format!(
+                    "{} holds no container image (only attestations or artifacts)",
+                    r.familiar()
+                ),
+            });
+            None
+        }
+        (None, None) => {
+            return Err(CopyError::NothingLoadable {
+                reference: r.familiar(),
+            })
+        }
+    };
+    Ok(ArchiveImage {
+        name,
+        root: top.descriptor(),
+        manifests,
+        images,
+        docker_image,
+        index: None,
+    })
+}
+
+/// Foreign (non-distributable) layers are usually not in the registry: the manifest names
+/// other addresses (Microsoft's, for Windows base layers). ferry fetches only from the
+/// registry, so a foreign layer the registry lacks is refused here, before any download,
+/// naming the layer — not reported later as a 404. One HEAD per foreign layer; images
+/// without them cost nothing.
+async fn check_foreign_layers(
+    client: &Client,
+    r: &Reference,
+    blobs: &[&Descriptor],
+) -> Result<(), CopyError> {
+    for d in blobs
+        .iter()
+        .filter(|d| ferry_core::media::is_foreign_layer(&d.media_type))
+    {
+        let held = client
+            .blob_exists(r.api_host(), r.repository(), &d.digest)
+            .await
+            .map_err(|source| CopyError::Blob {
+                reference: r.familiar(),
+                digest: d.digest.clone(),
+                source,
+            })?;
+        if held.is_none() {
+            return Err(CopyError::ForeignLayer {
+                reference: r.familiar(),
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                url: d.urls.as_ref().and_then(|u| u.first()).cloned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A single-platform image names its platform only in its config: fetch that (into the
-/// store, where it is wanted anyway) and refuse an image of another platform than the one
-/// asked for explicitly, as docker does.
+/// store, where it is wanted anyway). An image of another platform than the one asked for
+/// explicitly is refused, as docker does; without `--platform` it is a warning, since the
+/// image will not run here without emulation. Artifacts have no platform to check.
 async fn check_image_platform(
     client: &Client,
     store: &Store,
     r: &Reference,
-    config: &Descriptor,
+    parts: &ImageParts,
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<(), CopyError> {
+    let config = &parts.config;
+    if !ferry_core::media::is_image_config(&config.media_type) {
+        return Ok(());
+    }
     if !store.has(&config.digest, config.size) {
         download_one(client, store, r, config, progress, None).await?;
     }
@@ -229,6 +456,16 @@ async fn check_image_platform(
     };
     let actual = ferry_core::Platform::new(os, arch, cfg.variant.as_deref());
     if opts.platform.matches(&actual) {
+        return Ok(());
+    }
+    if !opts.platform_explicit {
+        progress.event(Event::Warning {
+            message: format!(
+                "{} is {actual} only; it will not run on this {} machine without emulation",
+                r.familiar(),
+                opts.platform
+            ),
+        });
         return Ok(());
     }
     Err(CopyError::WrongPlatform {

@@ -44,6 +44,10 @@ pub struct PullOptions {
     pub all_platforms: bool,
     /// Blobs downloaded at once.
     pub jobs: usize,
+    /// Whether OCI artifacts (Helm charts, SBOMs, signatures: manifests that are not
+    /// container images) may be pulled. An OCI layout holds any manifest; docker's archive
+    /// formats cannot, so the default is to refuse them.
+    pub keep_artifacts: bool,
 }
 
 impl Default for PullOptions {
@@ -53,6 +57,7 @@ impl Default for PullOptions {
             platform_explicit: false,
             all_platforms: false,
             jobs: 4,
+            keep_artifacts: false,
         }
     }
 }
@@ -73,7 +78,7 @@ pub enum CopyError {
         #[source]
         source: ferry_registry::RegistryError,
     },
-    #[error("{reference} has no image for {wanted}; it has: {}", available.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    #[error("{reference} has no image for {wanted}; {}", platform_list(available))]
     NoPlatform {
         reference: String,
         wanted: Platform,
@@ -91,6 +96,19 @@ pub enum CopyError {
         kind: &'static str,
         digest: Digest,
     },
+    #[error("{reference} is an OCI artifact ({kind}), not a container image; use --format oci to keep it")]
+    Artifact { reference: String, kind: String },
+    #[error("{reference} holds no container image docker could load (only attestations or artifacts); use --format oci to keep it")]
+    NothingLoadable { reference: String },
+    #[error("{reference} has a foreign layer {digest} ({media_type}) that its registry does not hold; ferry does not fetch foreign layers from the addresses a manifest names{}", url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default())]
+    ForeignLayer {
+        reference: String,
+        digest: Digest,
+        media_type: String,
+        url: Option<String>,
+    },
+    #[error("{reference}: indexes nest more than {depth} deep; ferry stops there")]
+    NestedTooDeep { reference: String, depth: usize },
     #[error("caching blob {digest}")]
     Store {
         digest: Digest,
@@ -112,4 +130,13 @@ pub enum CopyError {
         #[source]
         source: ferry_store::StoreError,
     },
+}
+
+/// "it has: a, b", or "it lists no platforms" rather than an empty list.
+fn platform_list(available: &[Platform]) -> String {
+    if available.is_empty() {
+        return "it lists no platforms".into();
+    }
+    let names: Vec<String> = available.iter().map(ToString::to_string).collect();
+    format!("it has: {}", names.join(", "))
 }

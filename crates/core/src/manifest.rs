@@ -40,6 +40,9 @@ pub struct Descriptor {
     pub urls: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// OCI 1.1: the artifact type of the manifest this descriptor points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
@@ -51,7 +54,19 @@ impl Descriptor {
             platform: None,
             urls: None,
             annotations: None,
+            artifact_type: None,
         }
+    }
+
+    /// Whether this entry of an index points at another index (a nested index).
+    pub fn is_index(&self) -> bool {
+        media::is_index(&self.media_type)
+    }
+
+    /// Whether this is an attestation or other non-image entry that BuildKit marks with the
+    /// platform `unknown/unknown`.
+    pub fn is_attestation(&self) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.os == "unknown")
     }
 }
 
@@ -64,6 +79,24 @@ pub struct ImageManifest {
     pub media_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// OCI 1.1: set on artifacts (SBOMs, signatures, oras pushes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+impl ImageManifest {
+    /// What the manifest holds when it is not a container image: its `artifactType`, or its
+    /// config's media type when that is not an image config (a Helm chart's
+    /// `application/vnd.cncf.helm.config.v1+json`). `None` for a container image.
+    pub fn artifact_kind(&self) -> Option<&str> {
+        match &self.artifact_type {
+            Some(t) => Some(t),
+            None if !media::is_image_config(&self.config.media_type) => {
+                Some(&self.config.media_type)
+            }
+            None => None,
+        }
+    }
 }
 
 /// An image index (OCI) or manifest list (Docker).
@@ -80,20 +113,45 @@ impl IndexManifest {
     /// The platforms of the index's image entries, without attestation entries
     /// (`unknown/unknown`) and without duplicates.
     pub fn platforms(&self) -> Vec<Platform> {
-        let mut out: Vec<Platform> = Vec::new();
-        for d in &self.manifests {
-            if let Some(p) = &d.platform {
-                if p.os != "unknown" && !out.contains(p) {
-                    out.push(p.clone());
-                }
-            }
-        }
-        out
+        platforms_of(&self.manifests)
     }
 
-    /// The entry for `wanted`, chosen as docker chooses.
+    /// The entry for `wanted`, chosen as [`select_entry`] chooses.
     pub fn select(&self, wanted: &Platform) -> Option<&Descriptor> {
-        wanted.choose(&self.manifests, |d| d.platform.as_ref())
+        select_entry(&self.manifests, wanted)
+    }
+}
+
+/// The platforms of `entries`, without attestation entries (`unknown/unknown`) and without
+/// duplicates.
+pub fn platforms_of(entries: &[Descriptor]) -> Vec<Platform> {
+    let mut out: Vec<Platform> = Vec::new();
+    for d in entries {
+        if let Some(p) = &d.platform {
+            if p.os != "unknown" && !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The entry of an index (nested indexes already expanded) for `wanted`: the best platform
+/// match as docker chooses; failing that, as containerd does, the one entry without a
+/// `platform` when it is the index's only entry (attestations aside) — oras-made indexes and
+/// the referrers fallback list no platforms. The caller checks that entry's config.
+pub fn select_entry<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Option<&'a Descriptor> {
+    if let Some(d) = wanted.choose(entries, |d| d.platform.as_ref()) {
+        return Some(d);
+    }
+    match entries
+        .iter()
+        .filter(|d| !d.is_attestation())
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [only] if only.platform.is_none() => Some(only),
+        _ => None,
     }
 }
 
@@ -110,31 +168,8 @@ impl Manifest {
     /// Parse manifest bytes. `content_type` is the registry's Content-Type header, used when
     /// the document does not name its own media type.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Probe {
-            schema_version: Option<u32>,
-            media_type: Option<String>,
-            manifests: Option<serde_json::Value>,
-            layers: Option<serde_json::Value>,
-            fs_layers: Option<serde_json::Value>,
-        }
         let probe: Probe = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
-        let content_type = content_type
-            .map(|c| c.split(';').next().unwrap_or("").trim())
-            .filter(|c| !c.is_empty());
-        let declared = probe.media_type.as_deref().or(content_type);
-        if probe.schema_version == Some(1)
-            || probe.fs_layers.is_some()
-            || matches!(
-                declared,
-                Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)
-            )
-        {
-            return Err(ManifestError::Schema1(
-                declared.unwrap_or(media::DOCKER_SCHEMA1).to_string(),
-            ));
-        }
+        probe.refuse_schema1(content_type)?;
         let is_index = match probe.media_type.as_deref() {
             Some(mt) if media::is_index(mt) => true,
             Some(mt) if media::is_image_manifest(mt) => false,
@@ -154,6 +189,20 @@ impl Manifest {
         }
     }
 
+    /// Refuse a Docker schema 1 manifest, before anything else is done with its bytes. A
+    /// signed schema 1 manifest's digest covers its JWS payload only, not the bytes served,
+    /// so verifying it first would report a digest mismatch instead of what it is.
+    /// Bytes that are not schema 1 (or not JSON) pass; [`Manifest::parse`] judges them.
+    pub fn refuse_schema1(bytes: &[u8], content_type: Option<&str>) -> Result<(), ManifestError> {
+        match serde_json::from_slice::<Probe>(bytes) {
+            Ok(probe) => probe.refuse_schema1(content_type),
+            Err(_) if media_type_of(content_type).is_some_and(is_schema1_type) => Err(
+                ManifestError::Schema1(media_type_of(content_type).unwrap_or_default().into()),
+            ),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// The media type the manifest carries, or the default for its kind.
     pub fn media_type(&self) -> &str {
         match self {
@@ -161,6 +210,46 @@ impl Manifest {
             Manifest::Index(i) => i.media_type.as_deref().unwrap_or(media::OCI_INDEX),
         }
     }
+}
+
+/// The fields that tell what kind of manifest a document is.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    schema_version: Option<u32>,
+    media_type: Option<String>,
+    manifests: Option<serde_json::Value>,
+    layers: Option<serde_json::Value>,
+    fs_layers: Option<serde_json::Value>,
+}
+
+impl Probe {
+    fn refuse_schema1(&self, content_type: Option<&str>) -> Result<(), ManifestError> {
+        let declared = self.media_type.as_deref().or(media_type_of(content_type));
+        if self.schema_version == Some(1)
+            || self.fs_layers.is_some()
+            || declared.is_some_and(is_schema1_type)
+        {
+            return Err(ManifestError::Schema1(
+                declared.unwrap_or(media::DOCKER_SCHEMA1).to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A Content-Type header's media type, without parameters.
+fn media_type_of(content_type: Option<&str>) -> Option<&str> {
+    content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| !c.is_empty())
+}
+
+fn is_schema1_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED
+    )
 }
 
 /// The part of an image configuration ferry reads: the layers' uncompressed digests (needed
@@ -246,6 +335,77 @@ mod tests {
         assert!(Manifest::parse(b"{}", None).is_err());
         let bad_digest = IMG.replace("sha256:e3b0", "sha256:zzzz");
         assert!(Manifest::parse(bad_digest.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn an_index_entry_without_platform_is_chosen_only_when_it_is_the_only_one() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let entry = |platform: &str| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,"digest":"{d}"{platform}}}"#
+            )
+        };
+        let attestation = entry(r#","platform":{"os":"unknown","architecture":"unknown"}"#);
+        let parse = |entries: &[String]| {
+            let idx = format!(
+                r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+                entries.join(",")
+            );
+            let Manifest::Index(i) = Manifest::parse(idx.as_bytes(), None).unwrap() else {
+                panic!()
+            };
+            i
+        };
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        let one = parse(&[entry(""), attestation.clone()]);
+        assert!(one.select(&amd64).is_some_and(|e| e.platform.is_none()));
+        assert!(one.platforms().is_empty());
+        assert!(parse(&[entry(""), entry("")]).select(&amd64).is_none());
+        assert!(parse(&[]).select(&amd64).is_none());
+        let arm = parse(&[
+            entry(""),
+            entry(r#","platform":{"os":"linux","architecture":"arm64"}"#),
+        ]);
+        assert!(arm.select(&amd64).is_none());
+    }
+
+    #[test]
+    fn signed_schema1_is_recognised_from_its_bytes_or_its_content_type() {
+        let signed = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[],"signatures":[{"protected":"e30"}]}"#;
+        let e = Manifest::refuse_schema1(signed, None).unwrap_err();
+        assert!(e.to_string().contains("schema 1"), "{e}");
+        let e =
+            Manifest::refuse_schema1(b"not json", Some(media::DOCKER_SCHEMA1_SIGNED)).unwrap_err();
+        assert!(e.to_string().contains(media::DOCKER_SCHEMA1_SIGNED), "{e}");
+        assert!(Manifest::refuse_schema1(IMG.as_bytes(), None).is_ok());
+        assert!(Manifest::refuse_schema1(b"not json", None).is_ok());
+    }
+
+    #[test]
+    fn artifacts_are_told_from_images_by_artifact_type_or_config_type() {
+        let Manifest::Image(image) = Manifest::parse(IMG.as_bytes(), None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(image.artifact_kind(), None);
+        let helm = IMG.replace(
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.cncf.helm.config.v1+json",
+        );
+        let Manifest::Image(helm) = Manifest::parse(helm.as_bytes(), None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            helm.artifact_kind(),
+            Some("application/vnd.cncf.helm.config.v1+json")
+        );
+        let typed = IMG.replace(
+            r#""schemaVersion":2,"#,
+            r#""schemaVersion":2,"artifactType":"application/spdx+json","#,
+        );
+        let Manifest::Image(typed) = Manifest::parse(typed.as_bytes(), None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(typed.artifact_kind(), Some("application/spdx+json"));
     }
 
     proptest::proptest! {

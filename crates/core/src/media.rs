@@ -12,6 +12,14 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_FOREIGN_LAYER_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const OCI_LAYER_NONDISTRIBUTABLE_TAR: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar";
+pub const OCI_LAYER_NONDISTRIBUTABLE_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const OCI_LAYER_NONDISTRIBUTABLE_ZSTD: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+/// The empty JSON `{}` descriptor OCI artifacts without a config point at.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
@@ -49,4 +57,19 @@ pub fn is_index(media_type: &str) -> bool {
 /// Whether `media_type` is a single-image manifest.
 pub fn is_image_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+}
+
+/// Whether `media_type` is an image configuration (what docker, podman and containerd can
+/// run). A manifest whose config is anything else is an artifact (a Helm chart, an SBOM, a
+/// signature).
+pub fn is_image_config(media_type: &str) -> bool {
+    media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
+}
+
+/// Whether `media_type` marks a layer its publisher may not redistribute: Docker's foreign
+/// layers (Windows base layers) and OCI's deprecated non-distributable ones. Registries
+/// usually do not hold them; the descriptor's `urls` say where they live.
+pub fn is_foreign_layer(media_type: &str) -> bool {
+    media_type == DOCKER_FOREIGN_LAYER_GZIP
+        || media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
 }

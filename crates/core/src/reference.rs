@@ -122,6 +122,14 @@ impl Reference {
         }
     }
 
+    /// The same reference without its tag (a digest reference stays one).
+    pub fn without_tag(&self) -> Reference {
+        Reference {
+            tag: None,
+            ..self.clone()
+        }
+    }
+
     /// The same repository with another tag and no digest.
     pub fn with_tag(&self, tag: &str) -> Result<Reference, ReferenceError> {
         Reference::new(&self.registry, &self.repository, Some(tag), None)

@@ -79,7 +79,7 @@ and an image must fit the free disk space (or --max-size) before it is written.
 pub enum Format {
     /// One tar that is both a docker-load archive and an OCI layout (original compressed layers).
     Archive,
-    /// An OCI image layout directory.
+    /// An OCI image layout directory; also holds OCI artifacts (Helm charts, SBOMs).
     Oci,
     /// Docker's legacy layout with uncompressed layers, for docker 1.10–24 era loaders.
     Legacy,
@@ -87,7 +87,8 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Images to pull: [registry[:port]/]repository[:tag][@digest]
+    /// Images to pull: [registry[:port]/]repository[:tag][@digest]. With both, the digest is
+    /// pulled and the tag kept only if it names that digest.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
     /// Output file ('-' for stdout). Default: a name made from the image, e.g. alpine_3.20.tar.

@@ -359,9 +359,10 @@ fn digest_pinned_references_fetch_the_digest() {
         assert_ctr_has(&images, &by_digest, &v2.manifest_digest);
     }
 
-    // Tag and digest: the digest wins (v1's tag, v2's digest → v2), named by the tag.
+    // Tag and digest: the digest wins (v1's tag, v2's digest → v2); the tag names another
+    // image, so it is left out (as docker does) and the image is named by its digest.
     let both = format!("{}/pin/app:v1@{}", reg.host, v2.manifest_digest);
-    let named = format!("{}/pin/app:v1", reg.host);
+    let named = format!("{}/pin/app@{}", reg.host, v2.manifest_digest);
     let archive = work.path().join("tag-digest.tar");
     let out = pull_quiet(&work.path().join("cache2"), &[&both], &archive);
     assert_ok(&out);

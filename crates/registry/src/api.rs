@@ -113,6 +113,13 @@ impl Client {
             (None, Some(d)) => d,
             (None, None) => Digest::sha256_of(&bytes),
         };
+        // Schema 1's digest covers only its JWS payload: name it before a verify fails on it.
+        Manifest::refuse_schema1(&bytes, content_type.as_deref()).map_err(|error| {
+            RegistryError::Manifest {
+                reference: where_.clone(),
+                error,
+            }
+        })?;
         let mut v = Verifier::new(digest.clone(), Some(bytes.len() as u64));
         v.update(&bytes)?;
         v.finish()?;

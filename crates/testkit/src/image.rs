@@ -335,6 +335,147 @@ pub fn random_index(seed: u64, platforms: &[Platform], docker_media_types: bool)
     }
 }
 
+/// `img` with new layers (and the diff_ids the config already lists): a fresh manifest of
+/// the same media type over the same config.
+fn with_layers(img: &TestImage, layers: Vec<Blob>) -> TestImage {
+    let manifest = serde_json::to_vec_pretty(&manifest_json(
+        &img.manifest_media_type,
+        &img.config,
+        &layers,
+    ))
+    .expect("manifest serialises");
+    TestImage {
+        manifest_digest: Digest::sha256_of(&manifest),
+        manifest: Bytes::from(manifest),
+        layers,
+        ..img.clone()
+    }
+}
+
+/// [`random_image`] of `spec` (OCI media types) with every layer compressed with zstd
+/// (`application/vnd.oci.image.layer.v1.tar+zstd`) instead of gzip: same tars, same diff_ids.
+pub fn zstd_image(spec: &ImageSpec) -> TestImage {
+    use std::io::Read;
+    let img = random_image(&ImageSpec {
+        docker_media_types: false,
+        ..spec.clone()
+    });
+    let layers = img
+        .layers
+        .iter()
+        .map(|l| {
+            let mut tar = Vec::new();
+            flate2::read::GzDecoder::new(&l.bytes[..])
+                .read_to_end(&mut tar)
+                .expect("gunzip own layer");
+            Blob::new(
+                media::OCI_LAYER_ZSTD,
+                zstd::encode_all(&tar[..], 3).expect("zstd to memory"),
+            )
+        })
+        .collect();
+    with_layers(&img, layers)
+}
+
+/// An image whose last layer is "foreign" (Windows base layers are the real case): a Docker
+/// schema 2 manifest listing it as `application/vnd.docker.image.rootfs.foreign.diff.tar.gzip`
+/// with `urls`, as a registry that does not hold it serves it. The returned blob is the
+/// foreign layer's content (also the last entry of `layers`); a test decides where it lives.
+pub fn foreign_layer_image(seed: u64, url: &str) -> (TestImage, Blob) {
+    let img = random_image(&ImageSpec {
+        seed,
+        layers: 2,
+        docker_media_types: true,
+        ..ImageSpec::default()
+    });
+    let mut foreign = img.layers[1].clone();
+    foreign.media_type = media::DOCKER_FOREIGN_LAYER_GZIP.to_string();
+    let mut manifest = manifest_json(&img.manifest_media_type, &img.config, &img.layers);
+    manifest["layers"][1]["mediaType"] = json!(foreign.media_type);
+    manifest["layers"][1]["urls"] = json!([url]);
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    let image = TestImage {
+        manifest_digest: Digest::sha256_of(&bytes),
+        manifest: Bytes::from(bytes),
+        layers: vec![img.layers[0].clone(), foreign.clone()],
+        ..img
+    };
+    (image, foreign)
+}
+
+/// An OCI artifact as oras or helm pushes it: an OCI manifest whose config has
+/// `config_media_type` (for a Helm chart `application/vnd.cncf.helm.config.v1+json`; the
+/// empty descriptor `application/vnd.oci.empty.v1+json` when `artifact_type` is set) and one
+/// layer of `layer_media_type`. Its `platform` is meaningless (linux/amd64).
+pub fn artifact(
+    seed: u64,
+    config_media_type: &str,
+    artifact_type: Option<&str>,
+    layer_media_type: &str,
+) -> TestImage {
+    let config_bytes = if config_media_type == "application/vnd.oci.empty.v1+json" {
+        b"{}".to_vec()
+    } else {
+        serde_json::to_vec(
+            &json!({"name": format!("chart-{seed}"), "version": "0.1.0", "apiVersion": "v2"}),
+        )
+        .expect("config serialises")
+    };
+    let config = Blob::new(config_media_type, config_bytes);
+    let payload = format!("ferry-testkit artifact {seed}\n").repeat(64);
+    let layer = Blob::new(layer_media_type, payload.into_bytes());
+    let mut manifest = manifest_json(media::OCI_MANIFEST, &config, std::slice::from_ref(&layer));
+    if let Some(t) = artifact_type {
+        manifest["artifactType"] = json!(t);
+    }
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    TestImage {
+        manifest_digest: Digest::sha256_of(&bytes),
+        manifest: Bytes::from(bytes),
+        manifest_media_type: media::OCI_MANIFEST.to_string(),
+        config,
+        layers: vec![layer],
+        diff_ids: Vec::new(),
+        platform: Platform::new("linux", "amd64", None),
+    }
+}
+
+/// An OCI index (or Docker list) over arbitrary entries, for shapes [`random_index`] does not
+/// make: entries without `platform`, nested indexes, artifacts. `entries` are descriptor
+/// objects as they appear in `manifests`; `images` is only carried along for the caller.
+pub fn raw_index(media_type: &str, entries: Vec<Value>, images: Vec<TestImage>) -> TestIndex {
+    let index = json!({ "schemaVersion": 2, "mediaType": media_type, "manifests": entries });
+    let bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
+    TestIndex {
+        digest: Digest::sha256_of(&bytes),
+        bytes: Bytes::from(bytes),
+        media_type: media_type.to_string(),
+        images,
+    }
+}
+
+/// The descriptor of `img`'s manifest as an index lists it, with `platform` when given.
+pub fn entry_of(img: &TestImage, platform: Option<&Platform>) -> Value {
+    let mut e = json!({
+        "mediaType": img.manifest_media_type,
+        "digest": img.manifest_digest.to_string(),
+        "size": img.manifest.len(),
+    });
+    if let Some(p) = platform {
+        e["platform"] = platform_json(p);
+    }
+    e
+}
+
+/// The descriptor of the index `idx` as an outer index lists it (no platform).
+pub fn entry_of_index(idx: &TestIndex) -> Value {
+    json!({
+        "mediaType": idx.media_type,
+        "digest": idx.digest.to_string(),
+        "size": idx.bytes.len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

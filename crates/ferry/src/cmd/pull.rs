@@ -70,6 +70,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         platform_explicit: explicit,
         all_platforms: args.all_platforms,
         jobs: args.jobs as usize,
+        keep_artifacts: args.format == Format::Oci,
     };
     let reporter = Arc::new(Reporter::new(args.quiet));
     let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
