@@ -3,7 +3,10 @@
 //! (Bearer tokens per scope, refreshed when they expire, or Basic), finds credentials the way
 //! docker and podman do, fetches manifests (verified against their digest) and streams blobs
 //! into a [`ferry_core::ResumableWrite`] with retries, backoff, `Retry-After` and `Range`
-//! resume. Errors are a typed [`RegistryError`] with `is_not_found()` / `is_retryable()`.
+//! resume. A registry that cannot be reached on first contact fails at once; small requests
+//! have a deadline and blob bodies a minimum throughput; every retry is announced through
+//! [`ClientOptions::on_retry`]. Errors are a typed [`RegistryError`] with `is_not_found()` /
+//! `is_retryable()`, each rendering as one sentence.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), ferry_registry::RegistryError> {
