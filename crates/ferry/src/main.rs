@@ -48,13 +48,16 @@ fn main() {
                 progress::abandon();
                 cmd::cleanup_temp_outputs();
                 say!("interrupted{name}; downloaded data is kept in the cache, run the same command again to resume");
-                // Exit at once: a writer thread left running could recreate what was just
-                // removed.
-                std::process::exit(code);
+                code
             }
         }
     });
+    // Dropping the downloads writes out what they hold in memory, for the next run to resume.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if matches!(code, exit::INTERRUPTED | exit::TERMINATED | exit::HANGUP) {
+        // Again: a writer thread may have created its file after the first pass.
+        cmd::cleanup_temp_outputs();
+    }
     std::process::exit(code);
 }
 

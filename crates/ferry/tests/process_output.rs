@@ -256,6 +256,22 @@ async fn sigterm_and_sighup_remove_temp_outputs_of_every_format_and_exit_143_129
             vec!["cache".to_string()],
             "{extra:?} SIG{signal} left output behind"
         );
+        // What had arrived is kept for the next run to resume from.
+        let held = std::fs::read_dir(work.path().join("cache/ingest"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains(img.layers[0].digest.hex())
+            })
+            .map(|e| e.metadata().unwrap().len())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            held > 0,
+            "{extra:?} SIG{signal}: nothing of the layer was kept"
+        );
     }
 }
 

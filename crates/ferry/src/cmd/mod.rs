@@ -55,17 +55,15 @@ pub(crate) fn untrack_aside(aside: &std::path::Path) {
 }
 
 /// On an interruption: remove every temporary output, then put back what was moved aside.
-/// The locks stay held so no writer can register (and create) anything new meanwhile.
+/// Safe to call again (it is, once the writers had time to stop).
 pub fn cleanup_temp_outputs() {
-    let temps = TEMP_OUTPUTS.lock();
-    if let Ok(v) = &temps {
+    if let Ok(v) = TEMP_OUTPUTS.lock() {
         for p in v.iter() {
             let _ = std::fs::remove_file(p);
             let _ = std::fs::remove_dir_all(p);
         }
     }
-    let aside = ASIDE.lock();
-    if let Ok(v) = &aside {
+    if let Ok(v) = ASIDE.lock() {
         for (old, original) in v.iter() {
             // A replacement already in place is complete: then the old one goes.
             if original.exists() {
@@ -75,9 +73,6 @@ pub fn cleanup_temp_outputs() {
             }
         }
     }
-    // Held until the process exits: see above.
-    std::mem::forget(temps);
-    std::mem::forget(aside);
 }
 
 /// Build the registry client for `registries` (the user-facing names the credentials
