@@ -234,6 +234,7 @@ async fn foreign_layer_missing_from_the_registry_is_refused_naming_the_layer() {
             media::DOCKER_FOREIGN_LAYER_GZIP
         )
     );
+    assert!(!stderr(&r).contains("hint:"), "{}", stderr(&r));
     // Refused before any layer was downloaded.
     assert!(img.layers.iter().all(|l| reg.blob_gets(&l.digest) == 0));
     assert!(!out.exists());
