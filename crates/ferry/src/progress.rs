@@ -155,9 +155,9 @@ impl Reporter {
         }
     }
 
-    /// Stop drawing at once and for good, leaving the last frame as it is (clearing it would
-    /// need the cursor where indicatif left it, which a `^C` echo may have moved). Call before
-    /// printing an interruption or error message, so no redraw lands on it.
+    /// Stop drawing at once and for good, leaving the last frame as it is (clearing it trusts
+    /// the cursor to be where indicatif left it, which is not sure after a signal). Call
+    /// before printing an interruption or error message, so no redraw lands on it.
     pub fn abandon(&self) {
         self.shared.abandon();
     }
@@ -178,9 +178,6 @@ impl Shared {
 
     fn stop(&self, st: &mut State, clear: bool) {
         st.stopped = true;
-        if self.hushed {
-            restore_control_echo();
-        }
         if let Some(t) = &st.total {
             t.disable_steady_tick();
         }
@@ -189,6 +186,10 @@ impl Shared {
                 let _ = m.clear();
             }
             m.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        // Only now: an echo before drawing stopped could still throw a frame off.
+        if self.hushed {
+            restore_control_echo();
         }
     }
 
