@@ -366,7 +366,7 @@ async fn bars_fit_80_columns_name_their_image_and_the_summary_follows_them() {
     }
     let summary = pos("downloaded ");
     assert!(
-        lines[summary].contains("0 of 6 blobs were in the cache"),
+        lines[summary].contains("0 of 6 blobs came from the cache"),
         "{shown}"
     );
     assert_eq!(
