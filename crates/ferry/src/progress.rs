@@ -155,9 +155,9 @@ impl Reporter {
         }
     }
 
-    /// Stop drawing at once and for good, leaving the last frame as it is (clearing it would
-    /// need the cursor where indicatif left it, which a `^C` echo may have moved). Call before
-    /// printing an interruption or error message, so no redraw lands on it.
+    /// Stop drawing at once and for good, leaving the last frame as it is (clearing it trusts
+    /// the cursor to be where indicatif left it, which is not sure after a signal). Call
+    /// before printing an interruption or error message, so no redraw lands on it.
     pub fn abandon(&self) {
         self.shared.abandon();
     }
@@ -178,9 +178,6 @@ impl Shared {
 
     fn stop(&self, st: &mut State, clear: bool) {
         st.stopped = true;
-        if self.hushed {
-            restore_control_echo();
-        }
         if let Some(t) = &st.total {
             t.disable_steady_tick();
         }
@@ -189,6 +186,10 @@ impl Shared {
                 let _ = m.clear();
             }
             m.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        // Only now: an echo before drawing stopped could still throw a frame off.
+        if self.hushed {
+            restore_control_echo();
         }
     }
 
@@ -291,7 +292,7 @@ impl Shared {
                         if let Some(bar) = &b.bar {
                             bar.set_position(held);
                         }
-                        st.got = (st.got + after).saturating_sub(before);
+                        st.got = st.got.saturating_add(after).saturating_sub(before);
                         self.update_total(&st);
                     }
                 }
@@ -402,7 +403,7 @@ impl Shared {
             _ => {
                 b.held = b.size;
                 let after = b.counted();
-                st.got = (st.got + after).saturating_sub(before);
+                st.got = st.got.saturating_add(after).saturating_sub(before);
             }
         }
         st.settled += 1;
@@ -444,8 +445,11 @@ fn summary(st: &State) -> Option<String> {
     if n == 0 {
         return None;
     }
-    if st.settled == st.cached {
-        return Some(format!("all {n} blobs were in the cache"));
+    if st.cached == n {
+        let s = if n == 1 { "" } else { "s" };
+        return Some(format!(
+            "nothing to download: {n} blob{s} came from the cache"
+        ));
     }
     let secs = st
         .first_download
@@ -454,7 +458,7 @@ fn summary(st: &State) -> Option<String> {
         .max(0.001);
     let rate = (st.got as f64 / secs) as u64;
     Some(format!(
-        "downloaded {} in {secs:.1} s ({}/s); {} of {n} blobs were in the cache",
+        "downloaded {} in {secs:.1} s ({}/s); {} of {n} blobs came from the cache",
         HumanBytes(st.got),
         HumanBytes(rate),
         st.cached
@@ -708,7 +712,7 @@ mod tests {
         let n = lines.len();
         assert!(
             lines[n - 2].starts_with("downloaded 50 B in ")
-                && lines[n - 2].ends_with("; 1 of 3 blobs were in the cache"),
+                && lines[n - 2].ends_with("; 1 of 3 blobs came from the cache"),
             "{lines:?}"
         );
         assert_eq!(lines[n - 1], "wrote x.tar");
@@ -727,7 +731,7 @@ mod tests {
         r.finish_downloads();
         assert_eq!(
             lines.lock().unwrap().last().map(String::as_str),
-            Some("all 1 blobs were in the cache")
+            Some("nothing to download: 1 blob came from the cache")
         );
     }
 

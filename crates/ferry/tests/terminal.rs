@@ -17,11 +17,13 @@ use ferry_testkit::fake::{FakeAuth, Fault};
 use ferry_testkit::image::{random_index, sized_image};
 use ferry_testkit::real;
 
+/// The terminal's width, unless a test says otherwise.
 const WIDTH: usize = 80;
 
 /// A minimal VT100 screen (with unlimited scrollback): printing with auto-wrap, CR, LF,
 /// cursor moves and erases — what indicatif and a tty send.
 struct Screen {
+    width: usize,
     rows: Vec<Vec<char>>,
     row: usize,
     col: usize,
@@ -33,9 +35,10 @@ struct Screen {
 }
 
 impl Screen {
-    fn new() -> Screen {
+    fn new(width: usize) -> Screen {
         Screen {
-            rows: vec![vec![' '; WIDTH]],
+            width,
+            rows: vec![vec![' '; width]],
             row: 0,
             col: 0,
             pending_wrap: false,
@@ -43,8 +46,8 @@ impl Screen {
         }
     }
 
-    fn replay(text: &str) -> Screen {
-        let mut s = Screen::new();
+    fn replay(text: &str, width: usize) -> Screen {
+        let mut s = Screen::new(width);
         s.feed(text);
         s
     }
@@ -100,7 +103,7 @@ impl Screen {
 
     fn print(&mut self, c: char) {
         if self.pending_wrap {
-            if self.rows[self.row][WIDTH - 1] != ' ' {
+            if self.rows[self.row][self.width - 1] != ' ' {
                 self.overflowed.push(self.rows[self.row].iter().collect());
             }
             self.col = 0;
@@ -108,7 +111,7 @@ impl Screen {
             self.pending_wrap = false;
         }
         self.rows[self.row][self.col] = c;
-        if self.col + 1 == WIDTH {
+        if self.col + 1 == self.width {
             self.pending_wrap = true;
         } else {
             self.col += 1;
@@ -118,7 +121,7 @@ impl Screen {
     fn down(&mut self, n: usize) {
         self.row += n;
         while self.rows.len() <= self.row {
-            self.rows.push(vec![' '; WIDTH]);
+            self.rows.push(vec![' '; self.width]);
         }
     }
 
@@ -137,9 +140,9 @@ impl Screen {
         match last {
             Some('A') => self.row = self.row.saturating_sub(arg(1).max(1)),
             Some('B') => self.down(arg(1).max(1)),
-            Some('C') => self.col = (self.col + arg(1).max(1)).min(WIDTH - 1),
+            Some('C') => self.col = (self.col + arg(1).max(1)).min(self.width - 1),
             Some('D') => self.col = self.col.saturating_sub(arg(1).max(1)),
-            Some('G') => self.col = (arg(1).max(1) - 1).min(WIDTH - 1),
+            Some('G') => self.col = (arg(1).max(1) - 1).min(self.width - 1),
             Some('K') => {
                 let (row, col) = (&mut self.rows[self.row], self.col);
                 match arg(0) {
@@ -210,8 +213,8 @@ fn strip_escapes(raw: &str) -> String {
     out
 }
 
-/// A ferry run on an 80×24 pseudo-terminal. `interrupt_when`: once the output holds this
-/// text, type Ctrl-C.
+/// A ferry run on a pseudo-terminal `width` columns wide and 24 rows high. `interrupt_when`:
+/// once the output holds this text, type Ctrl-C.
 struct TermRun {
     raw: String,
     status: ExitStatus,
@@ -220,6 +223,7 @@ struct TermRun {
 async fn on_terminal(
     cache: &std::path::Path,
     args: &[String],
+    width: usize,
     interrupt_when: Option<&'static str>,
 ) -> Option<TermRun> {
     let script = real::tool("script")?;
@@ -228,7 +232,7 @@ async fn on_terminal(
     // off while it draws bars, on a line of its own: "echoctl" or "-echoctl". The shell
     // outlives a Ctrl-C to print it (a trap, unlike an ignored signal, is not inherited).
     let cmdline = format!(
-        "trap true INT; stty cols {WIDTH} rows 24; {} {}; s=$?; \
+        "trap true INT; stty cols {width} rows 24; {} {}; s=$?; \
          stty -a | grep -o -- '-*echoctl'; exit $s",
         env!("CARGO_BIN_EXE_ferry"),
         quoted.join(" ")
@@ -314,10 +318,10 @@ async fn bars_fit_80_columns_name_their_image_and_the_summary_follows_them() {
         format!("{}/{LONG_REPO}:v2", reg.host()),
     );
     let args = s(&["pull", &ra, &rb, "-o", out.to_str().unwrap()]);
-    let Some(run) = on_terminal(&work.path().join("cache"), &args, None).await else {
+    let Some(run) = on_terminal(&work.path().join("cache"), &args, WIDTH, None).await else {
         return;
     };
-    let screen = Screen::replay(&run.raw);
+    let screen = Screen::replay(&run.raw, WIDTH);
     let shown = screen.text();
     assert!(run.status.success(), "ferry failed:\n{shown}");
     assert!(
@@ -366,7 +370,7 @@ async fn bars_fit_80_columns_name_their_image_and_the_summary_follows_them() {
     }
     let summary = pos("downloaded ");
     assert!(
-        lines[summary].contains("0 of 6 blobs were in the cache"),
+        lines[summary].contains("0 of 6 blobs came from the cache"),
         "{shown}"
     );
     assert_eq!(
@@ -395,10 +399,10 @@ async fn interrupt_stops_the_bars_before_the_message() {
     let r = format!("{}/team/slow:v1", reg.host());
     let args = s(&["pull", &r, "-o", out.to_str().unwrap()]);
     // "]" closes a blob's bar: interrupt once bars are drawn.
-    let Some(run) = on_terminal(&work.path().join("cache"), &args, Some("]")).await else {
+    let Some(run) = on_terminal(&work.path().join("cache"), &args, WIDTH, Some("]")).await else {
         return;
     };
-    let screen = Screen::replay(&run.raw);
+    let screen = Screen::replay(&run.raw, WIDTH);
     let shown = screen.text();
     assert_eq!(run.status.code(), Some(130), "{shown}");
     let at = run
@@ -430,6 +434,86 @@ async fn interrupt_stops_the_bars_before_the_message() {
         "the bars were drawn twice or below the message:\n{shown}"
     );
     assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bars_fit_a_narrow_terminal() {
+    const NARROW: usize = 50;
+    let (a, b) = (sized_image(607, 2, 60_000), sized_image(608, 1, 60_000));
+    let reg = fake_registry(FakeAuth::None, LONG_REPO, &[("v1", &a), ("v2", &b)]).await;
+    reg.add_fault(Fault::Throttle {
+        bytes_per_sec: 300_000,
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("n.tar");
+    let (ra, rb) = (
+        format!("{}/{LONG_REPO}:v1", reg.host()),
+        format!("{}/{LONG_REPO}:v2", reg.host()),
+    );
+    let args = s(&["pull", &ra, &rb, "-o", out.to_str().unwrap()]);
+    let Some(run) = on_terminal(&work.path().join("cache"), &args, NARROW, None).await else {
+        return;
+    };
+    let screen = Screen::replay(&run.raw, NARROW);
+    let shown = screen.text();
+    assert!(run.status.success(), "ferry failed:\n{shown}");
+    let stream = strip_escapes(&run.raw);
+    assert!(
+        stream.contains("total ") && stream.contains("% ETA"),
+        "no total line was drawn:\n{stream}"
+    );
+    // Everything fits but the summary and `wrote` lines, plain messages once drawing is
+    // over, which may wrap.
+    let only_messages = screen
+        .overflowed
+        .iter()
+        .all(|row| row.starts_with("downloaded ") || row.starts_with("wrote "));
+    assert!(
+        only_messages,
+        "lines wider than {NARROW} columns wrapped: {:#?}\n{shown}",
+        screen.overflowed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_prints_below_the_last_frame_with_nothing_drawn_after() {
+    let img = sized_image(609, 1, 200_000);
+    let reg = fake_registry(FakeAuth::None, "team/bad", &[("v1", &img)]).await;
+    reg.add_fault(Fault::WrongDigest {
+        digest: img.layers[0].digest.clone(),
+    });
+    reg.add_fault(Fault::Throttle {
+        bytes_per_sec: 400_000,
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("bad.tar");
+    let r = format!("{}/team/bad:v1", reg.host());
+    let args = s(&["pull", &r, "-o", out.to_str().unwrap()]);
+    let Some(run) = on_terminal(&work.path().join("cache"), &args, WIDTH, None).await else {
+        return;
+    };
+    let screen = Screen::replay(&run.raw, WIDTH);
+    let shown = screen.text();
+    assert_eq!(run.status.code(), Some(6), "{shown}");
+    let at = run
+        .raw
+        .find("error: ")
+        .unwrap_or_else(|| panic!("no error message:\n{shown}"));
+    assert!(
+        !run.raw[at..].contains('\x1b'),
+        "drawing went on after the error: {:?}",
+        &run.raw[at..]
+    );
+    let lines = screen.lines();
+    let error = lines
+        .iter()
+        .position(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("the error was overwritten:\n{shown}"));
+    assert!(
+        lines[..error].iter().any(|l| l.starts_with("total ")),
+        "the last frame should stay above the error:\n{shown}"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("echoctl"), "{shown}");
 }
 
 /// No byte of `stderr` is a control character but the line ends, and no C1 or bidi control
