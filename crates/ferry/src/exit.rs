@@ -1,6 +1,5 @@
 //! Exit codes and error rendering: one sentence, the cause chain, a hint where one helps.
 
-
 use ferry_copy::CopyError;
 use ferry_registry::RegistryError;
 use ferry_store::StoreError;

@@ -22,15 +22,28 @@ use crate::sanitize::clean;
 /// The live reporter, for [`abandon`].
 static CURRENT: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
 
+fn live() -> Option<Arc<Shared>> {
+    CURRENT
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().and_then(Weak::upgrade))
+}
+
 /// Stop the live reporter drawing (see [`Reporter::abandon`]). The error and signal paths
 /// call this before they print; it does nothing when there is no reporter.
 pub fn abandon() {
-    let live = CURRENT
-        .lock()
-        .ok()
-        .and_then(|c| c.as_ref().and_then(Weak::upgrade));
-    if let Some(shared) = live {
+    if let Some(shared) = live() {
         shared.abandon();
+    }
+}
+
+/// A message from below the engine (the registry client's retry notices): printed like
+/// [`Reporter::line`] by the live reporter, above its bars, or sanitised on stderr when no
+/// reporter exists yet (the first contact with a registry happens before one is made).
+pub fn notice(text: &str) {
+    match live() {
+        Some(shared) => shared.line(text),
+        None => crate::stdio::say!("{}", clean(text)),
     }
 }
 
@@ -134,10 +147,7 @@ impl Reporter {
 
     /// A message line (above the bars while they are drawn; not with --quiet).
     pub fn line(&self, text: &str) {
-        if self.shared.mode != Mode::Quiet {
-            let st = self.shared.lock();
-            self.shared.say(&st, text, false);
-        }
+        self.shared.line(text);
     }
 
     /// The downloads are over: clear the live area and print the totals. Lines printed
@@ -164,6 +174,13 @@ impl Reporter {
 }
 
 impl Shared {
+    fn line(&self, text: &str) {
+        if self.mode != Mode::Quiet {
+            let st = self.lock();
+            self.say(&st, text, false);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not silence the error report.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

@@ -5,7 +5,7 @@ mod output;
 mod pull;
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,9 +120,10 @@ fn retry_printer(quiet: bool) -> Option<RetryHook> {
     if quiet {
         return None;
     }
+    // Through the reporter, so the line lands above the bars and is sanitised (the notice
+    // quotes the registry's error text).
     Some(Arc::new(|notice: &RetryNotice| {
-        // A closed stderr must not stop (or panic) the pull.
-        let _ = writeln!(std::io::stderr(), "{notice}");
+        crate::progress::notice(&notice.to_string())
     }))
 }
 
