@@ -437,9 +437,9 @@ async fn download_attempt(
         Ok(_) => {}
         // The bytes kept from an earlier run may be what was wrong (a damaged partial file);
         // the commit removed them. Only a download from byte 0 that fails is the registry's.
-        Err(ferry_store::StoreError::Verify(v)) if resumed && may_retry => {
+        Err(ferry_store::StoreError::Verify(_)) if resumed && may_retry => {
             return Ok(Attempt::Again(format!(
-                "blob {} did not verify after resuming from bytes kept by an earlier run ({v}); downloading it again from the start",
+                "blob {} did not verify after resuming from bytes kept by an earlier run; downloading it again from the start",
                 d.digest
             )));
         }
