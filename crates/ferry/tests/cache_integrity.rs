@@ -266,6 +266,25 @@ async fn manifest_declaring_a_wrong_size_keeps_the_cached_blob() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn blob_cut_short_by_a_crash_is_fetched_again() {
+    let img = sized_image(610, 1, 100_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(&[("v1", &img)]).await;
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let image = format!("{}/{REPO}:v1", reg.host());
+    assert_ok(&pull_to(&cache, &["-q", &image], &work.path().join("a.tar")).await);
+    // What an unsynced rename can leave after a machine crash: the name, part of the bytes.
+    let path = cached(&cache, &layer.digest);
+    let held = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &held[..held.len() / 3]).unwrap();
+    let out = work.path().join("b.tar");
+    assert_ok(&pull_to(&cache, &["-q", &image], &out).await);
+    check_archive(&out, &img);
+    assert_eq!(blob_gets(&reg, &layer.digest).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn symlink_planted_at_a_partial_is_refused_and_its_target_untouched() {
     let img = sized_image(606, 1, 50_000);
     let reg = registry_with(&[("v1", &img)]).await;
