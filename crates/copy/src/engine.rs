@@ -495,12 +495,26 @@ async fn download_all(
             runtime: tokio::runtime::Handle::current(),
         });
     }
+    // Off the async threads: a blob whose size looks wrong is hashed to tell why.
+    let (s, sizes) = (
+        store.clone(),
+        wanted
+            .iter()
+            .map(|(_, d)| (d.digest.clone(), d.size))
+            .collect::<Vec<_>>(),
+    );
+    let checks = tokio::task::spawn_blocking(move || {
+        sizes
+            .iter()
+            .map(|(digest, size)| s.check(digest, *size))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| CopyError::Task(e.to_string()))?;
     let slots = Arc::new(Semaphore::new(jobs));
     let mut set = JoinSet::new();
-    for (r, d) in wanted {
-        let cached = store
-            .check(&d.digest, d.size)
-            .map_err(|source| cache_error(&r, &d, source))?;
+    for ((r, d), check) in wanted.into_iter().zip(checks) {
+        let cached = check.map_err(|source| cache_error(&r, &d, source))?;
         let in_output = direct
             .as_ref()
             .is_some_and(|out| out.region(&d.digest).is_some());
@@ -678,9 +692,9 @@ async fn download_attempt(
         Ok(_) => {}
         // The bytes kept from an earlier run may be what was wrong (a damaged partial file);
         // the commit removed them. Only a download from byte 0 that fails is the registry's.
-        Err(ferry_store::StoreError::Verify(v)) if resumed && may_retry => {
+        Err(ferry_store::StoreError::Verify(_)) if resumed && may_retry => {
             return Ok(Attempt::Again(format!(
-                "blob {} did not verify after resuming from bytes kept by an earlier run ({v}); downloading it again from the start",
+                "blob {} did not verify after resuming from bytes kept by an earlier run; downloading it again from the start",
                 d.digest
             )));
         }

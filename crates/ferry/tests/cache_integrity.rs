@@ -266,6 +266,25 @@ async fn manifest_declaring_a_wrong_size_keeps_the_cached_blob() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn blob_cut_short_by_a_crash_is_fetched_again() {
+    let img = sized_image(610, 1, 100_000);
+    let layer = &img.layers[0];
+    let reg = registry_with(&[("v1", &img)]).await;
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let image = format!("{}/{REPO}:v1", reg.host());
+    assert_ok(&pull_to(&cache, &["-q", &image], &work.path().join("a.tar")).await);
+    // What an unsynced rename can leave after a machine crash: the name, part of the bytes.
+    let path = cached(&cache, &layer.digest);
+    let held = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &held[..held.len() / 3]).unwrap();
+    let out = work.path().join("b.tar");
+    assert_ok(&pull_to(&cache, &["-q", &image], &out).await);
+    check_archive(&out, &img);
+    assert_eq!(blob_gets(&reg, &layer.digest).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn symlink_planted_at_a_partial_is_refused_and_its_target_untouched() {
     let img = sized_image(606, 1, 50_000);
     let reg = registry_with(&[("v1", &img)]).await;
@@ -330,63 +349,49 @@ async fn damaged_partial_is_downloaded_again_from_byte_0() {
     let reg = registry_with(&[("v1", &img)]).await;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
-    std::fs::create_dir_all(cache.join("ingest")).unwrap();
+    let image = format!("{}/{REPO}:v1", reg.host());
+    let partial = cache
+        .join("ingest")
+        .join(format!("sha256-{}.partial", layer.digest.hex()));
+    // Half the layer, one byte of it wrong: what a damaged partial file holds.
     let mut half = layer.bytes[..layer.bytes.len() / 2].to_vec();
     half[1000] ^= 1;
-    std::fs::write(
-        cache
-            .join("ingest")
-            .join(format!("sha256-{}.partial", layer.digest.hex())),
-        &half,
-    )
-    .unwrap();
-    for out in ["a.tar", "b.tar"] {
-        let _ = std::fs::remove_file(cached(&cache, &layer.digest));
-        if out == "b.tar" {
-            // The same through the writer path (standard output).
-            std::fs::write(
-                cache
-                    .join("ingest")
-                    .join(format!("sha256-{}.partial", layer.digest.hex())),
-                &half,
-            )
-            .unwrap();
-            let before = blob_gets(&reg, &layer.digest).len();
-            let r = run(
-                &cache,
-                &s(&["pull", &format!("{}/{REPO}:v1", reg.host()), "-o", "-"]),
-            )
-            .await;
-            assert_ok(&r);
-            assert_eq!(
-                tar_map(&r.stdout)[&blob_name(&layer.digest)],
-                layer.bytes.to_vec()
-            );
-            let gets = &blob_gets(&reg, &layer.digest)[before..];
-            assert_eq!(gets.len(), 2, "{gets:?}");
-            assert_eq!(gets[1].range, None);
-            continue;
-        }
-        let path = work.path().join(out);
-        let r = pull_to(&cache, &[&format!("{}/{REPO}:v1", reg.host())], &path).await;
-        assert_ok(&r);
-        check_archive(&path, &img);
-        let err = stderr(&r);
-        assert!(
-            err.contains(&format!(
-                "warning: blob {} did not verify after resuming from bytes kept by an earlier run",
-                layer.digest
-            )) && err.contains("downloading it again from the start"),
-            "{err}"
-        );
-        let gets = blob_gets(&reg, &layer.digest);
-        assert_eq!(gets.len(), 2, "{gets:?}");
-        assert_eq!(
-            gets[0].range.as_deref(),
-            Some(format!("bytes={}-", half.len()).as_str())
-        );
-        assert_eq!(gets[1].range, None, "the retry starts from byte 0");
-    }
+    std::fs::create_dir_all(cache.join("ingest")).unwrap();
+
+    // Into a default archive (each download writes its region directly).
+    std::fs::write(&partial, &half).unwrap();
+    let out = work.path().join("a.tar");
+    let r = pull_to(&cache, &[&image], &out).await;
+    assert_ok(&r);
+    check_archive(&out, &img);
+    let err = stderr(&r);
+    assert!(
+        err.contains(&format!(
+            "warning: blob {} did not verify after resuming from bytes kept by an earlier run; downloading it again from the start\n",
+            layer.digest
+        )),
+        "{err}"
+    );
+    let gets = blob_gets(&reg, &layer.digest);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(
+        gets[0].range.as_deref(),
+        Some(format!("bytes={}-", half.len()).as_str())
+    );
+    assert_eq!(gets[1].range, None, "the retry starts from byte 0");
+
+    // The same through the writer path (standard output).
+    std::fs::remove_file(cached(&cache, &layer.digest)).unwrap();
+    std::fs::write(&partial, &half).unwrap();
+    let r = run(&cache, &s(&["pull", "-q", &image, "-o", "-"])).await;
+    assert_ok(&r);
+    assert_eq!(
+        tar_map(&r.stdout)[&blob_name(&layer.digest)],
+        layer.bytes.to_vec()
+    );
+    let gets = &blob_gets(&reg, &layer.digest)[2..];
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[1].range, None);
 }
 
 /// An image whose config is `config_size` bytes of valid JSON.
