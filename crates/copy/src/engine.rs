@@ -438,15 +438,38 @@ async fn check_image_platform(
     if !ferry_core::media::is_image_config(&config.media_type) {
         return Ok(());
     }
-    if !store.has(&config.digest, config.size) {
-        download_one(client, store, r, config, progress, None).await?;
+    let store_err = |source| CopyError::Store {
+        digest: config.digest.clone(),
+        source,
+    };
+    if config.size > ferry_store::MAX_SMALL {
+        // Known from the manifest alone: refuse before downloading it when the platform was
+        // asked for; otherwise the warning is only a courtesy, and not worth the read.
+        if opts.platform_explicit {
+            return Err(store_err(ferry_store::StoreError::TooLarge {
+                digest: config.digest.clone(),
+                size: config.size,
+            }));
+        }
+        return Ok(());
     }
-    let bytes = store
-        .read_small(&config.digest)
-        .map_err(|source| CopyError::Store {
-            digest: config.digest.clone(),
-            source,
-        })?;
+    let mut refetched = false;
+    let bytes = loop {
+        if !store.has(&config.digest, config.size) {
+            download_one(client, store, r, config, progress, None).await?;
+        }
+        match store.read_small(&config.digest) {
+            Ok(b) => break b,
+            // A damaged cached copy has been removed by the read: fetch it again, once.
+            Err(e @ ferry_store::StoreError::Corrupt { .. }) if !refetched => {
+                refetched = true;
+                progress.event(Event::Warning {
+                    message: format!("{e}; downloading it again"),
+                });
+            }
+            Err(e) => return Err(store_err(e)),
+        }
+    };
     // A config that does not say (or does not parse) is not held against the image.
     let Ok(cfg) = ferry_core::manifest::ImageConfig::parse(&bytes) else {
         return Ok(());

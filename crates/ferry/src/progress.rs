@@ -76,6 +76,9 @@ struct Shared {
 struct State {
     /// Familiar names of the images, in the order they were resolved.
     images: Vec<String>,
+    /// How many images the command names: labels are needed from the first blob on when
+    /// there are several, not only once the second image is resolved.
+    expected: usize,
     blobs: HashMap<Digest, Blob>,
     /// The total line, added when the first image is resolved.
     total: Option<ProgressBar>,
@@ -165,6 +168,11 @@ impl Reporter {
         }
     }
 
+    /// The command names `n` images: label each blob with its image when there are several.
+    pub fn expect_images(&self, n: usize) {
+        self.shared.lock().expected = n;
+    }
+
     /// Stop drawing at once and for good, leaving the last frame as it is (clearing it trusts
     /// the cursor to be where indicatif left it, which is not sure after a signal). Call
     /// before printing an interruption or error message, so no redraw lands on it.
@@ -235,7 +243,7 @@ impl Shared {
     fn label(&self, st: &State, digest: &Digest, room: Option<usize>) -> String {
         let image = st.blobs.get(digest).and_then(|b| b.image);
         match image {
-            Some(i) if st.images.len() > 1 => {
+            Some(i) if st.images.len().max(st.expected) > 1 => {
                 let (number, short) = (format!("[{}] ", i + 1), format!(" {}", digest.short()));
                 let name = match room {
                     Some(r) => cut_middle(&st.images[i], r.saturating_sub(number.len() + 13)),

@@ -134,7 +134,10 @@ async fn damaged_cached_layer_on_stdout_fails_and_is_removed() {
     assert_ok(&r);
     let entries = tar_map(&r.stdout);
     assert_eq!(entries[&blob_name(&bad.digest)], bad.bytes.to_vec());
-    assert_eq!(blob_gets(&reg, &bad.digest).len(), 2);
+    // The first pull's GET, then one more: by the failed run's downloads (which may have
+    // been cut short when the writer stopped them) and/or by this run.
+    let gets = blob_gets(&reg, &bad.digest).len();
+    assert!((2..=3).contains(&gets), "{gets} GETs of the damaged blob");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,6 +73,10 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         keep_artifacts: args.format == Format::Oci,
     };
     let reporter = Arc::new(Reporter::new(args.quiet));
+    let mut distinct = refs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    distinct.sort();
+    distinct.dedup();
+    reporter.expect_images(distinct.len());
     let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
     // The default archive's length stands for every format: the legacy one is larger (its
     // layers are uncompressed), but by an amount nobody knows before decompressing.
