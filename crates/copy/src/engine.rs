@@ -131,6 +131,56 @@ async fn fetch_manifest(
 /// without a limit; a bound keeps a hostile registry from sending ferry round in circles.
 const MAX_INDEX_DEPTH: usize = 4;
 
+/// How many manifests resolving one reference may fetch: its own, nested indexes and the
+/// images chosen. Real indexes list tens; a 4 MiB index can list some 20,000 entries, and
+/// without a bound `--all-platforms` would fetch every one of them.
+const MAX_MANIFESTS: usize = 1000;
+
+/// The manifest fetches of one reference's resolution, counted against [`MAX_MANIFESTS`].
+struct Fetches<'a> {
+    client: &'a Client,
+    store: &'a Store,
+    r: &'a Reference,
+    count: usize,
+}
+
+impl<'a> Fetches<'a> {
+    fn new(client: &'a Client, store: &'a Store, r: &'a Reference) -> Fetches<'a> {
+        Fetches {
+            client,
+            store,
+            r,
+            count: 0,
+        }
+    }
+
+    /// The reference's own manifest (`by` is `None`) or the one `by` describes, fetched,
+    /// verified and stored; refused once [`MAX_MANIFESTS`] have been fetched.
+    async fn get(&mut self, by: Option<&Descriptor>) -> Result<FetchedManifest, CopyError> {
+        if self.count >= MAX_MANIFESTS {
+            return Err(CopyError::TooManyManifests {
+                reference: self.r.familiar(),
+                limit: MAX_MANIFESTS,
+            });
+        }
+        self.count += 1;
+        fetch_manifest(self.client, self.store, self.r, by).await
+    }
+}
+
+/// What walking one reference's nested indexes has met so far.
+struct IndexWalk<'a> {
+    /// The one platform wanted; `None` with `--all-platforms`.
+    wanted: Option<&'a ferry_core::Platform>,
+    /// The digests of the indexes fetched (the top one included): each is expanded once.
+    seen: HashSet<ferry_core::Digest>,
+    /// The nested indexes fetched, in the order met, so an OCI layout can hold them.
+    nested: Vec<Descriptor>,
+    /// The platforms of nested indexes not fetched because `wanted` cannot match them, for
+    /// the list of what the reference has.
+    passed_over: Vec<ferry_core::Platform>,
+}
+
 /// The image parts of a fetched image manifest. An artifact (see
 /// [`ferry_core::ImageManifest::artifact_kind`]) is refused unless `opts.keep_artifacts`.
 fn parts_of(
@@ -162,17 +212,23 @@ fn parts_of(
     }
 }
 
+/// Whether a fetched manifest is an artifact rather than a container image (see
+/// [`ferry_core::ImageManifest::artifact_kind`]).
+fn is_artifact(m: &FetchedManifest) -> bool {
+    matches!(&m.manifest, Manifest::Image(im) if im.artifact_kind().is_some())
+}
+
 /// The entries of `idx` with nested indexes replaced by their own entries (fetched and
 /// stored), to [`MAX_INDEX_DEPTH`]. Entries of a nested index without a platform take the
-/// platform its own entry names. The nested indexes' descriptors are added to `nested`, in
-/// the order met, so an OCI layout can hold them.
+/// platform its own entry names. A nested index already expanded is not fetched again (its
+/// entries are in the list already; digests are verified, so a cycle cannot arise, and
+/// this would end one anyway); when one platform is wanted, neither is a nested index whose
+/// entry names a platform that cannot match it.
 async fn expand_index(
-    client: &Client,
-    store: &Store,
-    r: &Reference,
+    fetches: &mut Fetches<'_>,
+    walk: &mut IndexWalk<'_>,
     idx: &ferry_core::IndexManifest,
     depth: usize,
-    nested: &mut Vec<Descriptor>,
 ) -> Result<Vec<Descriptor>, CopyError> {
     let mut out = Vec::new();
     for d in &idx.manifests {
@@ -180,13 +236,23 @@ async fn expand_index(
             out.push(d.clone());
             continue;
         }
+        if let (Some(wanted), Some(p)) = (walk.wanted, &d.platform) {
+            if !wanted.matches(p) {
+                walk.passed_over.push(p.clone());
+                continue;
+            }
+        }
+        if walk.seen.contains(&d.digest) {
+            continue;
+        }
         if depth >= MAX_INDEX_DEPTH {
             return Err(CopyError::NestedTooDeep {
-                reference: r.familiar(),
+                reference: fetches.r.familiar(),
                 depth: MAX_INDEX_DEPTH,
             });
         }
-        let child = fetch_manifest(client, store, r, Some(d)).await?;
+        let child = fetches.get(Some(d)).await?;
+        walk.seen.insert(child.digest.clone());
         let Manifest::Index(inner) = &child.manifest else {
             // Its descriptor called it an index; what arrived is an image: take it as one.
             out.push(Descriptor {
@@ -195,8 +261,8 @@ async fn expand_index(
             });
             continue;
         };
-        nested.push(child.descriptor());
-        let entries = Box::pin(expand_index(client, store, r, inner, depth + 1, nested)).await?;
+        walk.nested.push(child.descriptor());
+        let entries = Box::pin(expand_index(fetches, walk, inner, depth + 1)).await?;
         out.extend(entries.into_iter().map(|mut e| {
             if e.platform.is_none() {
                 e.platform = d.platform.clone();
@@ -240,36 +306,55 @@ async fn resolve(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<ArchiveImage, CopyError> {
-    let top = fetch_manifest(client, store, r, None).await?;
+    let mut fetches = Fetches::new(client, store, r);
+    let top = fetches.get(None).await?;
     let name = recorded_name(client, r, progress).await;
     // Whether the chosen image's platform is known only from its config, which is then read
     // below: before the summary when a mismatch is an error, after it when only a warning.
+    // An artifact kept for an OCI layout has no platform to check.
     let mut check_config = false;
     let image = match &top.manifest {
         Manifest::Image(_) => {
-            check_config = true;
+            check_config = !is_artifact(&top);
             ArchiveImage::single(name, parts_of(r, &top, None, opts)?)
         }
         Manifest::Index(idx) => {
-            let mut nested = Vec::new();
-            let entries = expand_index(client, store, r, idx, 1, &mut nested).await?;
+            let mut walk = IndexWalk {
+                wanted: (!opts.all_platforms).then_some(&opts.platform),
+                seen: HashSet::from([top.digest.clone()]),
+                nested: Vec::new(),
+                passed_over: Vec::new(),
+            };
+            let entries = expand_index(&mut fetches, &mut walk, idx, 1).await?;
             if opts.all_platforms {
                 all_platforms(
-                    client, store, r, name, &top, entries, nested, opts, progress,
+                    &mut fetches,
+                    name,
+                    &top,
+                    entries,
+                    walk.nested,
+                    opts,
+                    progress,
                 )
                 .await?
             } else {
                 let Some(d) = ferry_core::manifest::select_entry(&entries, &opts.platform) else {
+                    let mut available = ferry_core::manifest::platforms_of(&entries);
+                    for p in walk.passed_over {
+                        if p.os != "unknown" && !available.contains(&p) {
+                            available.push(p);
+                        }
+                    }
                     return Err(CopyError::NoPlatform {
                         reference: r.familiar(),
                         wanted: opts.platform.clone(),
-                        available: ferry_core::manifest::platforms_of(&entries),
+                        available,
                     });
                 };
-                let child = fetch_manifest(client, store, r, Some(d)).await?;
+                let child = fetches.get(Some(d)).await?;
                 let parts = parts_of(r, &child, d.platform.clone(), opts)?;
                 // Chosen for being the only entry: its config says what it runs on.
-                check_config = d.platform.is_none();
+                check_config = d.platform.is_none() && !is_artifact(&child);
                 ArchiveImage {
                     index: Some(top.descriptor()),
                     ..ArchiveImage::single(name, parts)
@@ -311,11 +396,8 @@ async fn resolve(
 /// the one for `opts.platform`, else the first loadable image (with a warning). An index
 /// with no loadable image at all (only attestations and artifacts) is refused unless
 /// artifacts are kept (an OCI layout), where it is only a warning.
-#[allow(clippy::too_many_arguments)]
 async fn all_platforms(
-    client: &Client,
-    store: &Store,
-    r: &Reference,
+    fetches: &mut Fetches<'_>,
     name: Reference,
     top: &FetchedManifest,
     entries: Vec<Descriptor>,
@@ -331,13 +413,12 @@ async fn all_platforms(
     let mut manifests = vec![top.descriptor()];
     manifests.extend(nested);
     let mut loadable = Vec::new();
+    let r = fetches.r;
     for d in &entries {
-        let child = fetch_manifest(client, store, r, Some(d)).await?;
-        let is_artifact =
-            matches!(&child.manifest, Manifest::Image(im) if im.artifact_kind().is_some());
+        let child = fetches.get(Some(d)).await?;
         // Artifacts and attestations ride along in the OCI part; docker never loads them.
         let parts = parts_of(r, &child, d.platform.clone(), &keep_all)?;
-        if !is_artifact && !d.is_attestation() {
+        if !is_artifact(&child) && !d.is_attestation() {
             loadable.push(images.len());
         }
         manifests.push(child.descriptor());

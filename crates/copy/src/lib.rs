@@ -109,6 +109,8 @@ pub enum CopyError {
     },
     #[error("{reference}: indexes nest more than {depth} deep; ferry stops there")]
     NestedTooDeep { reference: String, depth: usize },
+    #[error("{reference}: resolving it would fetch more than {limit} manifests (its indexes and the images they list); ferry stops there")]
+    TooManyManifests { reference: String, limit: usize },
     #[error("caching blob {digest}")]
     Store {
         digest: Digest,

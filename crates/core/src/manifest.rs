@@ -85,17 +85,23 @@ pub struct ImageManifest {
 }
 
 impl ImageManifest {
-    /// What the manifest holds when it is not a container image: its `artifactType`, or its
-    /// config's media type when that is not an image config (a Helm chart's
-    /// `application/vnd.cncf.helm.config.v1+json`). `None` for a container image.
+    /// What the manifest holds when it is not a container image: its `artifactType`; else
+    /// its config's media type when that is not an image config (a Helm chart's
+    /// `application/vnd.cncf.helm.config.v1+json`); else the media type of its first layer
+    /// that is not an image layer (a classic cosign signature has an image config and an
+    /// `application/vnd.dev.cosign.simplesigning.v1+json` layer, a BuildKit attestation an
+    /// `application/vnd.in-toto+json` one). `None` for a container image.
     pub fn artifact_kind(&self) -> Option<&str> {
-        match &self.artifact_type {
-            Some(t) => Some(t),
-            None if !media::is_image_config(&self.config.media_type) => {
-                Some(&self.config.media_type)
-            }
-            None => None,
+        if let Some(t) = &self.artifact_type {
+            return Some(t);
         }
+        if !media::is_image_config(&self.config.media_type) {
+            return Some(&self.config.media_type);
+        }
+        self.layers
+            .iter()
+            .map(|l| l.media_type.as_str())
+            .find(|t| !media::is_image_layer(t))
     }
 }
 
@@ -406,6 +412,50 @@ mod tests {
             panic!()
         };
         assert_eq!(typed.artifact_kind(), Some("application/spdx+json"));
+    }
+
+    #[test]
+    fn a_manifest_with_an_image_config_but_a_non_image_layer_is_an_artifact() {
+        let with_layers = |layers: &[&str]| {
+            let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+            let layers: Vec<String> = layers
+                .iter()
+                .map(|t| format!(r#"{{"mediaType":"{t}","size":5,"digest":"{d}"}}"#))
+                .collect();
+            let doc = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","size":3,"digest":"{d}"}},"layers":[{}]}}"#,
+                media::OCI_MANIFEST,
+                media::OCI_CONFIG,
+                layers.join(",")
+            );
+            let Manifest::Image(m) = Manifest::parse(doc.as_bytes(), None).unwrap() else {
+                panic!()
+            };
+            m
+        };
+        // A classic cosign `.sig` manifest: image config, no artifactType.
+        let cosign = "application/vnd.dev.cosign.simplesigning.v1+json";
+        assert_eq!(with_layers(&[cosign]).artifact_kind(), Some(cosign));
+        // A BuildKit attestation manifest.
+        let in_toto = "application/vnd.in-toto+json";
+        assert_eq!(
+            with_layers(&[media::OCI_LAYER_GZIP, in_toto]).artifact_kind(),
+            Some(in_toto)
+        );
+        // Every image layer kind, and no layers at all, leave an image.
+        assert_eq!(
+            with_layers(&[
+                media::OCI_LAYER_TAR,
+                media::OCI_LAYER_GZIP,
+                media::OCI_LAYER_ZSTD,
+                media::OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+                media::DOCKER_LAYER_GZIP,
+                media::DOCKER_FOREIGN_LAYER_GZIP,
+            ])
+            .artifact_kind(),
+            None
+        );
+        assert_eq!(with_layers(&[]).artifact_kind(), None);
     }
 
     proptest::proptest! {

@@ -66,10 +66,68 @@ pub fn is_image_config(media_type: &str) -> bool {
     media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
 }
 
+/// Layer media types other than OCI's that docker and containerd unpack: Docker's
+/// uncompressed, gzip, zstd and foreign layers (the uncompressed and zstd ones are
+/// containerd's names; Docker's schema 2 spec names only the gzip pair).
+const DOCKER_LAYER_TYPES: [&str; 5] = [
+    "application/vnd.docker.image.rootfs.diff.tar",
+    DOCKER_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar.zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    DOCKER_FOREIGN_LAYER_GZIP,
+];
+
+/// Whether `media_type` is a filesystem layer a container runtime unpacks: an OCI or Docker
+/// tar, plain or compressed with gzip or zstd, foreign or non-distributable ones included.
+/// A manifest with any other layer (a cosign signature's `simplesigning` payload, an
+/// attestation's in-toto statement, a Helm chart) is an artifact even when its config is an
+/// image config.
+pub fn is_image_layer(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        OCI_LAYER_TAR
+            | OCI_LAYER_GZIP
+            | OCI_LAYER_ZSTD
+            | OCI_LAYER_NONDISTRIBUTABLE_TAR
+            | OCI_LAYER_NONDISTRIBUTABLE_GZIP
+            | OCI_LAYER_NONDISTRIBUTABLE_ZSTD
+    ) || DOCKER_LAYER_TYPES.contains(&media_type)
+}
+
 /// Whether `media_type` marks a layer its publisher may not redistribute: Docker's foreign
 /// layers (Windows base layers) and OCI's deprecated non-distributable ones. Registries
 /// usually do not hold them; the descriptor's `urls` say where they live.
 pub fn is_foreign_layer(media_type: &str) -> bool {
     media_type == DOCKER_FOREIGN_LAYER_GZIP
         || media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_layers_are_the_tar_types_and_nothing_else() {
+        for t in [
+            OCI_LAYER_TAR,
+            OCI_LAYER_GZIP,
+            OCI_LAYER_ZSTD,
+            OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+            DOCKER_LAYER_GZIP,
+            DOCKER_FOREIGN_LAYER_GZIP,
+            "application/vnd.docker.image.rootfs.diff.tar",
+        ] {
+            assert!(is_image_layer(t), "{t}");
+        }
+        for t in [
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            "application/vnd.in-toto+json",
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+            OCI_EMPTY,
+            OCI_CONFIG,
+            "",
+        ] {
+            assert!(!is_image_layer(t), "{t}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use ferry_core::{media, Digest, Platform};
 use ferry_testkit::fake::{FakeAuth, FakeRegistry};
 use ferry_testkit::image::{
     artifact, entry_of, entry_of_index, foreign_layer_image, random_image, random_index, raw_index,
-    sized_image, zstd_image, ImageSpec, TestImage, TestIndex,
+    sized_image, zstd_image, Blob, ImageSpec, TestImage, TestIndex,
 };
 use serde_json::{json, Value};
 
@@ -721,4 +721,224 @@ async fn all_platforms_without_this_machines_platform_gives_docker_the_first_ima
     let m = archive_json(&out, "manifest.json");
     assert_eq!(m.as_array().map(Vec::len), Some(1), "{m}");
     assert_eq!(m[0]["Config"], blob_name(&idx.images[0].config.digest));
+}
+
+/// The manifest GETs the registry has answered so far, by the reference in their path.
+fn manifest_gets(reg: &FakeRegistry) -> Vec<String> {
+    reg.requests()
+        .into_iter()
+        .filter(|q| q.method == "GET")
+        .filter_map(|q| q.path.split_once("/manifests/").map(|(_, r)| r.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nested_index_listed_many_times_is_fetched_once() {
+    // top lists `middle` 20 times, which lists `inner` 20 times: without a record of what
+    // was fetched, that is 1 + 20 + 400 index fetches.
+    let platforms = [
+        Platform::new("linux", "amd64", None),
+        Platform::new("linux", "arm64", Some("v8")),
+    ];
+    let inner = random_index(623, &platforms, false);
+    let reg = registry().await;
+    reg.push_index(REPO, "inner", &inner);
+    let middle = raw_index(media::OCI_INDEX, vec![entry_of_index(&inner); 20], vec![]);
+    push_raw_index(&reg, "middle", &middle);
+    let top = raw_index(media::OCI_INDEX, vec![entry_of_index(&middle); 20], vec![]);
+    push_raw_index(&reg, "top", &top);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let reference = format!("{}/{REPO}:top", reg.host());
+    let r = pull(
+        &cache,
+        &["-q", "--platform", "linux/arm64", &reference],
+        &work.path().join("arm.tar"),
+    )
+    .await;
+    assert_ok(&r);
+    assert_eq!(
+        manifest_gets(&reg),
+        vec![
+            "top".to_string(),
+            middle.digest.to_string(),
+            inner.digest.to_string(),
+            inner.images[1].manifest_digest.to_string(),
+        ]
+    );
+    assert_eq!(
+        archive_json(&work.path().join("arm.tar"), "index.json")["manifests"][0]["digest"],
+        inner.images[1].manifest_digest.to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_indexes_of_another_platform_are_not_fetched() {
+    let amd64 = Platform::new("linux", "amd64", None);
+    let arm64 = Platform::new("linux", "arm64", Some("v8"));
+    let for_amd = random_index(624, std::slice::from_ref(&amd64), false);
+    let for_arm = random_index(625, std::slice::from_ref(&arm64), false);
+    let reg = registry().await;
+    reg.push_index(REPO, "amd", &for_amd);
+    reg.push_index(REPO, "arm", &for_arm);
+    let entry = |idx: &TestIndex, p: &Platform| {
+        let mut e = entry_of_index(idx);
+        e["platform"] = json!({"os": p.os, "architecture": p.architecture});
+        e
+    };
+    let top = raw_index(
+        media::OCI_INDEX,
+        vec![entry(&for_arm, &arm64), entry(&for_amd, &amd64)],
+        vec![],
+    );
+    push_raw_index(&reg, "top", &top);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let reference = format!("{}/{REPO}:top", reg.host());
+    let r = pull(
+        &cache,
+        &["-q", "--platform", "linux/amd64", &reference],
+        &work.path().join("amd.tar"),
+    )
+    .await;
+    assert_ok(&r);
+    assert_eq!(
+        manifest_gets(&reg),
+        vec![
+            "top".to_string(),
+            for_amd.digest.to_string(),
+            for_amd.images[0].manifest_digest.to_string(),
+        ]
+    );
+    // A platform none matches: nothing nested is fetched, and the error still lists what
+    // the index has.
+    let before = manifest_gets(&reg).len();
+    let r = pull(
+        &cache,
+        &["-q", "--platform", "linux/s390x", &reference],
+        &work.path().join("s390x.tar"),
+    )
+    .await;
+    assert_eq!(r.status.code(), Some(3), "{}", stderr(&r));
+    assert_eq!(
+        stderr(&r).lines().next().unwrap_or_default(),
+        format!(
+            "error: {reference} has no image for linux/s390x; it has: linux/arm64, linux/amd64"
+        )
+    );
+    assert_eq!(manifest_gets(&reg)[before..], ["top".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_needing_more_than_1000_manifest_fetches_is_refused() {
+    let img = sized_image(626, 1, 500);
+    let reg = registry().await;
+    push(&reg, "img", &img);
+    let amd64 = Platform::new("linux", "amd64", None);
+    // 1,000 distinct nested indexes (an annotation tells them apart), each of one image.
+    let mut entries = Vec::new();
+    for n in 0..1000 {
+        let mut e = entry_of(&img, Some(&amd64));
+        e["annotations"] = json!({ "n": n.to_string() });
+        let nested = raw_index(media::OCI_INDEX, vec![e], vec![]);
+        push_raw_index(&reg, &format!("n{n}"), &nested);
+        entries.push(entry_of_index(&nested));
+    }
+    let top = raw_index(media::OCI_INDEX, entries, vec![]);
+    push_raw_index(&reg, "wide", &top);
+    let work = tempfile::tempdir().unwrap();
+    let reference = format!("{}/{REPO}:wide", reg.host());
+    let out = work.path().join("wide.tar");
+    let r = pull(
+        &work.path().join("cache"),
+        &["-q", "--platform", "linux/amd64", &reference],
+        &out,
+    )
+    .await;
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert_eq!(
+        stderr(&r).lines().next().unwrap_or_default(),
+        format!("error: {reference}: resolving it would fetch more than 1000 manifests (its indexes and the images they list); ferry stops there")
+    );
+    assert_eq!(manifest_gets(&reg).len(), 1000);
+    assert!(!out.exists());
+}
+
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+/// A signature as classic cosign pushes it (`sha256-<digest>.sig`): an OCI manifest without
+/// `artifactType`, an image config with empty `os` and `architecture`, and one
+/// simplesigning layer.
+fn cosign_signature(signed: &Digest) -> TestImage {
+    let blob = |media_type: &str, bytes: Vec<u8>| Blob {
+        digest: Digest::sha256_of(&bytes),
+        media_type: media_type.to_string(),
+        bytes: bytes.into(),
+    };
+    let payload = json!({
+        "critical": {
+            "identity": {"docker-reference": REPO},
+            "image": {"docker-manifest-digest": signed.to_string()},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    });
+    let layer = blob(SIMPLESIGNING, serde_json::to_vec(&payload).unwrap());
+    let config = json!({
+        "architecture": "", "os": "", "created": "0001-01-01T00:00:00Z",
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest.to_string()]},
+        "config": {}
+    });
+    let config = blob(media::OCI_CONFIG, serde_json::to_vec(&config).unwrap());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size()},
+        "layers": [{
+            "mediaType": SIMPLESIGNING, "digest": layer.digest.to_string(), "size": layer.size(),
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="}
+        }]
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    TestImage {
+        manifest_digest: Digest::sha256_of(&bytes),
+        manifest: bytes.into(),
+        manifest_media_type: media::OCI_MANIFEST.to_string(),
+        config,
+        layers: vec![layer],
+        diff_ids: Vec::new(),
+        platform: Platform::new("", "", None),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn classic_cosign_signature_is_refused_for_the_default_archive_and_kept_with_format_oci() {
+    let simplesigning = SIMPLESIGNING;
+    let signed = sized_image(627, 1, 500);
+    let sig = cosign_signature(&signed.manifest_digest);
+    let reg = registry().await;
+    let tag = format!("sha256-{}.sig", signed.manifest_digest.hex());
+    push(&reg, &tag, &sig);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let reference = format!("{}/{REPO}:{tag}", reg.host());
+    let out = work.path().join("sig.tar");
+    let r = pull(&cache, &["-q", &reference], &out).await;
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert_eq!(
+        stderr(&r).lines().next().unwrap_or_default(),
+        format!("error: {reference} is an OCI artifact ({simplesigning}), not a container image; use --format oci to keep it")
+    );
+    assert!(!out.exists());
+    let layout = work.path().join("sig");
+    let r = pull(&cache, &["--format", "oci", &reference], &layout).await;
+    assert_ok(&r);
+    // Not taken for an image of another platform (its config says os "" and arch "").
+    assert!(warnings(&r).is_empty(), "{}", stderr(&r));
+    for b in sig.blobs() {
+        assert_eq!(
+            std::fs::read(layout.join(blob_name(&b.digest))).unwrap(),
+            b.bytes.to_vec()
+        );
+    }
 }
