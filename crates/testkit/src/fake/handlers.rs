@@ -334,7 +334,9 @@ fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Respo
         Body::from(bytes.clone())
     });
     set_header(&mut resp, "content-type", media_type);
-    set_header(&mut resp, "docker-content-digest", &digest.to_string());
+    if !st.faults.iter().any(|f| matches!(f, Fault::NoDigestHeader)) {
+        set_header(&mut resp, "docker-content-digest", &digest.to_string());
+    }
     set_header(&mut resp, "content-length", &len.to_string());
     set_header(&mut resp, "etag", &format!("\"{digest}\""));
     resp

@@ -111,6 +111,8 @@ pub enum Fault {
     /// repository the fake does not hold, even to valid credentials, so the registry answers
     /// 401 (not 404) for it.
     UnknownReposUnauthorized,
+    /// Manifest answers (GET and HEAD) carry no `Docker-Content-Digest` header.
+    NoDigestHeader,
 }
 
 /// One request the fake saw (on either listener).
