@@ -21,7 +21,7 @@ mod tarfmt;
 
 use std::io::{self, Read};
 
-use ferry_core::{Descriptor, Digest, Platform, Reference};
+use ferry_core::{Descriptor, Digest, Platform, Reference, MAX_SMALL_BLOB, MAX_SMALL_BLOB_RULE};
 
 pub use legacy::write_legacy;
 pub use plan::{Entry, EntryBody, Plan};
@@ -30,16 +30,20 @@ pub use plan::{Entry, EntryBody, Plan};
 pub trait BlobReader: Sync {
     /// Open blob `digest` for reading from its start.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
-    /// Read a small blob (manifest, config) whole; more than 4 MiB is refused, not read.
+    /// Read a small blob (manifest, config) whole; more than [`MAX_SMALL_BLOB`] bytes is
+    /// refused, not read.
     fn read_small(&self, digest: &Digest) -> io::Result<Vec<u8>> {
-        const MAX: u64 = 4 * 1024 * 1024;
         let mut out = Vec::new();
-        self.open(digest)?.take(MAX + 1).read_to_end(&mut out)?;
-        if out.len() as u64 > MAX {
+        self.open(digest)?
+            .take(MAX_SMALL_BLOB + 1)
+            .read_to_end(&mut out)?;
+        if out.len() as u64 > MAX_SMALL_BLOB {
+            // Reading stops one byte past the limit: the true size is not known.
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "blob {digest} is larger than the 4 MiB a manifest or image config may hold"
+                    "blob {digest} is {} bytes or more; {MAX_SMALL_BLOB_RULE}",
+                    out.len()
                 ),
             ));
         }

@@ -268,3 +268,22 @@ fn legacy_unpacks_zstd_layers_and_checks_their_diff_ids() {
         "{err}"
     );
 }
+
+#[test]
+fn a_small_blob_over_the_limit_is_refused_in_the_shared_words() {
+    let mut mem = Mem(HashMap::new());
+    let d = blob(
+        &mut mem,
+        media::OCI_CONFIG,
+        &vec![b'x'; ferry_core::MAX_SMALL_BLOB as usize + 10],
+    )
+    .digest;
+    let err = mem.read_small(&d).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "blob {d} is 4194305 bytes or more; a manifest or image config may hold at most 4 MiB"
+        )
+    );
+}

@@ -280,12 +280,13 @@ async fn recorded_name(client: &Client, r: &Reference, progress: &dyn Progress) 
     let (Some(tag), Some(digest)) = (r.tag(), r.digest()) else {
         return r.clone();
     };
+    // A HEAD: the tag's digest is all that is compared, and Docker Hub counts GETs.
     let by_tag = client
-        .manifest_at(r.api_host(), r.repository(), tag, None)
+        .manifest_digest(r.api_host(), r.repository(), tag)
         .await;
     let why = match by_tag {
-        Ok(m) if &m.digest == digest => return r.clone(),
-        Ok(m) => format!("the tag names {} now", m.digest),
+        Ok(d) if &d == digest => return r.clone(),
+        Ok(d) => format!("the tag names {d} now"),
         Err(e) if e.is_not_found() => "the registry does not know that tag".to_string(),
         Err(e) => format!("the tag could not be checked: {e}"),
     };
@@ -523,7 +524,7 @@ async fn check_image_platform(
         digest: config.digest.clone(),
         source,
     };
-    if config.size > ferry_store::MAX_SMALL {
+    if config.size > ferry_core::MAX_SMALL_BLOB {
         // Known from the manifest alone: refuse before downloading it when the platform was
         // asked for; otherwise the warning is only a courtesy, and not worth the read.
         if opts.platform_explicit {

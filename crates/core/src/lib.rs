@@ -23,3 +23,12 @@ pub use manifest::{Descriptor, ImageManifest, IndexManifest, Manifest, ManifestE
 pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError};
 pub use verify::{ResumableWrite, Verifier, VerifyError, VerifyingReader};
+
+/// The most a manifest or an image config may hold (distribution, podman and skopeo use the
+/// same limit); anything larger is refused rather than read into memory.
+pub const MAX_SMALL_BLOB: u64 = 4 * 1024 * 1024;
+
+/// How a refusal over [`MAX_SMALL_BLOB`] ends, after "… is N bytes; ".
+pub const MAX_SMALL_BLOB_RULE: &str = "a manifest or image config may hold at most 4 MiB";
+
+const _: () = assert!(MAX_SMALL_BLOB == 4 << 20, "MAX_SMALL_BLOB_RULE says 4 MiB");

@@ -157,6 +157,9 @@ fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {
     if r.is_credentials_refused() {
         return (AUTH, hint("the registry refused the username and password (or stored credential) given: check them, and that the account may pull this repository".into()));
     }
+    if r.is_not_authorized() {
+        return (AUTH, hint("the credentials were accepted, but not for this repository: check its name (Docker Hub answers 'unauthorized' for one that does not exist), and that the account may pull it".into()));
+    }
     if r.is_unauthorized() {
         return (AUTH, hint("give credentials with --username and --password-stdin, or store them in ~/.docker/config.json (docker login / podman login)".into()));
     }

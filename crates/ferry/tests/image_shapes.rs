@@ -84,6 +84,31 @@ async fn tag_at_digest_keeps_the_tag_when_the_tag_names_that_digest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tag_at_digest_checks_the_tag_with_a_head_not_a_get() {
+    let img = sized_image(606, 1, 2000);
+    let reg = registry().await;
+    push(&reg, "v1", &img);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("app.tar");
+    let reference = format!("{}/{REPO}:v1@{}", reg.host(), img.manifest_digest);
+    let r = pull(&work.path().join("cache"), &[&reference], &out).await;
+    assert_ok(&r);
+    // Docker Hub counts manifest GETs against the pull rate limit; the tag costs none.
+    let tag_path = format!("/v2/{REPO}/manifests/v1");
+    let methods: Vec<String> = reg
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == tag_path)
+        .map(|q| q.method)
+        .collect();
+    assert_eq!(methods, vec!["HEAD"]);
+    assert_eq!(
+        archive_json(&out, "manifest.json")[0]["RepoTags"],
+        json!([format!("{}/{REPO}:v1", reg.host())])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tag_at_digest_drops_a_tag_that_names_another_image_and_warns() {
     let tagged = sized_image(602, 1, 2000);
     let wanted = sized_image(603, 1, 2000);

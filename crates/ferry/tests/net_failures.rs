@@ -221,3 +221,45 @@ async fn a_manifest_that_is_not_json_is_reported_once() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_repository_behind_token_auth_is_not_called_refused_credentials() {
+    let (_img, reg) = registry(
+        303,
+        bearer_auth(Some(("alice", "s3cret")), TokenField::Token, None),
+    )
+    .await;
+    // As Docker Hub: valid credentials, a repository that does not exist, and a 401.
+    reg.add_fault(Fault::UnknownReposUnauthorized);
+    let host = reg.host();
+    let pull_as_alice = |image: String, password: &'static [u8]| {
+        let work = tempfile::tempdir().unwrap();
+        let out = work.path().join("app.tar");
+        let args = pull_args(&image, &out, &["--username", "alice", "--password-stdin"]);
+        let c = ferry_cmd(&work.path().join("cache"), &args);
+        async move {
+            let r = run_cmd_with_stdin(c, password).await;
+            assert!(!out.exists());
+            drop(work);
+            r
+        }
+    };
+    let r = pull_as_alice(format!("{host}/lib/typo:v1"), b"s3cret\n").await;
+    assert_eq!(r.status.code(), Some(4), "{}", stderr(&r));
+    assert_eq!(
+        stderr(&r),
+        format!(
+            "error: fetching the manifest of {host}/lib/typo:v1\n  caused by: the account is not authorised for lib/typo on {host}, or lib/typo does not exist (GET http://{host}/v2/lib/typo/manifests/v1 returned 401)\nhint: the credentials were accepted, but not for this repository: check its name (Docker Hub answers 'unauthorized' for one that does not exist), and that the account may pull it\n"
+        )
+    );
+
+    // A wrong password is still refused credentials: the token service says so.
+    let r = pull_as_alice(format!("{host}/lib/typo:v1"), b"wrong\n").await;
+    assert_eq!(r.status.code(), Some(4), "{}", stderr(&r));
+    assert_eq!(
+        stderr(&r),
+        format!(
+            "error: fetching the manifest of {host}/lib/typo:v1\n  caused by: {host} refused the credentials given for it (GET http://{host}/token?… returned 401)\nhint: the registry refused the username and password (or stored credential) given: check them, and that the account may pull this repository\n"
+        )
+    );
+}

@@ -8,8 +8,8 @@ use ferry_core::{media, Descriptor, Digest, Manifest, Reference, ResumableWrite,
 use crate::client::{read_body, Client};
 use crate::error::RegistryError;
 
-/// Manifests larger than this are refused (distribution's own limit is 4 MiB).
-const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+/// Manifests larger than this are refused (distribution's own limit).
+const MAX_MANIFEST: usize = ferry_core::MAX_SMALL_BLOB as usize;
 
 /// A manifest as the registry sent it: the exact bytes, which the digest covers.
 #[derive(Debug, Clone)]
@@ -81,23 +81,15 @@ impl Client {
                     .get("docker-content-digest")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                if resp
-                    .content_length()
-                    .is_some_and(|l| l as usize > MAX_MANIFEST)
-                {
-                    return Err(RegistryError::Protocol {
-                        url: crate::error::redact(&url),
-                        reason: "the manifest is larger than 4 MiB".into(),
-                    });
+                if let Some(len) = resp.content_length().filter(|&l| l > MAX_MANIFEST as u64) {
+                    return Err(too_large(&url, format!("{len} bytes")));
                 }
                 let body = self
                     .deadline_until(until, "GET", &url, read_body(resp, MAX_MANIFEST + 1, &url))
                     .await?;
                 if body.len() > MAX_MANIFEST {
-                    return Err(RegistryError::Protocol {
-                        url: crate::error::redact(&url),
-                        reason: "the manifest is larger than 4 MiB".into(),
-                    });
+                    // Reading stopped one byte past the limit: the true size is not known.
+                    return Err(too_large(&url, format!("{} bytes or more", body.len())));
                 }
                 Ok((body, ct, dcd))
             })
@@ -136,6 +128,42 @@ impl Client {
             digest,
             manifest,
         })
+    }
+
+    /// The digest of manifest `tag_or_digest` of `repo` on `host`, from the
+    /// `Docker-Content-Digest` of a HEAD: Docker Hub counts manifest GETs against its pull
+    /// rate limit, not HEADs. A registry that sends no such header (or does not allow HEAD)
+    /// is asked with a GET, and the digest is that of the bytes. A HEAD's digest is the
+    /// registry's word, not verified: use it to compare, not to trust content.
+    pub async fn manifest_digest(
+        &self,
+        host: &str,
+        repo: &str,
+        tag_or_digest: &str,
+    ) -> Result<Digest, RegistryError> {
+        let path = format!("v2/{repo}/manifests/{tag_or_digest}");
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
+        let scope = pull_scope(repo);
+        let head = self
+            .with_retries(|| self.send(host, &scope, Method::HEAD, &path, headers.clone()))
+            .await;
+        let header = match head {
+            Ok(resp) => resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<Digest>().ok()),
+            Err(e) if e.status() == Some(405) => None,
+            Err(e) => return Err(e),
+        };
+        match header {
+            Some(d) => Ok(d),
+            None => Ok(self
+                .manifest_at(host, repo, tag_or_digest, None)
+                .await?
+                .digest),
+        }
     }
 
     /// Download blob `desc` of `repo` into `out`, verifying size and digest as bytes arrive.
@@ -444,6 +472,17 @@ impl Client {
             Ok((body, next))
         })
         .await
+    }
+}
+
+/// A manifest refused for its size (`size` as "N bytes").
+fn too_large(url: &url::Url, size: String) -> RegistryError {
+    RegistryError::Protocol {
+        url: crate::error::redact(url),
+        reason: format!(
+            "the manifest is {size}; {}",
+            ferry_core::MAX_SMALL_BLOB_RULE
+        ),
     }
 }
 

@@ -73,6 +73,12 @@ impl AuthState {
         self.lock().credential.is_some()
     }
 
+    /// Whether the registry wants Bearer tokens from a token service (rather than checking
+    /// credentials itself).
+    pub(crate) fn uses_tokens(&self) -> bool {
+        matches!(self.lock().challenge, Some(Challenge::Bearer { .. }))
+    }
+
     /// Forget the token `used` for `scope` after a 401, adopting the newer challenge if any.
     /// A token another task has fetched since is kept: parallel downloads that all meet the
     /// expiry renew it once, not once each.
@@ -262,8 +268,9 @@ async fn fetch_token(
         registry: registry.to_string(),
         source: Box::new(source),
     };
+    let until = tokio::time::Instant::now() + client.opts.request_timeout;
     let body = client
-        .deadline(method.as_str(), &url, async {
+        .deadline_until(until, method.as_str(), &url, async {
             let resp = client
                 .http
                 .execute(req)
@@ -284,7 +291,7 @@ async fn fetch_token(
                 ));
             }
             if !status.is_success() {
-                return Err(crate::client::status_error(method.as_str(), &url, resp).await);
+                return Err(crate::client::status_error(method.as_str(), &url, resp, until).await);
             }
             read_body(resp, 1024 * 1024, &url).await
         })

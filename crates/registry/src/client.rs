@@ -204,18 +204,7 @@ impl Client {
             .cloned()
     }
 
-    /// Run `fut` (one request, or a request and its body) under the request deadline.
-    pub(crate) async fn deadline<T>(
-        &self,
-        method: &str,
-        url: &Url,
-        fut: impl std::future::Future<Output = Result<T, RegistryError>>,
-    ) -> Result<T, RegistryError> {
-        let until = tokio::time::Instant::now() + self.opts.request_timeout;
-        self.deadline_until(until, method, url, fut).await
-    }
-
-    /// Run `fut` until `until`, the deadline of a request whose headers came earlier.
+    /// Run `fut` (a request, its body, or both) until `until`, the request's deadline.
     pub(crate) async fn deadline_until<T>(
         &self,
         until: tokio::time::Instant,
@@ -258,11 +247,9 @@ impl Client {
             // resolve is reported in well under a second, as skopeo does, instead of after
             // a minute of silent retries. Drops in the middle of transfers keep their
             // patient retries.
-            let resp = match tokio::time::timeout(
-                self.opts.request_timeout,
-                self.http.get(url.clone()).send(),
-            )
-            .await
+            // One deadline for the headers and any error body read after them.
+            let until = tokio::time::Instant::now() + self.opts.request_timeout;
+            let resp = match tokio::time::timeout_at(until, self.http.get(url.clone()).send()).await
             {
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(e)) => Err(Some(e.without_url())),
@@ -284,7 +271,7 @@ impl Client {
                         });
                     }
                     if !(status.is_success() || status == StatusCode::UNAUTHORIZED) {
-                        return Err(status_error("GET", &url, resp).await);
+                        return Err(status_error("GET", &url, resp, until).await);
                     }
                     // Credential helpers are programs that may take their time (a keychain
                     // prompt): run them off the async threads. No lock is held meanwhile;
@@ -368,9 +355,11 @@ impl Client {
 
     /// Send an authenticated request for `repository` with `actions` (`pull`, `push`).
     /// Error statuses become [`RegistryError::Status`]; a 401 is answered by fetching a new
-    /// token once, and a 401 to credentials we sent is [`RegistryError::CredentialsRefused`].
-    /// The headers must arrive within the request deadline; the caller reads the body (under
-    /// its own deadline or stall check) and decides about retries.
+    /// token once. A second 401 to credentials we sent is [`RegistryError::CredentialsRefused`]
+    /// when the registry checks them itself (Basic), and [`RegistryError::NotAuthorized`]
+    /// when its token service accepted them (Bearer). The headers, and the body of an error
+    /// answer, must arrive within the request deadline; the caller reads a success's body
+    /// (under its own deadline or stall check) and decides about retries.
     pub(crate) async fn send(
         &self,
         registry: &str,
@@ -394,8 +383,10 @@ impl Client {
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a.clone());
             }
+            // The error body read below counts against the same deadline as the headers.
+            let until = tokio::time::Instant::now() + self.opts.request_timeout;
             let resp = self
-                .deadline(method.as_str(), &url, async {
+                .deadline_until(until, method.as_str(), &url, async {
                     req.send()
                         .await
                         .map_err(|e| transport_error(method.as_str(), &url, e))
@@ -415,6 +406,19 @@ impl Client {
                 continue;
             }
             if resp.status() == StatusCode::UNAUTHORIZED && own && state.auth.has_credential() {
+                // With token auth the token service has accepted the credentials (it would
+                // have refused them with its own 401): a registry that still says 401 means
+                // the account may not use this repository, or that the repository does not
+                // exist (Docker Hub answers 401, not 404, for a name it does not know).
+                if state.auth.uses_tokens() {
+                    return Err(RegistryError::NotAuthorized {
+                        registry: state.name.clone(),
+                        repository: scope_target(scope).to_string(),
+                        method: method.to_string(),
+                        url: redact(&url),
+                        status: 401,
+                    });
+                }
                 return Err(RegistryError::CredentialsRefused {
                     registry: state.name.clone(),
                     method: method.to_string(),
@@ -423,7 +427,7 @@ impl Client {
                 });
             }
             if !resp.status().is_success() && !resp.status().is_redirection() {
-                return Err(status_error(method.as_str(), &url, resp).await);
+                return Err(status_error(method.as_str(), &url, resp, until).await);
             }
             return Ok(resp);
         }
@@ -525,15 +529,35 @@ pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// Turn an error response into a [`RegistryError::Status`], reading at most 64 KiB of body.
-pub(crate) async fn status_error(method: &str, url: &Url, resp: Response) -> RegistryError {
+/// What a token scope names: the repository of `repository:NAME:ACTIONS`, else the scope.
+fn scope_target(scope: &str) -> &str {
+    scope
+        .strip_prefix("repository:")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map_or(scope, |(name, _)| name)
+}
+
+/// Turn an error response into a [`RegistryError::Status`], reading at most 64 KiB of body
+/// until `until`, the request's deadline. The body only adds the registry's error codes: one
+/// still arriving at the deadline (a server trickling an error page) is given up, and the
+/// status alone is reported.
+pub(crate) async fn status_error(
+    method: &str,
+    url: &Url,
+    resp: Response,
+    until: tokio::time::Instant,
+) -> RegistryError {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+    let body = tokio::time::timeout_at(until, read_limited(resp, 64 * 1024))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     RegistryError::Status {
         method: method.to_string(),
         url: redact(url),

@@ -135,6 +135,17 @@ pub enum RegistryError {
         url: String,
         status: u16,
     },
+    /// The token service accepted the credentials, but the registry refused the token for
+    /// this repository: the account may not pull it, or it does not exist (Docker Hub answers
+    /// 401 for a repository it does not know, even to a valid token).
+    #[error("the account is not authorised for {repository} on {registry}, or {repository} does not exist ({method} {url} returned {status})")]
+    NotAuthorized {
+        registry: String,
+        repository: String,
+        method: String,
+        url: String,
+        status: u16,
+    },
     /// The registry's authentication could not be satisfied.
     #[error("authentication with {registry} failed: {reason}")]
     Auth { registry: String, reason: String },
@@ -172,6 +183,7 @@ impl RegistryError {
         match self {
             RegistryError::Status { status, .. }
             | RegistryError::CredentialsRefused { status, .. }
+            | RegistryError::NotAuthorized { status, .. }
             | RegistryError::WaitTooLong { status, .. } => Some(*status),
             RegistryError::TokenService { source, .. } => source.status(),
             _ => None,
@@ -201,7 +213,9 @@ impl RegistryError {
                         .iter()
                         .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
             }
-            RegistryError::Auth { .. } | RegistryError::CredentialsRefused { .. } => true,
+            RegistryError::Auth { .. }
+            | RegistryError::CredentialsRefused { .. }
+            | RegistryError::NotAuthorized { .. } => true,
             _ => false,
         }
     }
@@ -209,6 +223,12 @@ impl RegistryError {
     /// Credentials were given and refused (as opposed to missing).
     pub fn is_credentials_refused(&self) -> bool {
         matches!(self, RegistryError::CredentialsRefused { .. })
+    }
+
+    /// Credentials were accepted but not for the repository asked for, which may also not
+    /// exist.
+    pub fn is_not_authorized(&self) -> bool {
+        matches!(self, RegistryError::NotAuthorized { .. })
     }
 
     /// Worth trying again: network failures, dropped or stalled bodies, transfers cut

@@ -800,3 +800,57 @@ async fn a_challenge_from_a_redirect_target_is_not_answered() {
         reg.requests()
     );
 }
+
+/// The methods used on `/v2/lib/app/manifests/v1`, in order.
+fn tag_methods(reg: &FakeRegistry) -> Vec<String> {
+    let p = format!("/v2/{REPO}/manifests/v1");
+    reg.requests()
+        .into_iter()
+        .filter(|r| r.path == p && r.status == 200)
+        .map(|r| r.method)
+        .collect()
+}
+
+#[tokio::test]
+async fn manifest_digest_is_a_head_and_a_get_only_without_the_digest_header() {
+    let img = image(23, 1_000);
+    let reg = registry_with(FakeAuth::None, &img).await;
+    let client = fast_client();
+    let d = client
+        .manifest_digest(&reg.host(), REPO, "v1")
+        .await
+        .unwrap();
+    assert_eq!(d, img.manifest_digest);
+    assert_eq!(tag_methods(&reg), vec!["HEAD"]);
+
+    reg.add_fault(Fault::NoDigestHeader);
+    let d = client
+        .manifest_digest(&reg.host(), REPO, "v1")
+        .await
+        .unwrap();
+    assert_eq!(d, img.manifest_digest);
+    assert_eq!(tag_methods(&reg), vec!["HEAD", "HEAD", "GET"]);
+
+    let err = client
+        .manifest_digest(&reg.host(), REPO, "gone")
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn a_manifest_over_4_mib_is_refused_saying_its_size() {
+    let reg = FakeRegistry::start(FakeAuth::None).await;
+    let big = vec![b' '; ferry_core::MAX_SMALL_BLOB as usize + 1];
+    reg.put_manifest_raw(REPO, "big", media::OCI_MANIFEST, Bytes::from(big));
+    let r: Reference = format!("{}/{REPO}:big", reg.host()).parse().unwrap();
+    let err = fast_client().manifest(&r).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "http://{}/v2/{REPO}/manifests/big: the manifest is 4194305 bytes; a manifest or image config may hold at most 4 MiB",
+            reg.host()
+        )
+    );
+}

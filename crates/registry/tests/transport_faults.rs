@@ -536,3 +536,138 @@ async fn token_fetches_for_different_repositories_do_not_wait_for_each_other() {
     );
     assert_eq!(reg.tokens_issued(), 2);
 }
+
+/// `f`, or a panic after 10 s: a test whose fix is missing fails quickly instead of waiting
+/// for a body that takes minutes to arrive.
+async fn within_10_s<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("the request outlived its deadline by far")
+}
+
+#[tokio::test]
+async fn an_error_body_trickled_a_byte_a_second_is_cut_at_the_request_deadline() {
+    let (_img, reg) = setup(14, 1_000, FakeAuth::None).await;
+    reg.add_fault(Fault::TrickleErrorBody {
+        status: 500,
+        bytes_per_sec: 1,
+        on_ping: false,
+    });
+    let c = client(ClientOptions {
+        request_timeout: Duration::from_millis(400),
+        max_attempts: 2,
+        ..fast_opts()
+    });
+    let start = Instant::now();
+    let err = within_10_s(c.manifest(&reference(&reg, REPO)))
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // The status is what matters (a 500 stays retryable); the codes the body would have
+    // added are given up.
+    assert!(err.is_retryable());
+    assert_eq!(
+        chain(&err),
+        vec![format!(
+            "GET http://{}/v2/{REPO}/manifests/v1 returned 500",
+            reg.host()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_ping_error_body_trickled_a_byte_a_second_is_cut_at_the_request_deadline() {
+    let (_img, reg) = setup(15, 1_000, FakeAuth::None).await;
+    reg.add_fault(Fault::TrickleErrorBody {
+        status: 500,
+        bytes_per_sec: 1,
+        on_ping: true,
+    });
+    let c = client(ClientOptions {
+        request_timeout: Duration::from_millis(400),
+        max_attempts: 2,
+        ..fast_opts()
+    });
+    let start = Instant::now();
+    let err = within_10_s(c.manifest(&reference(&reg, REPO)))
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        chain(&err),
+        vec![format!("GET http://{}/v2/ returned 500", reg.host())]
+    );
+}
+
+/// Token auth with alice's valid credentials, where (as on Docker Hub) the token service
+/// grants nothing for a repository that does not exist and the registry then answers 401.
+async fn hub_style_registry() -> (TestImage, FakeRegistry) {
+    let (img, reg) = setup(
+        16,
+        1_000,
+        FakeAuth::Bearer {
+            credentials: Some(("alice".into(), "s3cret".into())),
+            token_field: TokenField::Token,
+            expires_in: None,
+        },
+    )
+    .await;
+    reg.add_fault(Fault::UnknownReposUnauthorized);
+    (img, reg)
+}
+
+fn alice(reg: &FakeRegistry, password: &str) -> Client {
+    let mut opts = fast_opts();
+    opts.credentials.insert(
+        reg.host(),
+        Credential::Basic {
+            username: "alice".into(),
+            password: password.into(),
+        },
+    );
+    client(opts)
+}
+
+#[tokio::test]
+async fn a_401_to_an_accepted_token_is_not_authorised_or_missing_not_refused_credentials() {
+    let (_img, reg) = hub_style_registry().await;
+    let c = alice(&reg, "s3cret");
+    c.manifest(&reference(&reg, REPO))
+        .await
+        .expect("the repository that exists");
+    let err = c.manifest(&reference(&reg, "lib/typo")).await.unwrap_err();
+    assert!(err.is_not_authorized() && err.is_unauthorized() && !err.is_credentials_refused());
+    assert!(!err.is_retryable());
+    assert_eq!(
+        chain(&err),
+        vec![format!(
+            "the account is not authorised for lib/typo on {0}, or lib/typo does not exist (GET http://{0}/v2/lib/typo/manifests/v1 returned 401)",
+            reg.host()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn credentials_the_token_service_rejects_are_refused_credentials() {
+    let (_img, reg) = hub_style_registry().await;
+    let err = alice(&reg, "wrong")
+        .manifest(&reference(&reg, "lib/typo"))
+        .await
+        .unwrap_err();
+    assert!(err.is_credentials_refused() && !err.is_not_authorized());
+    assert_eq!(
+        chain(&err),
+        vec![format!(
+            "{0} refused the credentials given for it (GET http://{0}/token?… returned 401)",
+            reg.host()
+        )]
+    );
+}

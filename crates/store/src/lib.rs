@@ -27,14 +27,10 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use ferry_core::{Digest, Verifier, VerifyError};
+use ferry_core::{Digest, Verifier, VerifyError, MAX_SMALL_BLOB, MAX_SMALL_BLOB_RULE};
 
 pub use checked::CheckedBlob;
 pub use ingest::Ingest;
-
-/// The most a manifest or an image config may hold (distribution, podman and skopeo use the
-/// same limit); anything larger is refused rather than read into memory.
-pub const MAX_SMALL: u64 = 4 * 1024 * 1024;
 
 /// What went wrong in the store. Every variant names the file or blob involved.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +51,7 @@ pub enum StoreError {
         declared: u64,
         actual: u64,
     },
-    #[error("blob {digest} is {size} bytes; a manifest or image config may hold at most 4 MiB")]
+    #[error("blob {digest} is {size} bytes; {MAX_SMALL_BLOB_RULE}")]
     TooLarge { digest: Digest, size: u64 },
     /// A cache entry that is a symbolic link, not a regular file, or someone else's.
     #[error("refusing the cache entry {path}: {reason}")]
@@ -215,12 +211,12 @@ impl Store {
         Ok(CheckedBlob::new(f, p, digest, size))
     }
 
-    /// Read a whole small blob (a manifest or config), verified, at most [`MAX_SMALL`] bytes.
+    /// Read a whole small blob (a manifest or config), verified, at most [`MAX_SMALL_BLOB`] bytes.
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest);
         let f = safe::open_read(&p)?;
         let size = f.metadata().map_err(StoreError::io(&p))?.len();
-        if size > MAX_SMALL {
+        if size > MAX_SMALL_BLOB {
             return Err(StoreError::TooLarge {
                 digest: digest.clone(),
                 size,
@@ -229,10 +225,10 @@ impl Store {
         let mut out = Vec::with_capacity(size as usize);
         // The limit holds even if the file grows while it is read.
         CheckedBlob::new(f, p.clone(), digest, None)
-            .take(MAX_SMALL + 1)
+            .take(MAX_SMALL_BLOB + 1)
             .read_to_end(&mut out)
             .map_err(|e| StoreError::from_read(&p, e))?;
-        if out.len() as u64 > MAX_SMALL {
+        if out.len() as u64 > MAX_SMALL_BLOB {
             return Err(StoreError::TooLarge {
                 digest: digest.clone(),
                 size: out.len() as u64,
@@ -247,7 +243,7 @@ impl Store {
         let mut v = Verifier::new(digest.clone(), Some(bytes.len() as u64));
         v.update(bytes)?;
         v.finish()?;
-        if bytes.len() as u64 <= MAX_SMALL
+        if bytes.len() as u64 <= MAX_SMALL_BLOB
             && self.check(digest, bytes.len() as u64)?
             && self.read_small(digest).is_ok_and(|held| held == bytes)
         {

@@ -185,7 +185,7 @@ fn a_verified_read_of_an_intact_blob_returns_every_byte() {
 fn read_small_verifies_and_refuses_more_than_4_mib() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (big, d) = blob(MAX_SMALL as usize + 1);
+    let (big, d) = blob(ferry_core::MAX_SMALL_BLOB as usize + 1);
     store.put_verified(&d, &big).unwrap();
     let err = store.read_small(&d).unwrap_err();
     assert_eq!(

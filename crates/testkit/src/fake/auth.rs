@@ -149,6 +149,16 @@ pub(crate) fn token_endpoint(state: &Shared, req: &Request) -> Response {
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
+    let hub_style = st
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::UnknownReposUnauthorized));
+    let known = |scope: &str| {
+        scope
+            .strip_prefix("repository:")
+            .and_then(|rest| rest.rsplit_once(':'))
+            .is_none_or(|(name, _)| st.repos.contains_key(name))
+    };
     let scopes: Vec<String> = query
         .iter()
         .filter(|(k, _)| k == "scope")
@@ -158,6 +168,7 @@ pub(crate) fn token_endpoint(state: &Shared, req: &Request) -> Response {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         })
+        .filter(|s| !hub_style || known(s))
         .collect();
     let token = format!("fake-{:032x}", rand::random::<u128>());
     st.tokens.insert(token.clone(), Token { scopes, uses: 0 });

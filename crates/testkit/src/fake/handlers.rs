@@ -192,6 +192,21 @@ fn route(state: &Shared, req: &Request) -> Response {
     if let Err(resp) = auth::check(&mut st, req.headers(), scope) {
         return resp;
     }
+    let trickled = st.faults.iter().find_map(|f| match f {
+        Fault::TrickleErrorBody {
+            status,
+            bytes_per_sec,
+            on_ping,
+        } if *on_ping == matches!(target, Target::Root)
+            && matches!(target, Target::Root | Target::Manifest { .. }) =>
+        {
+            Some((*status, *bytes_per_sec))
+        }
+        _ => None,
+    });
+    if let Some((status, bytes_per_sec)) = trickled {
+        return trickled_error(status, bytes_per_sec);
+    }
     let ping_status = st.faults.iter().find_map(|f| match f {
         Fault::PingStatus { status } => StatusCode::from_u16(*status).ok(),
         _ => None,
@@ -214,6 +229,25 @@ fn route(state: &Shared, req: &Request) -> Response {
         Target::Manifest { name, reference } => manifest(&st, name, reference, head),
         Target::Blob { name, digest } => blobs::serve(&mut st, name, digest, req.headers(), head),
     }
+}
+
+/// An error answer whose headers come at once and whose body trickles in.
+fn trickled_error(status: u16, bytes_per_sec: u64) -> Response {
+    let body = json!({ "errors": [{
+        "code": "UNKNOWN",
+        "message": format!("injected slow error body {}", ".".repeat(256)),
+        "detail": null,
+    }] });
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let mut resp = Response::new(blobs::stream_body(
+        bytes,
+        None,
+        Some(bytes_per_sec.max(1)),
+        None,
+    ));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    set_header(&mut resp, "content-type", "application/json");
+    resp
 }
 
 fn tags(st: &super::State, req: &Request, name: &str) -> Response {
@@ -300,7 +334,9 @@ fn manifest(st: &super::State, name: &str, reference: &str, head: bool) -> Respo
         Body::from(bytes.clone())
     });
     set_header(&mut resp, "content-type", media_type);
-    set_header(&mut resp, "docker-content-digest", &digest.to_string());
+    if !st.faults.iter().any(|f| matches!(f, Fault::NoDigestHeader)) {
+        set_header(&mut resp, "docker-content-digest", &digest.to_string());
+    }
     set_header(&mut resp, "content-length", &len.to_string());
     set_header(&mut resp, "etag", &format!("\"{digest}\""));
     resp

@@ -100,6 +100,19 @@ pub enum Fault {
         code: String,
         message: String,
     },
+    /// Answer with `status` and prompt headers, then send the error body (a few hundred
+    /// bytes) at this rate: the `/v2/` ping when `on_ping`, else every manifest request.
+    TrickleErrorBody {
+        status: u16,
+        bytes_per_sec: u64,
+        on_ping: bool,
+    },
+    /// In Bearer mode, as Docker Hub does: the token endpoint grants no access to a
+    /// repository the fake does not hold, even to valid credentials, so the registry answers
+    /// 401 (not 404) for it.
+    UnknownReposUnauthorized,
+    /// Manifest answers (GET and HEAD) carry no `Docker-Content-Digest` header.
+    NoDigestHeader,
 }
 
 /// One request the fake saw (on either listener).
