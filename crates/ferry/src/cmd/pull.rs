@@ -300,7 +300,9 @@ fn write_output(
                 write_tar(images, blobs, scratch, format, &mut w)?;
                 // Complete before it is renamed into place; not fsynced, as docker save and
                 // skopeo do not: the cost is a second write of the whole image to disk.
-                w.into_inner()
+                // Kept open, so locked, until it has left the temporary name.
+                let _held = w
+                    .into_inner()
                     .map_err(|e| e.into_error())
                     .with_context(|| format!("writing {}", path.display()))?;
                 output::put_in_place(&tmp, path, force)
