@@ -252,7 +252,12 @@ fn lock_new_dir(tmp: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::MetadataExt;
     let f = fs::File::open(tmp)?;
     let busy = || io::Error::other(format!("another run removed or holds {}", tmp.display()));
-    f.try_lock().map_err(|_| busy())?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(busy()),
+        // A file system without locks: written unlocked (cleanup there asks the PID).
+        Err(fs::TryLockError::Error(_)) => {}
+    }
     let (held, there) = (f.metadata()?, fs::symlink_metadata(tmp)?);
     if held.nlink() == 0 || (held.dev(), held.ino()) != (there.dev(), there.ino()) {
         return Err(busy());

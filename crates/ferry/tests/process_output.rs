@@ -328,6 +328,13 @@ async fn temp_outputs_of_dead_runs_are_removed_by_the_next_run_in_that_directory
     held.try_lock().unwrap();
     // One whose PID is alive but whose lock is free is a dead run's (PID reuse).
     std::fs::write(dir.join(".reused.tar.ferry-tmp-1"), b"x").unwrap();
+    // Symlinks planted at temporary names: removed, never followed.
+    let (file_target, dir_target) = (work.path().join("precious"), work.path().join("vault"));
+    std::fs::write(&file_target, b"keep").unwrap();
+    std::fs::create_dir(&dir_target).unwrap();
+    std::fs::write(dir_target.join("f"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&file_target, dir.join(format!(".l.tar.ferry-tmp-{dead}"))).unwrap();
+    std::os::unix::fs::symlink(&dir_target, dir.join(format!(".ld.ferry-tmp-{dead}"))).unwrap();
     let o = pull_to(
         &cache,
         &["-q", &format!("{}/{REPO}:v1", reg.host())],
@@ -341,6 +348,8 @@ async fn temp_outputs_of_dead_runs_are_removed_by_the_next_run_in_that_directory
         "stale temporary outputs were left"
     );
     assert!(dir.join("kept/oci-layout").is_file());
+    assert_eq!(std::fs::read(&file_target).unwrap(), b"keep");
+    assert_eq!(std::fs::read(dir_target.join("f")).unwrap(), b"keep");
     drop(held);
 }
 

@@ -5,7 +5,7 @@
 //! dead runs left under them.
 
 use std::ffi::OsStr;
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -389,6 +389,19 @@ pub(crate) fn lock_temp(tmp: &Path) -> io::Result<File> {
     hold(f, tmp)
 }
 
+/// Lock the existing OCI layout `path` before `--force` moves it aside, so no other run's
+/// cleanup puts it back while this one replaces it; held while the returned file is open.
+pub(crate) fn lock_old_layout(path: &Path) -> io::Result<File> {
+    let f = File::open(path)?;
+    match f.try_lock() {
+        Ok(()) | Err(TryLockError::Error(_)) => Ok(f),
+        Err(TryLockError::WouldBlock) => Err(io::Error::other(format!(
+            "another ferry run is replacing {}",
+            path.display()
+        ))),
+    }
+}
+
 const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
 fn hold(f: File, tmp: &Path) -> io::Result<File> {
@@ -398,7 +411,13 @@ fn hold(f: File, tmp: &Path) -> io::Result<File> {
             tmp.display()
         ))
     };
-    f.try_lock().map_err(|_| busy())?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(busy()),
+        // A file system without locks (some network and FUSE ones): written unlocked, and
+        // cleanup there asks whether the PID lives instead.
+        Err(TryLockError::Error(_)) => {}
+    }
     // Removed by another run's cleanup between its creation and the lock: not ours to fill.
     if f.metadata()?.nlink() == 0 {
         return Err(busy());
@@ -432,12 +451,12 @@ pub(crate) fn remove_stale_temps(path: &Path) {
     };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some((base, mark)) = marked_entry(&file_name) else {
+        let Some((base, mark, pid)) = marked_entry(&file_name) else {
             continue;
         };
         let p = entry.path();
         // Held until it is gone or back in place.
-        let Some(_lock) = abandoned(&p) else {
+        let Some(_lock) = abandoned(&p, pid) else {
             continue;
         };
         if mark == OLD_MARK {
@@ -451,8 +470,10 @@ pub(crate) fn remove_stale_temps(path: &Path) {
 }
 
 /// `Some` when nobody holds `p`'s lock, with the lock now taken (none for a symlink, which
-/// no run makes); `None` while a live run holds it, or when it cannot be told.
-fn abandoned(p: &Path) -> Option<Option<File>> {
+/// no run makes); `None` while a live run holds it, or when it cannot be told. Where the
+/// file system has no locks, `pid` is asked instead: gone from `/proc`, or this process's
+/// own (which has made no such name yet), means abandoned.
+fn abandoned(p: &Path, pid: u32) -> Option<Option<File>> {
     if std::fs::symlink_metadata(p).ok()?.file_type().is_symlink() {
         return Some(None);
     }
@@ -461,22 +482,31 @@ fn abandoned(p: &Path) -> Option<Option<File>> {
         .custom_flags(NOFOLLOW)
         .open(p)
         .ok()?;
-    f.try_lock().ok()?;
-    Some(Some(f))
+    match f.try_lock() {
+        Ok(()) => Some(Some(f)),
+        Err(TryLockError::WouldBlock) => None,
+        Err(TryLockError::Error(_)) => {
+            let dead = pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists();
+            dead.then_some(None)
+        }
+    }
 }
 
-/// `(NAME, mark)` for `.NAME<mark>PID`.
-fn marked_entry(file_name: &OsStr) -> Option<(&OsStr, &'static str)> {
+/// `(NAME, mark, PID)` for `.NAME<mark>PID`.
+fn marked_entry(file_name: &OsStr) -> Option<(&OsStr, &'static str, u32)> {
     let name = std::str::from_utf8(file_name.as_bytes()).ok()?;
     let rest = name.strip_prefix('.')?;
     for mark in [TEMP_MARK, OLD_MARK] {
         let Some((base, pid)) = rest.rsplit_once(mark) else {
             continue;
         };
-        if base.is_empty() || pid.parse::<u32>().is_err() {
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if base.is_empty() {
             continue;
         }
-        return Some((OsStr::new(&name[1..1 + base.len()]), mark));
+        return Some((OsStr::new(&name[1..1 + base.len()]), mark, pid));
     }
     None
 }
@@ -502,7 +532,7 @@ mod tests {
 
     #[test]
     fn marked_names_are_recognised() {
-        let n = |s: &str| marked_entry(OsStr::new(s)).map(|(b, m)| (b.to_owned(), m));
+        let n = |s: &str| marked_entry(OsStr::new(s)).map(|(b, m, _)| (b.to_owned(), m));
         assert_eq!(n(".a.tar.ferry-tmp-12"), Some(("a.tar".into(), TEMP_MARK)));
         assert_eq!(n(".lay.ferry-old-7"), Some(("lay".into(), OLD_MARK)));
         assert_eq!(n("a.ferry-tmp-12"), None);

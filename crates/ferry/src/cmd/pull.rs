@@ -330,8 +330,7 @@ fn write_layout(
     let mut _held = None;
     let aside = if path.exists() {
         _held = Some(
-            std::fs::File::open(path)
-                .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::from))
+            output::lock_old_layout(path)
                 .with_context(|| format!("locking the old {} to move it aside", path.display()))?,
         );
         let old = output::old_name(path);
