@@ -287,7 +287,10 @@ async fn sigterm_is_acted_on_while_the_command_blocks_reading_a_password() {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn ferry");
+    let mut child = cmd.spawn().expect("spawn ferry");
+    // Held until ferry has exited: `wait_with_output` would close it, and an end of input
+    // racing the signal reads as an empty password.
+    let stdin = child.stdin.take();
     let pid = child.id().expect("pid");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let k = std::process::Command::new("kill")
@@ -299,6 +302,7 @@ async fn sigterm_is_acted_on_while_the_command_blocks_reading_a_password() {
         .await
         .expect("ferry ignored SIGTERM while blocked")
         .unwrap();
+    drop(stdin);
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
 }
 
