@@ -190,16 +190,29 @@ impl Plan {
     }
 
     /// Write an OCI image layout into the new directory `dir`, which must not exist. It is
-    /// built beside `dir` and renamed into place when complete.
-    pub fn write_dir(&self, blobs: &dyn BlobReader, dir: &Path) -> Result<(), ArchiveError> {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "layout".into());
-        let tmp = dir.with_file_name(format!(".{name}.ferry-tmp-{}", std::process::id()));
+    /// built in `tmp` (beside `dir`; the caller names it, and removes what a dead run left
+    /// there) and renamed into place when complete. `tmp` must not exist: whatever is there,
+    /// a symlink included, is an error, never followed. While it is written, `tmp` is held
+    /// under an exclusive `flock`, which tells other runs cleaning up that its writer lives.
+    pub fn write_dir(
+        &self,
+        blobs: &dyn BlobReader,
+        tmp: &Path,
+        dir: &Path,
+    ) -> Result<(), ArchiveError> {
+        let mut made = false;
         let result = (|| -> io::Result<()> {
-            let _ = fs::remove_dir_all(&tmp);
-            fs::create_dir_all(&tmp)?;
+            fs::create_dir(tmp).map_err(|e| {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return e;
+                }
+                io::Error::new(
+                    e.kind(),
+                    format!("its temporary name {} is already taken", tmp.display()),
+                )
+            })?;
+            made = true;
+            let _lock = lock_new_dir(tmp)?;
             for e in self.entries.iter().filter(|e| !e.docker_only) {
                 let path = tmp.join(&e.name);
                 match &e.body {
@@ -219,16 +232,37 @@ impl Plan {
                     }
                 }
             }
-            fs::rename(&tmp, dir)
+            fs::rename(tmp, dir)
         })();
         result.map_err(|source| {
-            let _ = fs::remove_dir_all(&tmp);
+            if made {
+                let _ = fs::remove_dir_all(tmp);
+            }
             ArchiveError::Io {
                 context: format!("writing the OCI layout {}", dir.display()),
                 source,
             }
         })
     }
+}
+
+/// Lock the directory `tmp` just made, and make sure it is still the one made: another
+/// run's cleanup may have taken it between its creation and the lock.
+fn lock_new_dir(tmp: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let f = fs::File::open(tmp)?;
+    let busy = || io::Error::other(format!("another run removed or holds {}", tmp.display()));
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(busy()),
+        // A file system without locks: written unlocked (cleanup there asks the PID).
+        Err(fs::TryLockError::Error(_)) => {}
+    }
+    let (held, there) = (f.metadata()?, fs::symlink_metadata(tmp)?);
+    if held.nlink() == 0 || (held.dev(), held.ino()) != (there.dev(), there.ino()) {
+        return Err(busy());
+    }
+    Ok(f)
 }
 
 /// [`tarfmt::entry_len`] without overflow: `None` for a size near `u64::MAX`.
@@ -322,4 +356,36 @@ fn docker_manifest_json(images: &[ArchiveImage]) -> Vec<u8> {
         })
         .collect();
     serde_json::to_vec(&entries).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod write_dir_tests {
+    use super::*;
+
+    struct NoBlobs;
+
+    impl BlobReader for NoBlobs {
+        fn open(&self, d: &Digest) -> io::Result<Box<dyn io::Read + Send>> {
+            Err(io::Error::new(io::ErrorKind::NotFound, d.to_string()))
+        }
+    }
+
+    #[test]
+    fn a_symlink_at_the_temp_name_is_not_followed() {
+        let work = tempfile::tempdir().unwrap();
+        let target = work.path().join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        let (tmp, dir) = (work.path().join(".lay.tmp"), work.path().join("lay"));
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        let e = Plan::new(&[]).write_dir(&NoBlobs, &tmp, &dir).unwrap_err();
+        assert!(e.to_string().contains("writing the OCI layout"), "{e}");
+        assert!(format!("{e:?}").contains("is already taken"), "{e:?}");
+        // Nothing written through the link, the link itself left for the caller to judge.
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+        assert!(fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+        assert!(!dir.exists());
+        fs::remove_file(&tmp).unwrap();
+        Plan::new(&[]).write_dir(&NoBlobs, &tmp, &dir).unwrap();
+        assert!(dir.join("oci-layout").is_file() && !tmp.exists());
+    }
 }

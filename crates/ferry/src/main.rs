@@ -47,7 +47,9 @@ fn main() {
             (name, code) = stop_signal() => {
                 progress::abandon();
                 cmd::cleanup_temp_outputs();
-                say!("interrupted{name}; downloaded data is kept in the cache, run the same command again to resume");
+                // The last line: the downloads and writers still winding down print nothing
+                // below it.
+                stdio::last_words(format_args!("interrupted{name}; downloaded data is kept in the cache, run the same command again to resume"));
                 code
             }
         }
@@ -103,7 +105,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .fmt_fields(fields)
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| stdio::LogWriter)
         // On a failed write it would fall back to `eprintln!`, which panics on a closed stderr.
         .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())

@@ -8,7 +8,8 @@
 //! order. All text goes through [`crate::sanitize::clean`]: much of it comes from registries.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,9 +30,13 @@ fn live() -> Option<Arc<Shared>> {
         .and_then(|c| c.as_ref().and_then(Weak::upgrade))
 }
 
-/// Stop the live reporter drawing (see [`Reporter::abandon`]). The error and signal paths
-/// call this before they print; it does nothing when there is no reporter.
+/// Set by [`abandon`]: notices made without a live reporter are dropped too.
+static ABANDONED: AtomicBool = AtomicBool::new(false);
+
+/// Silence the live reporter for good (see [`Reporter::abandon`]). The error and signal
+/// paths call this before they print, so their message is the last thing on stderr.
 pub fn abandon() {
+    ABANDONED.store(true, Ordering::SeqCst);
     if let Some(shared) = live() {
         shared.abandon();
     }
@@ -43,6 +48,7 @@ pub fn abandon() {
 pub fn notice(text: &str) {
     match live() {
         Some(shared) => shared.line(text),
+        None if ABANDONED.load(Ordering::SeqCst) => {}
         None => crate::stdio::say!("{}", clean(text)),
     }
 }
@@ -91,6 +97,8 @@ struct State {
     first_download: Option<Instant>,
     /// Drawing has ended: the downloads finished, or the reporter was abandoned.
     stopped: bool,
+    /// Abandoned: nothing is printed any more, not even plain lines.
+    silenced: bool,
 }
 
 struct Blob {
@@ -163,7 +171,7 @@ impl Reporter {
         self.shared.stop(&mut st, true);
         if self.shared.mode != Mode::Quiet {
             if let Some(s) = summary(&st) {
-                (self.shared.sink)(&s);
+                self.shared.say(&st, &s, false);
             }
         }
     }
@@ -174,8 +182,10 @@ impl Reporter {
     }
 
     /// Stop drawing at once and for good, leaving the last frame as it is (clearing it trusts
-    /// the cursor to be where indicatif left it, which is not sure after a signal). Call
-    /// before printing an interruption or error message, so no redraw lands on it.
+    /// the cursor to be where indicatif left it, which is not sure after a signal), and print
+    /// nothing more: no line, warning or notice. Call before printing an interruption or
+    /// error message, so nothing lands on or below it (downloads still winding down would
+    /// otherwise report "done" under it).
     pub fn abandon(&self) {
         self.shared.abandon();
     }
@@ -196,6 +206,7 @@ impl Shared {
 
     fn abandon(&self) {
         let mut st = self.lock();
+        st.silenced = true;
         if !st.stopped {
             self.stop(&mut st, false);
         }
@@ -225,6 +236,9 @@ impl Shared {
     /// Print `text` sanitised: above the bars while they are drawn (cut to the width when
     /// `fit`, for progress lines; messages are never cut), else as a plain line.
     fn say(&self, st: &State, text: &str, fit: bool) {
+        if st.silenced {
+            return;
+        }
         let text = clean(text);
         match self.bars(st) {
             Some(m) if fit => {
@@ -263,7 +277,8 @@ impl Shared {
     fn event(&self, event: Event) {
         if self.mode == Mode::Quiet {
             if let Event::Warning { message } = event {
-                (self.sink)(&clean(&format!("warning: {message}")));
+                let st = self.lock();
+                self.say(&st, &format!("warning: {message}"), false);
             }
             return;
         }
@@ -523,7 +538,7 @@ fn restore_control_echo() {
 
 /// A line straight to stderr; a closed stderr is ignored rather than a panic.
 fn plain(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+    crate::stdio::say!("{text}");
 }
 
 fn term_width() -> usize {
@@ -758,6 +773,33 @@ mod tests {
             lines.lock().unwrap().last().map(String::as_str),
             Some("nothing to download: 1 blob came from the cache")
         );
+    }
+
+    #[test]
+    fn an_abandoned_reporter_prints_nothing_more() {
+        for mode in [Mode::Lines, Mode::Quiet] {
+            let (r, lines) = reporter(mode);
+            let d = Digest::sha256_of(b"a");
+            r.event(resolved("x:1", &[(&d, 100)]));
+            r.event(Event::BlobStarted {
+                digest: d.clone(),
+                size: 100,
+                held: 0,
+            });
+            let before = lines.lock().unwrap().len();
+            r.abandon();
+            // What downloads winding down after an interruption still report.
+            r.event(Event::BlobDone {
+                digest: d.clone(),
+                size: 100,
+            });
+            r.event(Event::Warning {
+                message: "late".into(),
+            });
+            r.line("retrying in 1 s");
+            r.finish_downloads();
+            assert_eq!(lines.lock().unwrap().len(), before, "{mode:?}");
+        }
     }
 
     #[test]

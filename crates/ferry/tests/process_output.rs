@@ -287,7 +287,10 @@ async fn sigterm_is_acted_on_while_the_command_blocks_reading_a_password() {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn ferry");
+    let mut child = cmd.spawn().expect("spawn ferry");
+    // Held until ferry has exited: `wait_with_output` would close it, and an end of input
+    // racing the signal reads as an empty password.
+    let stdin = child.stdin.take();
     let pid = child.id().expect("pid");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let k = std::process::Command::new("kill")
@@ -299,6 +302,7 @@ async fn sigterm_is_acted_on_while_the_command_blocks_reading_a_password() {
         .await
         .expect("ferry ignored SIGTERM while blocked")
         .unwrap();
+    drop(stdin);
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
 }
 
@@ -319,9 +323,22 @@ async fn temp_outputs_of_dead_runs_are_removed_by_the_next_run_in_that_directory
     let aside = dir.join(format!(".kept.ferry-old-{dead}"));
     std::fs::create_dir(&aside).unwrap();
     std::fs::write(aside.join("oci-layout"), b"{}").unwrap();
-    // A live process's temporary file is not ours to remove.
+    // A live run's temporary file is not ours to remove, whatever its PID says (pid 1 here:
+    // alive in this namespace, but it could be a pull in another container): its lock is
+    // held, here by this test process.
     let live = dir.join(".busy.tar.ferry-tmp-1");
     std::fs::write(&live, b"x").unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    held.try_lock().unwrap();
+    // One whose PID is alive but whose lock is free is a dead run's (PID reuse).
+    std::fs::write(dir.join(".reused.tar.ferry-tmp-1"), b"x").unwrap();
+    // Symlinks planted at temporary names: removed, never followed.
+    let (file_target, dir_target) = (work.path().join("precious"), work.path().join("vault"));
+    std::fs::write(&file_target, b"keep").unwrap();
+    std::fs::create_dir(&dir_target).unwrap();
+    std::fs::write(dir_target.join("f"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&file_target, dir.join(format!(".l.tar.ferry-tmp-{dead}"))).unwrap();
+    std::os::unix::fs::symlink(&dir_target, dir.join(format!(".ld.ferry-tmp-{dead}"))).unwrap();
     let o = pull_to(
         &cache,
         &["-q", &format!("{}/{REPO}:v1", reg.host())],
@@ -335,6 +352,92 @@ async fn temp_outputs_of_dead_runs_are_removed_by_the_next_run_in_that_directory
         "stale temporary outputs were left"
     );
     assert!(dir.join("kept/oci-layout").is_file());
+    assert_eq!(std::fs::read(&file_target).unwrap(), b"keep");
+    assert_eq!(std::fs::read(dir_target.join("f")).unwrap(), b"keep");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_follows_the_interrupted_line() {
+    // Many small, slow layers: downloads finish all the time, right up to the signal and
+    // while the runtime winds down after it.
+    // (Half a second each, a few at a time: the pull lasts seconds, the signal comes early.)
+    let img = sized_image(605, 24, 4_000);
+    let reg = registry_with(&[("v1", &img)]).await;
+    reg.add_fault(Fault::Throttle {
+        bytes_per_sec: 8_000,
+    });
+    let work = tempfile::tempdir().unwrap();
+    for (i, extra) in [["-o", "a.tar"], ["--format", "legacy"]].iter().enumerate() {
+        let w = work.path().join(i.to_string());
+        std::fs::create_dir(&w).unwrap();
+        let mut extra = extra.to_vec();
+        if extra[0] == "--format" {
+            extra.extend(["-o", "l.tar"]);
+        }
+        let (code, err) = pull_and_signal(&reg, &img, &w, &extra, "TERM").await;
+        assert_eq!(code, Some(143), "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("interrupted by SIGTERM; downloaded data is kept in the cache"),
+            "lines follow the interruption message:\n{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_is_noticed_while_the_writer_waits_for_a_slow_blob() {
+    use tokio::io::AsyncReadExt as _;
+    let img = sized_image(606, 2, 1_500_000);
+    let reg = registry_with(&[("v1", &img)]).await;
+    // The second layer would take most of a minute. The writer copies the first out, then
+    // waits for the second, writing nothing, so no write of its own can fail.
+    let slow = img.layers[1].clone();
+    reg.add_fault(Fault::ThrottleBlob {
+        digest: slow.digest.clone(),
+        bytes_per_sec: 32 * 1024,
+    });
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let image = format!("{}/{REPO}:v1", reg.host());
+    let mut c = tokio::process::Command::from(ferry_cmd(&cache, &["pull", &image, "-o", "-"]));
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn ferry");
+    let mut stdout = child.stdout.take().unwrap();
+    // Read all that comes until the writer stalls on the slow layer, then go away.
+    let (mut got, mut buf) = (0usize, vec![0u8; 1 << 16]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "the output never stalled");
+        match tokio::time::timeout(Duration::from_millis(700), stdout.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("the archive ended: the slow layer was not slow"),
+            Ok(Ok(n)) => got += n,
+            Ok(Err(e)) => panic!("reading ferry's output: {e}"),
+            Err(_) if got > 0 => break,
+            Err(_) => {}
+        }
+    }
+    drop(stdout);
+    let closed = Instant::now();
+    let o = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("ferry went on after its reader left")
+        .unwrap();
+    let (elapsed, err) = (closed.elapsed(), stderr(&o));
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(!err.contains("error:"), "{err}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "ferry went on for {elapsed:?} after its reader left"
+    );
+    let sent = reg.body_bytes_sent();
+    let fast = img.layers[0].size() + img.config.size();
+    eprintln!("{got} bytes read; stopped {elapsed:?} after stdout closed; {sent} blob bytes sent");
+    assert!(
+        sent < fast + slow.size() / 4,
+        "{sent} bytes were sent, the slow layer's {} nearly whole",
+        slow.size()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

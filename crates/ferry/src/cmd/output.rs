@@ -5,9 +5,10 @@
 //! dead runs left under them.
 
 use std::ffi::OsStr;
+use std::fs::{File, TryLockError};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use indicatif::HumanBytes;
@@ -363,10 +364,86 @@ fn marked_name(path: &Path, mark: &str, pid: u32) -> PathBuf {
     path.with_file_name(format!(".{name}{mark}{pid}"))
 }
 
+/// Create the temporary file `tmp` for writing: new (never an existing file, never through
+/// a symlink planted at its predictable name) and locked (see [`lock_temp`]) for as long as
+/// the returned file is open.
+pub(crate) fn create_temp_file(tmp: &Path) -> io::Result<File> {
+    let f = File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(NOFOLLOW)
+        .open(tmp)
+        .map_err(|e| taken(tmp, e))?;
+    hold(f, tmp)
+}
+
+/// Lock the temporary output `tmp` this run has just created (a file or a directory), so a
+/// concurrent run's [`remove_stale_temps`] leaves it alone; held while the returned file is
+/// open. An exclusive `flock` on the open file is what tells a live writer from a dead one:
+/// the kernel drops it when its holder dies, whichever PID namespace it ran in.
+pub(crate) fn lock_temp(tmp: &Path) -> io::Result<File> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(tmp)?;
+    hold(f, tmp)
+}
+
+/// Lock the existing OCI layout `path` before `--force` moves it aside, so no other run's
+/// cleanup puts it back while this one replaces it; held while the returned file is open.
+pub(crate) fn lock_old_layout(path: &Path) -> io::Result<File> {
+    let f = File::open(path)?;
+    match f.try_lock() {
+        Ok(()) | Err(TryLockError::Error(_)) => Ok(f),
+        Err(TryLockError::WouldBlock) => Err(io::Error::other(format!(
+            "another ferry run is replacing {}",
+            path.display()
+        ))),
+    }
+}
+
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+fn hold(f: File, tmp: &Path) -> io::Result<File> {
+    let busy = || {
+        io::Error::other(format!(
+            "another ferry run removed or holds {}, the temporary name this run writes under",
+            tmp.display()
+        ))
+    };
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(busy()),
+        // A file system without locks (some network and FUSE ones): written unlocked, and
+        // cleanup there asks whether the PID lives instead.
+        Err(TryLockError::Error(_)) => {}
+    }
+    // Removed by another run's cleanup between its creation and the lock: not ours to fill.
+    if f.metadata()?.nlink() == 0 {
+        return Err(busy());
+    }
+    Ok(f)
+}
+
+fn taken(tmp: &Path, e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::AlreadyExists {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "its temporary name {} is already taken (by a pull running in another container, or by something planted there); remove it if no pull is running",
+            tmp.display()
+        ),
+    )
+}
+
 /// Clean up after killed earlier runs (SIGKILL, power loss) in `path`'s directory: remove
 /// every `.NAME.ferry-tmp-PID`, and put back every OCI layout a `--force` left aside as
-/// `.NAME.ferry-old-PID` (or remove it if NAME was replaced after all). Only names of
-/// processes that no longer exist are touched, so a concurrent pull keeps its files.
+/// `.NAME.ferry-old-PID` (or remove it if NAME was replaced after all). Only names whose
+/// lock nobody holds are touched: a concurrent pull keeps its files, even one in another
+/// PID namespace (a shared output directory in containers) or one that reuses a dead
+/// run's PID. A symlink at such a name is removed, never followed.
 pub(crate) fn remove_stale_temps(path: &Path) {
     let dir = parent_dir(path);
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -374,10 +451,14 @@ pub(crate) fn remove_stale_temps(path: &Path) {
     };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some((base, mark)) = stale_entry(&file_name) else {
+        let Some((base, mark, pid)) = marked_entry(&file_name) else {
             continue;
         };
         let p = entry.path();
+        // Held until it is gone or back in place.
+        let Some(_lock) = abandoned(&p, pid) else {
+            continue;
+        };
         if mark == OLD_MARK {
             let original = dir.join(base);
             if !original.exists() && std::fs::rename(&p, &original).is_ok() {
@@ -388,9 +469,31 @@ pub(crate) fn remove_stale_temps(path: &Path) {
     }
 }
 
-/// `(NAME, mark)` for `.NAME<mark>PID` when PID is not a live process. This process's own
-/// pid counts as dead: this runs before this process makes any such name.
-fn stale_entry(file_name: &OsStr) -> Option<(&OsStr, &'static str)> {
+/// `Some` when nobody holds `p`'s lock, with the lock now taken (none for a symlink, which
+/// no run makes); `None` while a live run holds it, or when it cannot be told. Where the
+/// file system has no locks, `pid` is asked instead: gone from `/proc`, or this process's
+/// own (which has made no such name yet), means abandoned.
+fn abandoned(p: &Path, pid: u32) -> Option<Option<File>> {
+    if std::fs::symlink_metadata(p).ok()?.file_type().is_symlink() {
+        return Some(None);
+    }
+    let f = File::options()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(p)
+        .ok()?;
+    match f.try_lock() {
+        Ok(()) => Some(Some(f)),
+        Err(TryLockError::WouldBlock) => None,
+        Err(TryLockError::Error(_)) => {
+            let dead = pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists();
+            dead.then_some(None)
+        }
+    }
+}
+
+/// `(NAME, mark, PID)` for `.NAME<mark>PID`.
+fn marked_entry(file_name: &OsStr) -> Option<(&OsStr, &'static str, u32)> {
     let name = std::str::from_utf8(file_name.as_bytes()).ok()?;
     let rest = name.strip_prefix('.')?;
     for mark in [TEMP_MARK, OLD_MARK] {
@@ -403,9 +506,7 @@ fn stale_entry(file_name: &OsStr) -> Option<(&OsStr, &'static str)> {
         if base.is_empty() {
             continue;
         }
-        if pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists() {
-            return Some((OsStr::new(&name[1..1 + base.len()]), mark));
-        }
+        return Some((OsStr::new(&name[1..1 + base.len()]), mark, pid));
     }
     None
 }
@@ -430,23 +531,66 @@ mod tests {
     }
 
     #[test]
-    fn stale_names_are_recognised_only_for_dead_pids() {
-        let dead = u32::MAX - 1;
-        let alive = std::process::id();
-        let n = |s: String| stale_entry(OsStr::new(&s)).map(|(b, m)| (b.to_owned(), m));
-        assert_eq!(
-            n(format!(".a.tar.ferry-tmp-{dead}")),
-            Some(("a.tar".into(), TEMP_MARK))
+    fn marked_names_are_recognised() {
+        let n = |s: &str| marked_entry(OsStr::new(s)).map(|(b, m, _)| (b.to_owned(), m));
+        assert_eq!(n(".a.tar.ferry-tmp-12"), Some(("a.tar".into(), TEMP_MARK)));
+        assert_eq!(n(".lay.ferry-old-7"), Some(("lay".into(), OLD_MARK)));
+        assert_eq!(n("a.ferry-tmp-12"), None);
+        assert_eq!(n(".a.ferry-tmp-12x"), None);
+        assert_eq!(n("..ferry-tmp-12"), None);
+    }
+
+    #[test]
+    fn a_locked_temp_survives_cleanup_and_an_unlocked_one_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("img.tar");
+        // Another run's, whatever its PID says: its lock is held (here by another open file
+        // description, as another process would).
+        let busy = dir.path().join(".busy.tar.ferry-tmp-1");
+        let held = create_temp_file(&busy).unwrap();
+        let busy_dir = dir.path().join(".lay.ferry-tmp-1");
+        std::fs::create_dir(&busy_dir).unwrap();
+        let held_dir = lock_temp(&busy_dir).unwrap();
+        // A dead run's: its PID may even be a live process now (PID reuse).
+        let dead = dir
+            .path()
+            .join(format!(".dead.tar.ferry-tmp-{}", std::process::id()));
+        std::fs::write(&dead, b"x").unwrap();
+        let dead_dir = dir.path().join(".deadlay.ferry-tmp-1");
+        std::fs::create_dir_all(dead_dir.join("blobs")).unwrap();
+        remove_stale_temps(&out);
+        assert!(
+            busy.exists() && busy_dir.exists(),
+            "a held temp was removed"
         );
-        assert_eq!(
-            n(format!(".lay.ferry-old-{dead}")),
-            Some(("lay".into(), OLD_MARK))
+        assert!(
+            !dead.exists() && !dead_dir.exists(),
+            "a dead run's temp was kept"
         );
-        // This very process has not made any yet, so its pid is an earlier, dead holder's.
-        assert!(n(format!(".a.ferry-tmp-{alive}")).is_some());
-        assert_eq!(n(".a.ferry-tmp-1".into()), None, "pid 1 is alive");
-        assert_eq!(n(format!("a.ferry-tmp-{dead}")), None);
-        assert_eq!(n(format!(".a.ferry-tmp-{dead}x")), None);
-        assert_eq!(n(format!("..ferry-tmp-{dead}")), None);
+        drop((held, held_dir));
+        remove_stale_temps(&out);
+        assert!(!busy.exists() && !busy_dir.exists());
+    }
+
+    #[test]
+    fn a_symlink_at_the_temp_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        let tmp = temp_name(&dir.path().join("img.tar"));
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        let e = create_temp_file(&tmp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("is already taken"), "{e}");
+        // The next run's cleanup removes the link, not what it points to.
+        remove_stale_temps(&dir.path().join("img.tar"));
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the link was kept"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+        let f = create_temp_file(&tmp).unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
     }
 }

@@ -1,7 +1,6 @@
 //! `ferry pull`: registry → cache → archive.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +116,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         Output::Path(p) => Some(p.clone()),
         Output::Stdout => None,
     };
+    let to_stdout = out_path.is_none();
     let mut writer = tokio::task::spawn_blocking(move || {
         write_output(
             &plan_images,
@@ -152,12 +152,45 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             }
             writer.await.context("the writer task failed")??
         }
+        () = stdout_reader_gone(), if to_stdout => {
+            // The writer learns of it only on its next write, which may wait long for a slow
+            // blob: stop now, dropping the downloads, and let the waiting writer give up.
+            arrivals.fail();
+            return Err(exit::StdoutClosed.into());
+        }
     };
     reporter.finish_downloads();
     if let Some(path) = written {
         reporter.line(&format!("wrote {}", path.display()));
     }
     Ok(())
+}
+
+/// Resolves once the reader of standard output has gone away (a pipe's read end closed, a
+/// socket hung up). Checked every 150 ms: a pull into `| head -c 100` stops at once even
+/// while the writer waits for a slow blob and writes nothing.
+async fn stdout_reader_gone() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(150));
+    loop {
+        tick.tick().await;
+        if stdout_hung_up() {
+            return;
+        }
+    }
+}
+
+/// Whether standard output reports an error or hang-up: what a pipe without readers does.
+/// A file or /dev/null never does.
+fn stdout_hung_up() -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(&out, PollFlags::empty())];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
 }
 
 /// The default archive to a file: laid out in advance, each download written straight into
@@ -185,6 +218,9 @@ async fn write_direct(
                 }
                 other => other.into(),
             })?;
+        // Held until the archive is in place: another run's cleanup keeps away from it.
+        let _lock =
+            output::lock_temp(&tmp).with_context(|| format!("creating {}", path.display()))?;
         ferry_copy::fetch_blobs(client, store, images, jobs, progress, Some(out.clone())).await?;
         let (o, s) = (out, store.clone());
         tokio::task::spawn_blocking(move || o.fill_rest(&s))
@@ -256,13 +292,17 @@ fn write_output(
             let tmp = temp_name(path);
             super::track_temp(tmp.clone());
             let result = (|| -> anyhow::Result<()> {
-                let f =
-                    File::create(&tmp).with_context(|| format!("creating {}", path.display()))?;
+                // New, never through a link planted at the predictable name, and locked until
+                // it is in place.
+                let f = output::create_temp_file(&tmp)
+                    .with_context(|| format!("creating {}", path.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
                 write_tar(images, blobs, scratch, format, &mut w)?;
                 // Complete before it is renamed into place; not fsynced, as docker save and
                 // skopeo do not: the cost is a second write of the whole image to disk.
-                w.into_inner()
+                // Kept open, so locked, until it has left the temporary name.
+                let _held = w
+                    .into_inner()
                     .map_err(|e| e.into_error())
                     .with_context(|| format!("writing {}", path.display()))?;
                 output::put_in_place(&tmp, path, force)
@@ -285,7 +325,14 @@ fn write_layout(
     blobs: &dyn BlobReader,
     path: &Path,
 ) -> anyhow::Result<()> {
+    // Locked before it takes the aside name, and until it is gone or back: another run's
+    // cleanup puts back only an aside nobody holds.
+    let mut _held = None;
     let aside = if path.exists() {
+        _held = Some(
+            output::lock_old_layout(path)
+                .with_context(|| format!("locking the old {} to move it aside", path.display()))?,
+        );
         let old = output::old_name(path);
         std::fs::rename(path, &old)
             .with_context(|| format!("moving the old {} aside", path.display()))?;
@@ -294,9 +341,10 @@ fn write_layout(
     } else {
         None
     };
-    super::track_temp(temp_name(path));
-    let r = Plan::new(images).write_dir(blobs, path);
-    super::untrack_temp(&temp_name(path));
+    let tmp = temp_name(path);
+    super::track_temp(tmp.clone());
+    let r = Plan::new(images).write_dir(blobs, &tmp, path);
+    super::untrack_temp(&tmp);
     if let Some(old) = aside {
         if r.is_ok() {
             let _ = std::fs::remove_dir_all(&old);
