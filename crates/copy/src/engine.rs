@@ -70,7 +70,8 @@ pub async fn resolve_all(
 }
 
 /// Download every config and layer of `images` that the store lacks, `jobs` at a time, in
-/// the order an archive holds them. Blobs shared between the images are fetched once. With
+/// the order an archive holds them; cached ones are verified again, and a damaged copy is
+/// downloaded like a missing one. Blobs shared between the images are fetched once. With
 /// `direct`, each download is also written into its place in that output archive (the
 /// caller fills in the rest with [`DirectArchive::fill_rest`] afterwards).
 pub async fn fetch_blobs(
