@@ -133,3 +133,58 @@ impl ferry_archive::BlobReader for ArrivingReader {
         self.store.read_small(digest).map_err(store_io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn digest(s: &str) -> Digest {
+        Digest::sha256_of(s.as_bytes())
+    }
+
+    /// Runs `wait_for(d)` on a thread; the receiver gets its result.
+    fn waiter(a: &Arc<Arrivals>, d: &Digest) -> mpsc::Receiver<io::Result<()>> {
+        let (tx, rx) = mpsc::channel();
+        let (a, d) = (a.clone(), d.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(a.wait_for(&d));
+        });
+        rx
+    }
+
+    const SHORT: Duration = Duration::from_millis(100);
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_cached_blob_is_ready_only_once_announced() {
+        let a = Arrivals::new(Arc::new(crate::NoProgress));
+        let (layer, manifest) = (digest("layer"), digest("manifest"));
+        let on_layer = waiter(&a, &layer);
+        let on_manifest = waiter(&a, &manifest);
+        // Before the downloads say what they handle, nothing is ready: a cached blob may
+        // still be one they are about to check.
+        assert!(on_manifest.recv_timeout(SHORT).is_err());
+        a.expect([layer.clone()]);
+        on_manifest.recv_timeout(LONG).unwrap().unwrap();
+        assert!(on_layer.recv_timeout(SHORT).is_err(), "not announced yet");
+        a.event(Event::BlobCached {
+            digest: layer.clone(),
+            size: 1,
+        });
+        on_layer.recv_timeout(LONG).unwrap().unwrap();
+    }
+
+    #[test]
+    fn waiting_readers_give_up_when_the_downloads_fail() {
+        let a = Arrivals::new(Arc::new(crate::NoProgress));
+        let layer = digest("layer");
+        a.expect([layer.clone()]);
+        let on_layer = waiter(&a, &layer);
+        assert!(on_layer.recv_timeout(SHORT).is_err());
+        a.fail();
+        let err = on_layer.recv_timeout(LONG).unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    }
+}
