@@ -96,7 +96,6 @@ pub fn write_legacy(
                     scratch,
                     &format!("{id}/layer.tar"),
                     &mut out,
-                    true,
                 )?;
             }
             layer_paths.push(format!("{id}/layer.tar"));
@@ -132,7 +131,6 @@ fn write_layer(
     scratch: &Path,
     name: &str,
     out: &mut dyn Write,
-    may_repair: bool,
 ) -> Result<(), ArchiveError> {
     let ctx = || format!("unpacking layer {}", layer.digest);
     let raw = BufReader::new(blobs.open(&layer.digest).map_err(io_ctx(ctx()))?);
@@ -149,15 +147,7 @@ fn write_layer(
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            // Nothing of the layer is written yet: a reader that repairs a damaged cached
-            // copy gets one more try.
-            Err(e) if may_repair && blobs.repair(&layer.digest, &e).map_err(io_ctx(ctx()))? => {
-                return write_layer(blobs, layer, diff_id, scratch, name, out, false);
-            }
-            Err(e) => return Err(io_ctx(ctx())(e)),
-        };
+        let n = reader.read(&mut buf).map_err(io_ctx(ctx()))?;
         if n == 0 {
             break;
         }

@@ -27,6 +27,10 @@ pub use legacy::write_legacy;
 pub use plan::{Entry, EntryBody, Plan};
 
 /// Read access to verified blobs (the store).
+///
+/// Contract: a reader hands out only blobs it knows match their digests (verified when they
+/// arrived, or checked since); writers copy the bytes as they are and check only lengths.
+/// There is no second chance after a read: on a stream the bytes are already out.
 pub trait BlobReader: Sync {
     /// Open blob `digest` for reading from its start.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
@@ -48,15 +52,6 @@ pub trait BlobReader: Sync {
             ));
         }
         Ok(out)
-    }
-    /// Called when reading blob `digest` failed with `error` (or its content did not
-    /// decode). A reader that can repair its copy (a damaged cached blob fetched again)
-    /// does so and returns `true`: the caller may read the blob once more from its start. An
-    /// error explains the failure better than `error` does (the copy is damaged and could
-    /// not be replaced). The default repairs nothing.
-    fn repair(&self, digest: &Digest, error: &io::Error) -> io::Result<bool> {
-        let _ = (digest, error);
-        Ok(false)
     }
 }
 

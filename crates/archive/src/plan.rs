@@ -220,14 +220,7 @@ impl Plan {
                     EntryBody::Bytes(b) => fs::write(&path, b)?,
                     EntryBody::Blob(d) => {
                         let mut f = fs::File::create(&path)?;
-                        if let Err(err) = copy_blob(blobs, d, e.size, &mut f) {
-                            // A file can be rewritten: take a repaired copy once.
-                            if !blobs.repair(d, &err)? {
-                                return Err(err);
-                            }
-                            f = fs::File::create(&path)?;
-                            copy_blob(blobs, d, e.size, &mut f)?;
-                        }
+                        copy_blob(blobs, d, e.size, &mut f)?;
                         f.sync_all()?;
                     }
                 }

@@ -2,7 +2,8 @@
 //! each download writes its bytes straight into the blob's place in the output as well as
 //! into the cache. The output is never read back from the cache, which saves a full pass
 //! over the image's bytes. Blobs that come from the cache are verified in the same loop that
-//! copies them into place, so a damaged cached copy costs a refetch, never a bad archive.
+//! copies them into place (by the download tasks, `-j` at a time), so a damaged cached copy
+//! costs a refetch into its region, never a bad archive.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -14,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use ferry_archive::{ArchiveError, Plan};
 use ferry_core::{Digest, ResumableWrite};
 use ferry_store::{Ingest, Store, StoreError};
+
+use crate::CopyError;
 
 /// An output archive being filled in place.
 pub struct DirectArchive {
@@ -79,34 +82,42 @@ impl DirectArchive {
         copy_range(src.take(held), held, &self.file, base)
     }
 
-    /// Copy cached blob `d` into its region, verifying it on the way, and mark it filled.
-    pub(crate) fn copy_cached(&self, store: &Store, d: &Digest) -> io::Result<Cached> {
+    /// Copy cached blob `d` into its region, hashing it on the way, and mark it filled when
+    /// it matched. Nothing is written past the region: bytes beyond the blob's size fail the
+    /// read before they are returned.
+    pub(crate) fn copy_cached(&self, store: &Store, d: &Digest) -> Result<Cached, CopyError> {
         let Some((base, size)) = self.region(d) else {
             return Ok(Cached::Copied);
         };
-        let src = store
-            .open_verified(d, Some(size))
-            .map_err(io::Error::other)?;
-        match copy_range(src, size, &self.file, base) {
-            Ok(()) => {
-                self.mark_filled(d);
-                Ok(Cached::Copied)
-            }
-            Err(e) if StoreError::is_corrupt_io(&e) => match e.into_inner() {
-                Some(inner) => match inner.downcast::<StoreError>() {
-                    Ok(s) => Ok(Cached::Damaged(*s)),
-                    Err(other) => Err(io::Error::other(other)),
-                },
-                None => Err(io::Error::other("a damaged cached blob")),
-            },
-            Err(e) => Err(e),
+        let store_err = |source| CopyError::Store {
+            digest: d.clone(),
+            source,
+        };
+        let mut src = store.open_verified(d, Some(size)).map_err(store_err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            let n = match src.read_chunk(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e @ StoreError::Corrupt { .. }) => return Ok(Cached::Damaged(e)),
+                Err(e) => return Err(store_err(e)),
+            };
+            self.file
+                .write_all_at(&buf[..n], base + done)
+                .map_err(|source| CopyError::Output {
+                    digest: d.clone(),
+                    source,
+                })?;
+            done += n as u64;
         }
+        self.mark_filled(d);
+        Ok(Cached::Copied)
     }
 
-    /// Copy every blob that was not downloaded or copied yet (manifests, blobs another
-    /// process finished) into place from the store, each verified as it is copied. A damaged
-    /// one is removed from the cache and reported; nothing of it stays in a finished archive
-    /// because the caller discards the output on error.
+    /// Copy every blob that was not downloaded or copied yet into place from the store: the
+    /// manifests, which the resolution fetched, verified and stored in this run (a cached
+    /// copy that differed was replaced then), so they are copied as they are.
     pub fn fill_rest(&self, store: &Store) -> io::Result<()> {
         let filled = self
             .filled
@@ -117,9 +128,7 @@ impl DirectArchive {
             if filled.contains(d) {
                 continue;
             }
-            let src = store
-                .open_verified(d, Some(*size))
-                .map_err(io::Error::other)?;
+            let src = store.open_blob(d).map_err(io::Error::other)?;
             copy_range(src, *size, &self.file, *base)?;
         }
         Ok(())

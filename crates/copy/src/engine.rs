@@ -11,7 +11,6 @@ use ferry_core::{Descriptor, Manifest, Reference};
 use ferry_registry::{Client, FetchedManifest};
 use ferry_store::Store;
 
-use crate::arrivals::Refetch;
 use crate::direct::{Cached, DirectArchive, Tee};
 use crate::{ArchiveImage, CopyError, Event, ImageParts, Progress, PullOptions};
 
@@ -71,7 +70,8 @@ pub async fn resolve_all(
 }
 
 /// Download every config and layer of `images` that the store lacks, `jobs` at a time, in
-/// the order an archive holds them. Blobs shared between the images are fetched once. With
+/// the order an archive holds them; cached ones are verified again, and a damaged copy is
+/// downloaded like a missing one. Blobs shared between the images are fetched once. With
 /// `direct`, each download is also written into its place in that output archive (the
 /// caller fills in the rest with [`DirectArchive::fill_rest`] afterwards).
 pub async fn fetch_blobs(
@@ -537,7 +537,7 @@ async fn check_image_platform(
     }
     let mut refetched = false;
     let bytes = loop {
-        if !store.has(&config.digest, config.size) {
+        if !matches!(store.check(&config.digest, config.size), Ok(true)) {
             download_one(client, store, r, config, progress, None).await?;
         }
         match store.read_small(&config.digest) {
@@ -580,6 +580,14 @@ async fn check_image_platform(
     })
 }
 
+/// Download (or take from the cache) every blob of `wanted`, `jobs` at a time, in order.
+///
+/// A cached blob is verified before anything uses it. One bound for `direct` is verified
+/// by [`download_one`] in the loop that copies it into its place. Any other is verified
+/// here, beside the downloads, before it is announced ([`Event::BlobCached`]): an archive
+/// writer ([`crate::ArrivingReader`]) waits for that, so it copies only bytes known to be
+/// good, even to a stream it cannot take back. A damaged copy is removed and downloaded
+/// like a missing blob.
 async fn download_all(
     client: &Client,
     store: &Store,
@@ -589,16 +597,7 @@ async fn download_all(
     direct: Option<Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
     if let Some(arrivals) = progress.arrivals() {
-        arrivals.set_refetch(Refetch {
-            client: client.clone(),
-            store: store.clone(),
-            blobs: wanted
-                .iter()
-                .map(|(r, d)| (d.digest.clone(), (r.clone(), d.clone())))
-                .collect(),
-            progress: Arc::downgrade(&progress),
-            runtime: tokio::runtime::Handle::current(),
-        });
+        arrivals.expect(wanted.iter().map(|(_, d)| d.digest.clone()));
     }
     // Off the async threads: a blob whose size looks wrong is hashed to tell why.
     let (s, sizes) = (
@@ -620,19 +619,10 @@ async fn download_all(
     let mut set = JoinSet::new();
     for ((r, d), check) in wanted.into_iter().zip(checks) {
         let cached = check.map_err(|source| cache_error(&r, &d, source))?;
-        let in_output = direct
-            .as_ref()
-            .is_some_and(|out| out.region(&d.digest).is_some());
-        // A cached blob that goes to standard output or a writer is verified by the reader
-        // that copies it (`ArrivingReader`); one that goes into a direct archive is copied
-        // (and verified) here, in parallel with the downloads.
-        if cached && !in_output {
-            progress.event(Event::BlobCached {
-                digest: d.digest.clone(),
-                size: d.size,
-            });
-            continue;
-        }
+        let verify_here = cached
+            && direct
+                .as_ref()
+                .is_none_or(|out| out.region(&d.digest).is_none());
         let (client, store, progress, slots, direct) = (
             client.clone(),
             store.clone(),
@@ -645,6 +635,9 @@ async fn download_all(
                 .acquire_owned()
                 .await
                 .map_err(|e| CopyError::Task(e.to_string()))?;
+            if verify_here && verify_cached(&store, &r, &d, progress.as_ref()).await? {
+                return Ok(());
+            }
             download_one(&client, &store, &r, &d, progress.as_ref(), direct.as_ref()).await
         });
     }
@@ -656,6 +649,37 @@ async fn download_all(
         }
     }
     Ok(())
+}
+
+/// Hash cached blob `d` and announce it when it matches. `false` when it was damaged: it
+/// has been removed (with a warning) and is to be downloaded.
+async fn verify_cached(
+    store: &Store,
+    r: &Reference,
+    d: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<bool, CopyError> {
+    let (s, digest, size) = (store.clone(), d.digest.clone(), d.size);
+    let verified =
+        tokio::task::spawn_blocking(move || s.open_verified(&digest, Some(size))?.verify())
+            .await
+            .map_err(|e| CopyError::Task(e.to_string()))?;
+    match verified {
+        Ok(()) => {
+            progress.event(Event::BlobCached {
+                digest: d.digest.clone(),
+                size: d.size,
+            });
+            Ok(true)
+        }
+        Err(e @ ferry_store::StoreError::Corrupt { .. }) => {
+            progress.event(Event::Warning {
+                message: format!("{e}; downloading it again"),
+            });
+            Ok(false)
+        }
+        Err(e) => Err(cache_error(r, d, e)),
+    }
 }
 
 /// A store error about blob `d` of `r`: a manifest that contradicts the cache is the
@@ -676,14 +700,19 @@ fn cache_error(r: &Reference, d: &Descriptor, source: ferry_store::StoreError) -
 /// What one try at a blob came to.
 enum Attempt {
     Done,
-    /// Worth one more try from byte 0: why, for the user.
-    Again(String),
+    /// Worth one more try from byte 0: why (for the user), and the error to report if the
+    /// try after this one comes to the same.
+    Again {
+        why: String,
+        error: CopyError,
+    },
 }
 
 /// Fetch blob `d` into the store (and its place in `direct`), or take it from the cache.
 /// Bytes a previous run left that turn out wrong, or a cached copy found damaged while it
-/// is copied, cost one more download from byte 0 before anything is blamed on the registry.
-pub(crate) async fn download_one(
+/// is copied into `direct`, cost one more download from byte 0 before anything is blamed on
+/// the registry.
+async fn download_one(
     client: &Client,
     store: &Store,
     r: &Reference,
@@ -691,15 +720,17 @@ pub(crate) async fn download_one(
     progress: &dyn Progress,
     direct: Option<&Arc<DirectArchive>>,
 ) -> Result<(), CopyError> {
-    match download_attempt(client, store, r, d, progress, direct, true).await? {
+    let Attempt::Again { why, .. } =
+        download_attempt(client, store, r, d, progress, direct).await?
+    else {
+        return Ok(());
+    };
+    progress.event(Event::Warning { message: why });
+    // The bad bytes are gone (the partial file or the cached copy), so this one starts
+    // from byte 0 and only the registry can make it fail the same way.
+    match download_attempt(client, store, r, d, progress, direct).await? {
         Attempt::Done => Ok(()),
-        Attempt::Again(why) => {
-            progress.event(Event::Warning { message: why });
-            match download_attempt(client, store, r, d, progress, direct, false).await? {
-                Attempt::Done => Ok(()),
-                Attempt::Again(why) => Err(CopyError::Task(why)),
-            }
-        }
+        Attempt::Again { error, .. } => Err(error),
     }
 }
 
@@ -710,7 +741,6 @@ async fn download_attempt(
     d: &Descriptor,
     progress: &dyn Progress,
     direct: Option<&Arc<DirectArchive>>,
-    may_retry: bool,
 ) -> Result<Attempt, CopyError> {
     let store_err = |source| cache_error(r, d, source);
     let (s, digest, size) = (store.clone(), d.digest.clone(), d.size);
@@ -728,16 +758,12 @@ async fn download_attempt(
             let out = out.clone();
             let copied = tokio::task::spawn_blocking(move || out.copy_cached(&s, &digest))
                 .await
-                .map_err(|e| CopyError::Task(e.to_string()))?
-                .map_err(|source| CopyError::Output {
-                    digest: d.digest.clone(),
-                    source,
-                })?;
+                .map_err(|e| CopyError::Task(e.to_string()))??;
             if let Cached::Damaged(e) = copied {
-                if may_retry {
-                    return Ok(Attempt::Again(format!("{e}; downloading it again")));
-                }
-                return Err(store_err(e));
+                return Ok(Attempt::Again {
+                    why: format!("{e}; downloading it again"),
+                    error: store_err(e),
+                });
             }
         }
         progress.event(Event::BlobCached {
@@ -797,18 +823,22 @@ async fn download_attempt(
         Ok(_) => {}
         // The bytes kept from an earlier run may be what was wrong (a damaged partial file);
         // the commit removed them. Only a download from byte 0 that fails is the registry's.
-        Err(ferry_store::StoreError::Verify(_)) if resumed && may_retry => {
-            return Ok(Attempt::Again(format!(
-                "blob {} did not verify after resuming from bytes kept by an earlier run; downloading it again from the start",
-                d.digest
-            )));
-        }
         Err(ferry_store::StoreError::Verify(v)) => {
-            return Err(CopyError::Blob {
+            let error = CopyError::Blob {
                 reference: r.familiar(),
                 digest: d.digest.clone(),
                 source: ferry_registry::RegistryError::Verify(v),
-            })
+            };
+            if !resumed {
+                return Err(error);
+            }
+            return Ok(Attempt::Again {
+                why: format!(
+                    "blob {} did not verify after resuming from bytes kept by an earlier run; downloading it again from the start",
+                    d.digest
+                ),
+                error,
+            });
         }
         Err(other) => return Err(store_err(other)),
     }

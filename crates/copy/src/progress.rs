@@ -38,8 +38,8 @@ pub enum Event {
 pub trait Progress: Send + Sync {
     fn event(&self, event: Event);
 
-    /// The [`Arrivals`](crate::Arrivals) behind this sink, if it is one: the downloads leave
-    /// it the means to fetch a damaged cached blob again for the archive writer.
+    /// The [`Arrivals`](crate::Arrivals) behind this sink, if it is one: the downloads tell
+    /// it which blobs they will announce, so the archive writer waits for those.
     fn arrivals(&self) -> Option<&crate::Arrivals> {
         None
     }

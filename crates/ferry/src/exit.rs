@@ -106,11 +106,7 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
         if let Some(r) = cause.downcast_ref::<RegistryError>() {
             return registry_hint(r);
         }
-        if let Some(s) = cause.downcast_ref::<StoreError>().or_else(|| {
-            cause
-                .downcast_ref::<std::io::Error>()
-                .and_then(StoreError::in_io)
-        }) {
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
             return store_hint(s);
         }
         if cause.downcast_ref::<ferry_core::ReferenceError>().is_some() {

@@ -159,7 +159,7 @@ impl Ingest {
         }
         // No fsync: a blob's safety against a killed process comes from verify-then-rename,
         // and an fsync per blob costs more than the whole transfer on a fast link (see
-        // docs/BENCHMARKS.md). Whatever copies a cached blob out verifies it as it copies
+        // docs/BENCHMARKS.md). A cached blob is verified again before it goes into an output
         // (`CheckedBlob`), and `Store::check` hashes a blob whose size looks wrong.
         drop(file);
         fs::rename(&self.partial, &self.target).map_err(StoreError::io(&self.target))?;

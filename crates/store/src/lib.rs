@@ -24,7 +24,7 @@ mod ingest;
 mod safe;
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use ferry_core::{Digest, Verifier, VerifyError, MAX_SMALL_BLOB, MAX_SMALL_BLOB_RULE};
@@ -74,28 +74,6 @@ impl StoreError {
     /// Whether the error is a content mismatch (as opposed to a local I/O problem).
     pub fn is_verify(&self) -> bool {
         matches!(self, StoreError::Verify(_))
-    }
-
-    /// The store error a reader of the store (a [`CheckedBlob`]) put inside an I/O error.
-    pub fn in_io(e: &io::Error) -> Option<&StoreError> {
-        e.get_ref()?.downcast_ref::<StoreError>()
-    }
-
-    /// Whether `e` says a cached blob was damaged (and has been removed).
-    pub fn is_corrupt_io(e: &io::Error) -> bool {
-        matches!(StoreError::in_io(e), Some(StoreError::Corrupt { .. }))
-    }
-
-    /// Unwrap the store error a [`CheckedBlob`] put into an I/O error, or name the file.
-    pub(crate) fn from_read(path: &Path, e: io::Error) -> StoreError {
-        if StoreError::in_io(&e).is_none() {
-            return StoreError::io(path)(e);
-        }
-        match e.into_inner().map(|b| b.downcast::<StoreError>()) {
-            Some(Ok(inner)) => *inner,
-            Some(Err(other)) => StoreError::io(path)(io::Error::other(other)),
-            None => StoreError::io(path)(io::Error::other("unreadable")),
-        }
     }
 }
 
@@ -179,12 +157,6 @@ impl Store {
         }
     }
 
-    /// [`check`](Self::check) as a yes/no: an unusable entry counts as absent (the download
-    /// that follows reports why).
-    pub fn has(&self, digest: &Digest, size: u64) -> bool {
-        matches!(self.check(digest, size), Ok(true))
-    }
-
     /// The size of a present blob.
     pub fn size(&self, digest: &Digest) -> Option<u64> {
         safe::entry(&self.blob_path(digest))
@@ -193,14 +165,14 @@ impl Store {
             .map(|m| m.len())
     }
 
-    /// Open a cached blob for reading as it is, for a blob this process has just verified
-    /// itself; anything older goes through [`open_verified`](Self::open_verified).
+    /// Open a cached blob for reading as it is: for a blob this process has verified itself
+    /// (downloaded, or checked with [`open_verified`](Self::open_verified)).
     pub fn open_blob(&self, digest: &Digest) -> Result<fs::File, StoreError> {
         safe::open_read(&self.blob_path(digest))
     }
 
-    /// Open a cached blob for reading, verified as it is read (see [`CheckedBlob`]) against
-    /// its digest and, when given, its size.
+    /// Open a cached blob for a read verified against its digest and, when given, its size
+    /// (see [`CheckedBlob`]); a damaged copy is removed when the read finds it.
     pub fn open_verified(
         &self,
         digest: &Digest,
@@ -222,18 +194,26 @@ impl Store {
                 size,
             });
         }
-        let mut out = Vec::with_capacity(size as usize);
-        // The limit holds even if the file grows while it is read.
-        CheckedBlob::new(f, p.clone(), digest, None)
-            .take(MAX_SMALL_BLOB + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| StoreError::from_read(&p, e))?;
-        if out.len() as u64 > MAX_SMALL_BLOB {
-            return Err(StoreError::TooLarge {
-                digest: digest.clone(),
-                size: out.len() as u64,
-            });
+        let mut out = vec![0u8; size as usize];
+        let mut held = 0;
+        let mut blob = CheckedBlob::new(f, p, digest, None);
+        loop {
+            if held == out.len() {
+                // The limit holds even if the file grew since it was measured.
+                if out.len() as u64 > MAX_SMALL_BLOB {
+                    return Err(StoreError::TooLarge {
+                        digest: digest.clone(),
+                        size: out.len() as u64,
+                    });
+                }
+                out.resize((out.len() * 2).clamp(4096, MAX_SMALL_BLOB as usize + 1), 0);
+            }
+            match blob.read_chunk(&mut out[held..])? {
+                0 => break,
+                n => held += n,
+            }
         }
+        out.truncate(held);
         Ok(out)
     }
 

@@ -9,6 +9,9 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+
 use crate::StoreError;
 
 /// The effective uid: the owner of every file this process creates.
@@ -64,14 +67,14 @@ pub(crate) fn entry(path: &Path) -> Result<Option<Metadata>, StoreError> {
 /// on a FIFO planted in place of a file (`O_NONBLOCK` changes nothing for regular files).
 pub(crate) fn options() -> OpenOptions {
     let mut o = OpenOptions::new();
-    o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    o.custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32);
     o
 }
 
 /// Open `path` with `opts` (from [`options`]) and check what was opened.
 pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<File, StoreError> {
     let f = opts.open(path).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ELOOP) {
+        if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
             refuse(path, "it is a symbolic link")
         } else {
             StoreError::io(path)(e)

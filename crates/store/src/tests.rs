@@ -83,13 +83,13 @@ fn a_blob_of_the_wrong_size_is_not_trusted_and_is_removed() {
     let (data, d) = blob(1000);
     // What a machine crash after an un-fsynced rename can leave: the name, not the bytes.
     fs::write(store.blob_path(&d), b"").unwrap();
-    assert!(!store.has(&d, 1000));
+    assert!(!store.check(&d, 1000).unwrap());
     assert!(!store.contains(&d), "the truncated file was removed");
     let mut i = store.begin(&d, Some(1000)).unwrap();
     assert!(!i.already_done());
     i.write(&data).unwrap();
     i.commit().unwrap();
-    assert!(store.has(&d, 1000));
+    assert!(store.check(&d, 1000).unwrap());
 }
 
 #[test]
@@ -118,7 +118,6 @@ fn a_manifest_declaring_another_size_never_removes_a_verified_blob() {
             "it declares 999 bytes for blob {d}, but the verified copy in the cache holds 1000"
         )
     );
-    assert!(!store.has(&d, 999));
     let err = store.begin(&d, Some(5000)).err().expect("a size mismatch");
     assert!(
         matches!(
@@ -131,7 +130,10 @@ fn a_manifest_declaring_another_size_never_removes_a_verified_blob() {
         ),
         "{err}"
     );
-    assert!(store.has(&d, 1000), "the verified blob is still there");
+    assert!(
+        store.check(&d, 1000).unwrap(),
+        "the verified blob is still there"
+    );
     assert_eq!(store.read_small(&d).unwrap(), data);
 }
 
@@ -143,14 +145,20 @@ fn a_damaged_blob_of_the_right_size_is_caught_while_read_and_removed() {
     store.put_verified(&d, &data).unwrap();
     data[123_456] ^= 0x40;
     fs::write(store.blob_path(&d), &data).unwrap();
-    assert!(store.has(&d, 300_000), "the size alone looks right");
-    let mut out = Vec::new();
-    let err = store
-        .open_verified(&d, Some(300_000))
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap_err();
-    assert!(StoreError::is_corrupt_io(&err), "{err}");
+    assert!(
+        store.check(&d, 300_000).unwrap(),
+        "the size alone looks right"
+    );
+    let mut blob = store.open_verified(&d, Some(300_000)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let err = loop {
+        match blob.read_chunk(&mut buf) {
+            Ok(0) => panic!("a damaged blob read to its end"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(
         err.to_string().starts_with(&format!(
             "the cached copy of blob {d} is damaged (its content hashes to sha256:"
@@ -166,19 +174,42 @@ fn a_damaged_blob_of_the_right_size_is_caught_while_read_and_removed() {
 }
 
 #[test]
+fn a_verified_read_refuses_bytes_past_the_declared_size_before_returning_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (data, d) = blob(1000);
+    store.put_verified(&d, &data).unwrap();
+    let mut blob = store.open_verified(&d, Some(999)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let err = blob.read_chunk(&mut buf).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("the cached copy of blob {d} is damaged (it is longer than its descriptor declares); it was removed from the cache")
+    );
+    assert!(
+        blob.read_chunk(&mut buf).is_err(),
+        "no read after a failure"
+    );
+}
+
+#[test]
 fn a_verified_read_of_an_intact_blob_returns_every_byte() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (data, d) = blob(300_000);
     store.put_verified(&d, &data).unwrap();
+    let mut blob = store.open_verified(&d, Some(300_000)).unwrap();
     let mut out = Vec::new();
-    store
-        .open_verified(&d, Some(300_000))
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match blob.read_chunk(&mut buf).unwrap() {
+            0 => break,
+            n => out.extend_from_slice(&buf[..n]),
+        }
+    }
     assert_eq!(out, data);
     assert!(store.contains(&d));
+    store.open_verified(&d, None).unwrap().verify().unwrap();
 }
 
 #[test]
@@ -361,5 +392,16 @@ mod unsafe_entries {
             &root.join("ingest"),
             "it is owned by uid 65534, not by this user (uid 0)",
         );
+    }
+}
+
+#[test]
+fn read_small_reads_blobs_of_any_size_up_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for n in [0, 1, 4096, 300_001, ferry_core::MAX_SMALL_BLOB as usize] {
+        let (data, d) = blob(n);
+        store.put_verified(&d, &data).unwrap();
+        assert_eq!(store.read_small(&d).unwrap(), data, "{n} bytes");
     }
 }
