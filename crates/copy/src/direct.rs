@@ -47,6 +47,10 @@ impl DirectArchive {
                 context: format!("creating {}", path.display()),
                 source,
             })?;
+        // Locked on this very open file, before anything is written, and for as long as the
+        // archive lives: another run's cleanup of stale temporary outputs takes only files
+        // whose lock it can get. (A file system without locks leaves it unlocked.)
+        let _ = file.try_lock();
         plan.write_skeleton(&file)?;
         let regions = plan
             .blob_regions()

@@ -237,7 +237,10 @@ async fn expand_index(
             continue;
         }
         if let (Some(wanted), Some(p)) = (walk.wanted, &d.platform) {
-            if !wanted.matches(p) {
+            // OS and architecture only: a nested index labelled `linux/arm` may hold any
+            // arm variant.
+            let family = ferry_core::Platform::new(&wanted.os, &wanted.architecture, None);
+            if !family.matches(p) {
                 walk.passed_over.push(p.clone());
                 continue;
             }
@@ -339,7 +342,14 @@ async fn resolve(
                 )
                 .await?
             } else {
-                let Some(d) = ferry_core::manifest::select_entry(&entries, &opts.platform) else {
+                // The "only entry without a platform" fallback holds only when nothing was
+                // passed over: beside a nested index of another platform, a platformless
+                // entry is not the index's only image.
+                let chosen = match ferry_core::manifest::select_entry(&entries, &opts.platform) {
+                    Some(d) if d.platform.is_none() && !walk.passed_over.is_empty() => None,
+                    other => other,
+                };
+                let Some(d) = chosen else {
                     let mut available = ferry_core::manifest::platforms_of(&entries);
                     for p in walk.passed_over {
                         if p.os != "unknown" && !available.contains(&p) {

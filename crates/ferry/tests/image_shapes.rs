@@ -967,3 +967,62 @@ async fn classic_cosign_signature_is_refused_for_the_default_archive_and_kept_wi
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platformless_image_beside_a_nested_index_of_another_platform_is_not_taken() {
+    let arm64 = Platform::new("linux", "arm64", Some("v8"));
+    let for_arm = random_index(627, std::slice::from_ref(&arm64), false);
+    let loose = sized_image(628, 1, 300);
+    let reg = registry().await;
+    reg.push_index(REPO, "arm", &for_arm);
+    push(&reg, "loose", &loose);
+    let mut nested = entry_of_index(&for_arm);
+    nested["platform"] = json!({"os": "linux", "architecture": "arm64"});
+    let top = raw_index(
+        media::OCI_INDEX,
+        vec![nested, entry_of(&loose, None)],
+        vec![],
+    );
+    push_raw_index(&reg, "top", &top);
+    let work = tempfile::tempdir().unwrap();
+    let reference = format!("{}/{REPO}:top", reg.host());
+    let r = pull(
+        &work.path().join("cache"),
+        &["-q", "--platform", "linux/amd64", &reference],
+        &work.path().join("amd.tar"),
+    )
+    .await;
+    // Not "the only entry": the index holds arm64 images too, so amd64 is simply missing.
+    assert_eq!(r.status.code(), Some(3), "{}", stderr(&r));
+    assert_eq!(
+        stderr(&r).lines().next().unwrap_or_default(),
+        format!("error: {reference} has no image for linux/amd64; it has: linux/arm64")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nested_index_labelled_without_variant_is_searched_for_any_variant() {
+    let armv6 = Platform::new("linux", "arm", Some("v6"));
+    let for_arm = random_index(629, std::slice::from_ref(&armv6), false);
+    let reg = registry().await;
+    reg.push_index(REPO, "arm", &for_arm);
+    let mut nested = entry_of_index(&for_arm);
+    // `linux/arm` alone reads as arm/v7; the index inside holds arm/v6.
+    nested["platform"] = json!({"os": "linux", "architecture": "arm"});
+    let top = raw_index(media::OCI_INDEX, vec![nested], vec![]);
+    push_raw_index(&reg, "top", &top);
+    let work = tempfile::tempdir().unwrap();
+    let reference = format!("{}/{REPO}:top", reg.host());
+    let r = pull(
+        &work.path().join("cache"),
+        &["-q", "--platform", "linux/arm/v6", &reference],
+        &work.path().join("v6.tar"),
+    )
+    .await;
+    assert_ok(&r);
+    assert!(
+        manifest_gets(&reg).contains(&for_arm.images[0].manifest_digest.to_string()),
+        "{:?}",
+        manifest_gets(&reg)
+    );
+}

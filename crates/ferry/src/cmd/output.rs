@@ -365,7 +365,7 @@ fn marked_name(path: &Path, mark: &str, pid: u32) -> PathBuf {
 }
 
 /// Create the temporary file `tmp` for writing: new (never an existing file, never through
-/// a symlink planted at its predictable name) and locked (see [`lock_temp`]) for as long as
+/// a symlink planted at its predictable name) and locked (an exclusive `flock`) for as long as
 /// the returned file is open.
 pub(crate) fn create_temp_file(tmp: &Path) -> io::Result<File> {
     let f = File::options()
@@ -381,6 +381,7 @@ pub(crate) fn create_temp_file(tmp: &Path) -> io::Result<File> {
 /// concurrent run's [`remove_stale_temps`] leaves it alone; held while the returned file is
 /// open. An exclusive `flock` on the open file is what tells a live writer from a dead one:
 /// the kernel drops it when its holder dies, whichever PID namespace it ran in.
+#[cfg(test)]
 pub(crate) fn lock_temp(tmp: &Path) -> io::Result<File> {
     let f = File::options()
         .read(true)
@@ -425,7 +426,7 @@ fn hold(f: File, tmp: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-fn taken(tmp: &Path, e: io::Error) -> io::Error {
+pub(crate) fn taken(tmp: &Path, e: io::Error) -> io::Error {
     if e.kind() != io::ErrorKind::AlreadyExists {
         return e;
     }

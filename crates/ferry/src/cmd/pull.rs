@@ -132,6 +132,9 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         ferry_copy::fetch_blobs(&client, &store, &images, opts.jobs, arrivals.clone(), None);
     tokio::pin!(fetch);
     let written = tokio::select! {
+        // A finished writer wins over a reader that left after the last byte: the archive
+        // is complete, and that is a success.
+        biased;
         w = &mut writer => {
             let w = w.context("the writer task failed")?;
             if w.is_err() {
@@ -205,24 +208,25 @@ async fn write_direct(
     force: bool,
 ) -> anyhow::Result<()> {
     let tmp = temp_name(path);
+    let (plan, t) = (Plan::new(images), tmp.clone());
+    // Locked from its creation until it is in place (see `DirectArchive::create`). A name
+    // already taken is not this run's: it is neither tracked nor removed.
+    let out = tokio::task::spawn_blocking(move || DirectArchive::create(&t, &plan))
+        .await
+        .context("the writer task failed")?
+        .map_err(|e| match e {
+            // Named by the user's path, not the hidden temporary one.
+            ferry_archive::ArchiveError::Io { source, .. } => {
+                anyhow::Error::new(output::taken(&tmp, source))
+                    .context(format!("creating {}", path.display()))
+            }
+            other => other.into(),
+        })
+        .map_err(|e| output::disk_full(&e, Some(path), store.root()).unwrap_or(e))?;
     super::track_temp(tmp.clone());
     let result = async {
-        let (plan, t) = (Plan::new(images), tmp.clone());
-        let out = tokio::task::spawn_blocking(move || DirectArchive::create(&t, &plan))
-            .await
-            .context("the writer task failed")?
-            .map_err(|e| match e {
-                // Named by the user's path, not the hidden temporary one.
-                ferry_archive::ArchiveError::Io { source, .. } => {
-                    anyhow::Error::new(source).context(format!("creating {}", path.display()))
-                }
-                other => other.into(),
-            })?;
-        // Held until the archive is in place: another run's cleanup keeps away from it.
-        let _lock =
-            output::lock_temp(&tmp).with_context(|| format!("creating {}", path.display()))?;
         ferry_copy::fetch_blobs(client, store, images, jobs, progress, Some(out.clone())).await?;
-        let (o, s) = (out, store.clone());
+        let (o, s) = (out.clone(), store.clone());
         tokio::task::spawn_blocking(move || o.fill_rest(&s))
             .await
             .context("the writer task failed")?
@@ -235,6 +239,8 @@ async fn write_direct(
         let _ = std::fs::remove_file(&tmp);
     }
     super::untrack_temp(&tmp);
+    // The lock goes with the last handle, once the archive has left its temporary name.
+    drop(out);
     result
 }
 
@@ -290,12 +296,13 @@ fn write_output(
         }
         Output::Path(path) => {
             let tmp = temp_name(path);
+            // New, never through a link planted at the predictable name, and locked until it
+            // is in place. A name already taken is not this run's: neither tracked nor removed.
+            let f = output::create_temp_file(&tmp)
+                .with_context(|| format!("creating {}", path.display()))
+                .map_err(|e| output::disk_full(&e, Some(path), cache).unwrap_or(e))?;
             super::track_temp(tmp.clone());
             let result = (|| -> anyhow::Result<()> {
-                // New, never through a link planted at the predictable name, and locked until
-                // it is in place.
-                let f = output::create_temp_file(&tmp)
-                    .with_context(|| format!("creating {}", path.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
                 write_tar(images, blobs, scratch, format, &mut w)?;
                 // Complete before it is renamed into place; not fsynced, as docker save and
