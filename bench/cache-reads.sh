@@ -7,7 +7,7 @@
 #   fresh          empty cache (what bench/bench.py times): must not change
 # and prints medians of wall time and user CPU. Needs docker-registry, skopeo, curl,
 # /usr/bin/time and ~4 GiB in /tmp and /dev/shm.
-# Usage: docs/cache-reads.sh BEFORE_BIN AFTER_BIN [RUNS]
+# Usage: bench/cache-reads.sh BEFORE_BIN AFTER_BIN [RUNS]
 set -euo pipefail
 BEFORE=$1 AFTER=$2 RUNS=${3:-5}
 W=$(mktemp -d /tmp/ferry-cache-reads.XXXXXX)
