@@ -54,6 +54,93 @@ pub enum Command {
     /// Pull images from a registry into an archive, without a Docker daemon.
     #[command(after_help = PULL_HELP)]
     Pull(PullArgs),
+    /// List the tags of a repository, one per line.
+    #[command(after_help = TAGS_HELP)]
+    Tags(TagsArgs),
+    /// List the repositories of a registry (its catalog), one per line.
+    #[command(after_help = CATALOG_HELP)]
+    Catalog(CatalogArgs),
+    /// Print the manifest digest an image reference resolves to.
+    #[command(after_help = DIGEST_HELP)]
+    Digest(DigestArgs),
+}
+
+const TAGS_HELP: &str = concat!(
+    "\
+Examples:
+  ferry tags alpine                            the tags of docker.io/library/alpine
+  ferry tags 127.0.0.1:5000/team/app --json    a JSON array
+
+Every page of the list is followed. A reference with a tag or digest is refused:
+give the repository alone.
+
+",
+    exit_codes!()
+);
+
+const CATALOG_HELP: &str = concat!(
+    "\
+Examples:
+  ferry catalog 127.0.0.1:5000                 every repository of a local registry
+  ferry catalog registry.example:5000 --json   a JSON array
+
+Many public registries (Docker Hub, ghcr.io, quay.io) do not offer the catalog, or
+only to administrators; list one repository's tags with ferry tags instead.
+
+",
+    exit_codes!()
+);
+
+const DIGEST_HELP: &str = concat!(
+    "\
+Examples:
+  ferry digest alpine:3.20                     the digest of the tag (for a multi-platform
+                                               image, the index's, as crane digest prints)
+  ferry digest --platform linux/arm64 alpine   the digest of that platform's manifest
+
+The digest comes from a HEAD request where the registry allows it (Docker Hub does
+not count those against its pull limit), else from the manifest itself. With
+--platform, an image that is not multi-platform has one digest, printed as it is.
+
+",
+    exit_codes!()
+);
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// The repository: [registry[:port]/]repository, without tag or digest.
+    #[arg(value_name = "REPOSITORY")]
+    pub repository: String,
+    /// Print a JSON array instead of one tag per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// The registry: host[:port] (docker.io for Docker Hub).
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// Print a JSON array instead of one repository per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The image: [registry[:port]/]repository[:tag][@digest].
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Print the digest of this platform's manifest from a multi-platform image:
+    /// os/arch[/variant].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 const PULL_HELP: &str = concat!(

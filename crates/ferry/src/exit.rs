@@ -90,6 +90,11 @@ pub fn report(e: &anyhow::Error) -> i32 {
 }
 
 fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
+    // A `UserError` given as context of a lower error (which stays in the chain as its
+    // cause) is found only this way: a chain entry is the context wrapper, not the error.
+    if let Some(u) = e.downcast_ref::<UserError>() {
+        return (u.code, u.hint.clone());
+    }
     for cause in e.chain() {
         if let Some(u) = cause.downcast_ref::<UserError>() {
             return (u.code, u.hint.clone());

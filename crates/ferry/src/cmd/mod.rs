@@ -1,11 +1,14 @@
 //! The commands, one file each, and what they share: building the client from the network
 //! options, and temporary outputs that an interruption must not leave behind.
 
+mod catalog;
+mod digest;
 mod output;
 mod pull;
+mod tags;
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +24,9 @@ use crate::stdio::say;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pull(args) => pull::run(args).await,
+        Command::Tags(args) => tags::run(args).await,
+        Command::Catalog(args) => catalog::run(args).await,
+        Command::Digest(args) => digest::run(args).await,
     }
 }
 
@@ -155,4 +161,37 @@ fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {
         "--username needs a password, and standard input is not a terminal to ask for one",
         Some("pipe it in with --password-stdin"),
     ))
+}
+
+/// Print `lines` on standard output, one per line, or as a JSON array. Registry text: on a
+/// terminal it is sanitised. A closed stdout (`ferry tags x | head -1`) ends the command
+/// quietly with [`exit::StdoutClosed`].
+pub(crate) fn print_lines(lines: &[String], json: bool) -> anyhow::Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut text = String::new();
+    if json {
+        text.push_str(&serde_json::to_string(lines)?);
+        text.push('\n');
+    } else {
+        for l in lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    if terminal {
+        // One escape per control character; the line breaks between entries stay.
+        text = text
+            .split_inclusive('\n')
+            .map(|l| {
+                let body = l.strip_suffix('\n').unwrap_or(l);
+                format!("{}\n", crate::sanitize::clean(body))
+            })
+            .collect();
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(exit::StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
 }

@@ -221,10 +221,7 @@ fn route(state: &Shared, req: &Request) -> Response {
             set_header(&mut resp, "docker-distribution-api-version", "registry/2.0");
             resp
         }
-        Target::Catalog => {
-            let repos: Vec<&String> = st.repos.keys().collect();
-            json_response(StatusCode::OK, &json!({ "repositories": repos }))
-        }
+        Target::Catalog => catalog(&st, req),
         Target::Tags { name } => tags(&st, req, name),
         Target::Manifest { name, reference } => manifest(&st, name, reference, head),
         Target::Blob { name, digest } => blobs::serve(&mut st, name, digest, req.headers(), head),
@@ -258,6 +255,25 @@ fn tags(st: &super::State, req: &Request, name: &str) -> Response {
             &format!("repository {name} is not known"),
         );
     };
+    let (all, next) = page(st, req, repo.tags.iter());
+    let mut resp = json_response(StatusCode::OK, &json!({ "name": name, "tags": all }));
+    if let Some((n, last)) = next {
+        set_header(
+            &mut resp,
+            "link",
+            &format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""),
+        );
+    }
+    resp
+}
+
+/// One page of `sorted` as `n` and `last` in the query (and [`Fault::PageSize`]) ask, and
+/// what the next page's query would be when there is one.
+fn page<'a>(
+    st: &super::State,
+    req: &Request,
+    sorted: impl Iterator<Item = &'a String>,
+) -> (Vec<&'a String>, Option<(usize, &'a String)>) {
     let query = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
@@ -267,23 +283,44 @@ fn tags(st: &super::State, req: &Request, name: &str) -> Response {
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
-    let n: Option<usize> = param("n").and_then(|n| n.parse().ok());
+    let cap = st.faults.iter().find_map(|f| match f {
+        Fault::PageSize { n } => Some(*n),
+        _ => None,
+    });
+    let n: Option<usize> = match (param("n").and_then(|n| n.parse::<usize>().ok()), cap) {
+        (Some(n), Some(c)) => Some(n.min(c)),
+        (n, c) => n.or(c),
+    };
     let last = param("last");
-    let mut all: Vec<&String> = repo
-        .tags
-        .iter()
+    let mut all: Vec<&String> = sorted
         .filter(|t| last.as_ref().is_none_or(|l| t.as_str() > l.as_str()))
         .collect();
     let more = n.is_some_and(|n| all.len() > n);
     if let Some(n) = n {
         all.truncate(n);
     }
-    let mut resp = json_response(StatusCode::OK, &json!({ "name": name, "tags": all }));
-    if let (true, Some(n), Some(last)) = (more, n, all.last()) {
+    let next = match (more, n, all.last()) {
+        (true, Some(n), Some(last)) => Some((n, *last)),
+        _ => None,
+    };
+    (all, next)
+}
+
+fn catalog(st: &super::State, req: &Request) -> Response {
+    if st.faults.contains(&Fault::NoCatalog) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "UNSUPPORTED",
+            "the catalog is not offered here",
+        );
+    }
+    let (repos, next) = page(st, req, st.repos.keys());
+    let mut resp = json_response(StatusCode::OK, &json!({ "repositories": repos }));
+    if let Some((n, last)) = next {
         set_header(
             &mut resp,
             "link",
-            &format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""),
+            &format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""),
         );
     }
     resp

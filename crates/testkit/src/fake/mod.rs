@@ -113,6 +113,11 @@ pub enum Fault {
     UnknownReposUnauthorized,
     /// Manifest answers (GET and HEAD) carry no `Docker-Content-Digest` header.
     NoDigestHeader,
+    /// Tag lists and the catalog hold at most `n` entries a page, whatever `n` the client
+    /// asks for (registries may send fewer), with a `Link` to the next page.
+    PageSize { n: usize },
+    /// `/v2/_catalog` answers 404 `UNSUPPORTED`, as registries that do not offer it do.
+    NoCatalog,
 }
 
 /// One request the fake saw (on either listener).
