@@ -1,6 +1,7 @@
 //! The commands, one file each, and what they share: building the client from the network
 //! options, and temporary outputs that an interruption must not leave behind.
 
+mod inspect;
 mod output;
 mod pull;
 
@@ -21,6 +22,7 @@ use crate::stdio::say;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pull(args) => pull::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
     }
 }
 
