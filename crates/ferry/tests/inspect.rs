@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use ferry_core::{media, Digest, Platform};
-use ferry_testkit::fake::{FakeAuth, FakeRegistry};
+use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
 use ferry_testkit::image::{random_image, random_index, Blob, ImageSpec, TestImage};
 use ferry_testkit::real::{self, RealRegistry, RegistryAuth};
 use serde_json::{json, Value};
@@ -155,6 +155,27 @@ async fn config_with_a_wrong_digest_exits_6() {
         assert_eq!(r.status.code(), Some(6), "{mode}: {}", stderr(&r));
         assert!(r.stdout.is_empty(), "{mode}: unverified bytes were printed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_download_cut_short_resumes_and_notices_stay_off_stdout() {
+    let reg = FakeRegistry::start(FakeAuth::None).await;
+    let img = rich_image(705);
+    reg.push_image(REPO, "v1", &img);
+    reg.add_fault(Fault::DropAfter {
+        digest: Some(img.config.digest.clone()),
+        after: 10,
+        times: 1,
+    });
+    let r = inspect(&["--config", &format!("{}/{REPO}:v1", reg.host())]).await;
+    assert_ok(&r);
+    assert_eq!(r.stdout, &img.config.bytes[..]);
+    assert_eq!(reg.blob_gets(&img.config.digest), 2);
+    assert!(
+        stderr(&r).contains("retry"),
+        "no retry notice: {}",
+        stderr(&r)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

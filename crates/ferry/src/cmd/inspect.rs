@@ -34,7 +34,8 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let client = super::client(&args.net, &[reference.registry().to_string()], true)?;
+    // Not quiet: retry notices go to stderr, never into the output on stdout.
+    let client = super::client(&args.net, &[reference.registry().to_string()], false)?;
     let top = client.manifest(&reference).await?;
     if args.raw && wanted.is_none() {
         return write_stdout(&top.bytes);
