@@ -259,7 +259,8 @@ fn is_schema1_type(media_type: &str) -> bool {
 }
 
 /// The part of an image configuration ferry reads: the layers' uncompressed digests (needed
-/// for docker's legacy layout) and the creation time.
+/// for docker's legacy layout), the creation time, the platform, and what `ferry inspect`
+/// shows.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ImageConfig {
     #[serde(default)]
@@ -272,6 +273,31 @@ pub struct ImageConfig {
     pub variant: Option<String>,
     #[serde(default)]
     pub rootfs: Option<RootFs>,
+    /// The Docker version that built the image, when it says.
+    #[serde(default)]
+    pub docker_version: Option<String>,
+    /// How a container of the image runs (environment, entrypoint, labels).
+    #[serde(default)]
+    pub config: Option<RunConfig>,
+}
+
+/// The `config` object of an image configuration: the defaults a container starts with.
+/// Any field may be absent or `null`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -412,6 +438,23 @@ mod tests {
             panic!()
         };
         assert_eq!(typed.artifact_kind(), Some("application/spdx+json"));
+    }
+
+    #[test]
+    fn image_config_reads_run_settings_and_tolerates_nulls() {
+        let c = ImageConfig::parse(
+            br#"{"os":"linux","architecture":"arm64","docker_version":"24.0.7",
+                "config":{"Env":["A=1"],"Entrypoint":null,"Cmd":["sh"],"Labels":{"k":"v"}}}"#,
+        )
+        .unwrap();
+        let run = c.config.unwrap();
+        assert_eq!(c.docker_version.as_deref(), Some("24.0.7"));
+        assert_eq!(run.env, Some(vec!["A=1".to_string()]));
+        assert_eq!(run.entrypoint, None);
+        assert_eq!(run.cmd, Some(vec!["sh".to_string()]));
+        assert_eq!(run.labels.unwrap()["k"], "v");
+        let bare = ImageConfig::parse(br#"{"config":{"Labels":null}}"#).unwrap();
+        assert!(bare.config.unwrap().labels.is_none());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum Command {
     /// Print the manifest digest an image reference resolves to.
     #[command(after_help = DIGEST_HELP)]
     Digest(DigestArgs),
+    /// Show an image in a registry: digest, platforms, config, layers (no layer is downloaded).
+    #[command(after_help = INSPECT_HELP)]
+    Inspect(InspectArgs),
 }
 
 const TAGS_HELP: &str = concat!(
@@ -143,6 +146,23 @@ pub struct DigestArgs {
     pub net: NetArgs,
 }
 
+const INSPECT_HELP: &str = concat!(
+    "\
+Examples:
+  ferry inspect alpine:3.20                     digest, platforms, env, layers, sizes
+  ferry inspect --platform linux/arm64 alpine   the arm64 image of a multi-platform one
+  ferry inspect --json alpine                   skopeo inspect's JSON fields
+  ferry inspect --raw alpine > manifest.json    the manifest bytes as served
+  ferry inspect --config alpine | jq .config    the image config as served
+
+--json has skopeo inspect's field names; RepoTags lists the repository's tags (empty
+when the registry will not list them). Digest is that of the reference's manifest (the index for a
+multi-platform image). Inspecting archives is not supported yet.
+
+",
+    exit_codes!()
+);
+
 const PULL_HELP: &str = concat!(
     "\
 Examples:
@@ -208,6 +228,28 @@ pub struct PullArgs {
     /// the cache's file systems; with it that check is replaced by this limit.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image: [registry[:port]/]repository[:tag][@digest].
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Platform of a multi-platform image to show: os/arch[/variant]. Default: this
+    /// machine's. With --raw, the platform's manifest instead of the index.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Print the manifest exactly as the registry served it.
+    #[arg(long, group = "mode")]
+    pub raw: bool,
+    /// Print the image config exactly as the registry served it.
+    #[arg(long, group = "mode")]
+    pub config: bool,
+    /// Print JSON with the field names of `skopeo inspect`.
+    #[arg(long, group = "mode")]
+    pub json: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -166,6 +166,36 @@ impl Client {
         }
     }
 
+    /// Download small blob `desc` of `repo` (an image config) into memory and verify its
+    /// size and digest. Refused before any request when `desc` declares more than
+    /// [`ferry_core::MAX_SMALL_BLOB`]; retried and resumed as [`Client::blob_into`] is.
+    pub async fn blob_small(
+        &self,
+        host: &str,
+        repo: &str,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if desc.size > ferry_core::MAX_SMALL_BLOB {
+            return Err(RegistryError::Protocol {
+                url: format!("{host}/v2/{repo}/blobs/{}", desc.digest),
+                reason: format!(
+                    "the blob is {} bytes; {}",
+                    desc.size,
+                    ferry_core::MAX_SMALL_BLOB_RULE
+                ),
+            });
+        }
+        let mut out = SmallBlob {
+            bytes: Vec::with_capacity(desc.size as usize),
+            cap: desc.size,
+        };
+        self.blob_into(host, repo, desc, &mut out, &|_| {}).await?;
+        let mut v = Verifier::new(desc.digest.clone(), Some(desc.size));
+        v.update(&out.bytes)?;
+        v.finish()?;
+        Ok(out.bytes)
+    }
+
     /// Download blob `desc` of `repo` into `out`, verifying size and digest as bytes arrive.
     ///
     /// Starts at `out.offset()` (bytes a previous attempt left), asks for the rest with
@@ -472,6 +502,34 @@ impl Client {
             Ok((body, next))
         })
         .await
+    }
+}
+
+/// An in-memory download target that refuses to grow past its declared size.
+struct SmallBlob {
+    bytes: Vec<u8>,
+    cap: u64,
+}
+
+impl ResumableWrite for SmallBlob {
+    fn offset(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.bytes.len() as u64 + buf.len() as u64 > self.cap {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the blob is larger than its descriptor declares",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.bytes.clear();
+        Ok(())
     }
 }
 

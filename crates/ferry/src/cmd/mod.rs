@@ -3,6 +3,7 @@
 
 mod catalog;
 mod digest;
+mod inspect;
 mod output;
 mod pull;
 mod tags;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tags(args) => tags::run(args).await,
         Command::Catalog(args) => catalog::run(args).await,
         Command::Digest(args) => digest::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
     }
 }
 
