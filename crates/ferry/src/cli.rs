@@ -66,6 +66,69 @@ pub enum Command {
     /// Show an image in a registry: digest, platforms, config, layers (no layer is downloaded).
     #[command(after_help = INSPECT_HELP)]
     Inspect(InspectArgs),
+    /// Check credentials against a registry, then store them where docker, podman and skopeo
+    /// find them.
+    #[command(after_help = LOGIN_HELP)]
+    Login(LoginArgs),
+    /// Remove the credentials stored for a registry.
+    #[command(after_help = LOGOUT_HELP)]
+    Logout(LogoutArgs),
+}
+
+const LOGIN_HELP: &str = concat!(
+    "\
+Examples:
+  ferry login -u alice registry.example.com    asks for the password (not echoed)
+  echo \"$TOKEN\" | ferry login -u bot --password-stdin ghcr.io
+  ferry login -u alice --authfile auth.json 127.0.0.1:5000
+
+The credentials are checked against the registry first; refused ones are not stored.
+They go where docker login puts them: the credential helper docker's config.json names
+for the registry (credHelpers, else credsStore), else that file's \"auths\" (base64, not
+encrypted; the file is written with mode 0600 and its other settings kept). The file is
+--authfile, else $REGISTRY_AUTH_FILE (podman's), else $DOCKER_CONFIG/config.json or
+~/.docker/config.json. docker.io, index.docker.io and registry-1.docker.io are one
+registry, stored under docker's key https://index.docker.io/v1/.
+
+",
+    exit_codes!()
+);
+
+const LOGOUT_HELP: &str = concat!(
+    "\
+Examples:
+  ferry logout registry.example.com
+  ferry logout --authfile auth.json 127.0.0.1:5000
+
+Removes the registry's entry from the credentials file (every spelling of its name)
+and erases it from the credential helper configured for it; nothing else in the file
+changes. Logging out of a registry with no stored credentials says so and succeeds,
+as docker logout does.
+
+",
+    exit_codes!()
+);
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry: host[:port] (docker.io for Docker Hub).
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// The credentials file to write (podman's auth.json, or docker's config.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry: host[:port] (docker.io for Docker Hub).
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// The credentials file to edit (podman's auth.json, or docker's config.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 }
 
 const TAGS_HELP: &str = concat!(

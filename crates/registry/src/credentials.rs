@@ -55,6 +55,16 @@ pub enum CredentialError {
         registry: String,
         reason: String,
     },
+    /// Writing a credentials file (its temporary file, or the rename over it) failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is JSON, but not shaped like a credentials file, so it is left alone.
+    #[error("{path} cannot be updated: {what}")]
+    Shape { path: PathBuf, what: &'static str },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,7 +153,7 @@ fn home_dir() -> PathBuf {
 }
 
 /// The keys a registry may be stored under. Docker Hub is `https://index.docker.io/v1/`.
-fn normalise_key(key: &str) -> String {
+pub(crate) fn normalise_key(key: &str) -> String {
     let k = key
         .trim_start_matches("https://")
         .trim_start_matches("http://");
@@ -156,7 +166,7 @@ fn normalise_key(key: &str) -> String {
     }
 }
 
-fn helper_server_url(registry: &str) -> String {
+pub(crate) fn helper_server_url(registry: &str) -> String {
     if registry == "docker.io" {
         "https://index.docker.io/v1/".to_string()
     } else {
@@ -216,27 +226,7 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
         registry: registry.to_string(),
         reason,
     };
-    if !helper
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(fail(
-            "the helper name has characters a program name cannot have".into(),
-        ));
-    }
-    let mut child = Command::new(format!("docker-credential-{helper}"))
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run it: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(helper_server_url(registry).as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    let out = helper_call(helper, "get", helper_server_url(registry).as_bytes()).map_err(fail)?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout).trim().to_string();
         // Helpers answer "credentials not found in native keychain" when they have none.
@@ -266,6 +256,37 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
         username: ans.username,
         password: ans.secret,
     }))
+}
+
+/// Run `docker-credential-<helper> <op>` (no shell involved) with `input` on its stdin and
+/// return what it did. The error text never holds `input`: a `store` input is a secret.
+pub(crate) fn helper_call(
+    helper: &str,
+    op: &str,
+    input: &[u8],
+) -> Result<std::process::Output, String> {
+    if !helper
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err("the helper name has characters a program name cannot have".into());
+    }
+    let mut child = Command::new(format!("docker-credential-{helper}"))
+        .arg(op)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is judged by its exit status below.
+        if let Err(e) = stdin.write_all(input) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(format!("writing to it: {e}"));
+            }
+        }
+    }
+    child.wait_with_output().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

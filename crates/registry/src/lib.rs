@@ -22,9 +22,13 @@ mod auth;
 pub mod challenge;
 mod client;
 pub mod credentials;
+pub mod credentials_store;
 pub mod error;
+mod login;
 
 pub use api::{FetchedManifest, ProgressFn};
 pub use client::{Client, ClientOptions, RetryHook, RetryNotice};
 pub use credentials::{Credential, CredentialError, CredentialFiles};
+pub use credentials_store::{CredentialStore, StoredIn};
 pub use error::{RegistryError, RegistryErrorCode};
+pub use login::LoginCheck;

@@ -4,6 +4,8 @@
 mod catalog;
 mod digest;
 mod inspect;
+mod login;
+mod logout;
 mod output;
 mod pull;
 mod tags;
@@ -29,6 +31,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(args) => catalog::run(args).await,
         Command::Digest(args) => digest::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Login(args) => login::run(args).await,
+        Command::Logout(args) => logout::run(args).await,
     }
 }
 
@@ -86,6 +90,25 @@ pub fn cleanup_temp_outputs() {
 /// Build the registry client for `registries` (the user-facing names the credentials
 /// given on the command line apply to).
 pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyhow::Result<Client> {
+    let mut opts = options(net, quiet)?;
+    if let Some(user) = &net.username {
+        let password = password(net, user, quiet)?;
+        let cred = Credential::Basic {
+            username: user.clone(),
+            password,
+        };
+        let mut map = HashMap::new();
+        for r in registries {
+            map.insert(r.clone(), cred.clone());
+        }
+        opts.credentials = map;
+    }
+    Ok(Client::new(opts)?)
+}
+
+/// The client options from the network flags, without credentials given on the command
+/// line (the stored ones are looked up as usual).
+pub(crate) fn options(net: &NetArgs, quiet: bool) -> anyhow::Result<ClientOptions> {
     let timeout = Duration::from_secs(net.timeout);
     let mut opts = ClientOptions {
         insecure: net.insecure,
@@ -108,19 +131,7 @@ pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyho
         }
         opts.ca_certs.push(pem);
     }
-    if let Some(user) = &net.username {
-        let password = password(net, user, quiet)?;
-        let cred = Credential::Basic {
-            username: user.clone(),
-            password,
-        };
-        let mut map = HashMap::new();
-        for r in registries {
-            map.insert(r.clone(), cred.clone());
-        }
-        opts.credentials = map;
-    }
-    Ok(Client::new(opts)?)
+    Ok(opts)
 }
 
 /// One line on stderr per retry, as it happens, so a slow pull is not a silent one.
@@ -135,7 +146,7 @@ fn retry_printer(quiet: bool) -> Option<RetryHook> {
     }))
 }
 
-fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {
+pub(crate) fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {
     if let Some(p) = &net.password {
         if !quiet {
             say!("warning: a password on the command line can be seen by other users; prefer --password-stdin");
