@@ -73,11 +73,19 @@ async fn bearer_login_asks_the_token_service_for_the_account_without_a_scope() {
         .iter()
         .find(|r| r.path.starts_with("/token"))
         .expect("a token request");
-    assert!(token.authorization.as_deref().unwrap_or("").starts_with("Basic "));
+    assert!(token
+        .authorization
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("Basic "));
     // The token was then shown to /v2/, which took it.
     let last = log.last().unwrap();
     assert_eq!((last.path.as_str(), last.status), ("/v2/", 200));
-    assert!(last.authorization.as_deref().unwrap_or("").starts_with("Bearer "));
+    assert!(last
+        .authorization
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("Bearer "));
 }
 
 #[tokio::test]
