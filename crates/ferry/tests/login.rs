@@ -542,3 +542,56 @@ fn a_registry_name_with_a_repository_is_refused() {
         );
     }
 }
+
+#[test]
+fn files_ferry_reads_besides_the_one_written_are_named() {
+    let Some(reg) = RealRegistry::start(htpasswd()) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let run = work.path().join("run");
+    std::fs::create_dir_all(run.join("containers")).unwrap();
+    let podman_file = run.join("containers/auth.json");
+    let entry = format!(
+        "{{\"auths\": {{\"{}\": {{\"auth\": \"{}\"}}}}}}",
+        reg.host,
+        base64_std(b"old:creds")
+    );
+    std::fs::write(&podman_file, &entry).unwrap();
+    let docker_config = work.path().join("docker");
+    let env = |c: &mut Command| {
+        c.env("DOCKER_CONFIG", &docker_config)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("REGISTRY_AUTH_FILE");
+    };
+    let mut c = ferry_cmd(
+        &work.path().join("cache"),
+        &["login", "-u", USER, "--password-stdin", &reg.host],
+    );
+    env(&mut c);
+    let out = run_with_stdin(c, format!("{PASS}\n").as_bytes());
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "note: {} also holds credentials for {}, and ferry reads that file first",
+            podman_file.display(),
+            reg.host
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let mut c = ferry_cmd(&work.path().join("cache"), &["logout", &reg.host]);
+    env(&mut c);
+    let out = c.output().unwrap();
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "note: {} still holds credentials for {}, and ferry reads that file too",
+            podman_file.display(),
+            reg.host
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&podman_file).unwrap(), entry);
+}

@@ -71,6 +71,15 @@ impl CredentialStore {
         })
     }
 
+    /// Whether the file has an `auths` entry for `registry` (helpers are not asked).
+    pub fn has_entry(&self, registry: &str) -> Result<bool, CredentialError> {
+        let mut doc = Doc::read(&self.path)?;
+        Ok(doc
+            .auths()?
+            .iter()
+            .any(|(k, _)| names_registry(k, registry)))
+    }
+
     /// Store `username` and `password` for `registry` (`docker.io`, `host[:port]`): in the
     /// helper the file names for it, else in the file. Call only after the registry accepted
     /// them. Other spellings of the same registry's key (`http://host`, `index.docker.io`)

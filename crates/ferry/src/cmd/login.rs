@@ -48,6 +48,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
     if check == LoginCheck::NotRequired {
         say!("note: {name} asks for no credentials, so they could not be checked; storing them as docker login does");
     }
+    let target = store.path().to_path_buf();
     let key = name.clone();
     let stored = tokio::task::spawn_blocking(move || store.store(&key, &username, &password))
         .await
@@ -65,7 +66,20 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
             format!("Login succeeded for {name} (stored in credential helper {helper})")
         }
     };
-    super::print_lines(&[line], false)
+    super::print_lines(&[line], false)?;
+    // A file ferry reads before the one written would shadow the new login.
+    let files = CredentialFiles::from_env().files;
+    if let Some(at) = files.iter().position(|f| *f == target) {
+        for f in &files[..at] {
+            if CredentialStore::at(f).has_entry(&name).unwrap_or(false) {
+                say!(
+                    "note: {} also holds credentials for {name}, and ferry reads that file first",
+                    f.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--authfile`, else the file ferry's lookup reads first among those a login writes.

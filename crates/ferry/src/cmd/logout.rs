@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 
-use ferry_registry::StoredIn;
+use ferry_registry::{CredentialFiles, CredentialStore, StoredIn};
+
+use crate::stdio::say;
 
 use super::login::{registry_name, store_for};
 use crate::cli::LogoutArgs;
@@ -33,5 +35,14 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<()> {
             path.display()
         ),
     };
-    super::print_lines(&[line], false)
+    super::print_lines(&[line], false)?;
+    for f in CredentialFiles::from_env().files {
+        if f != path && CredentialStore::at(&f).has_entry(&name).unwrap_or(false) {
+            say!(
+                "note: {} still holds credentials for {name}, and ferry reads that file too",
+                f.display()
+            );
+        }
+    }
+    Ok(())
 }
