@@ -595,3 +595,93 @@ fn files_ferry_reads_besides_the_one_written_are_named() {
     );
     assert_eq!(std::fs::read_to_string(&podman_file).unwrap(), entry);
 }
+
+/// `ferry login REGISTRY` on a terminal asks for the username (echoed, as docker) and the
+/// password (not echoed).
+#[tokio::test(flavor = "multi_thread")]
+async fn login_on_a_terminal_prompts_and_does_not_echo_the_password() {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    // `script` (util-linux) gives ferry a real terminal.
+    let Some(script) = real::tool("script") else {
+        return;
+    };
+    let reg = ferry_testkit::fake::FakeRegistry::start(basic_auth("alice", "tty-pw-42")).await;
+    let work = tempfile::tempdir().unwrap();
+    let authfile = work.path().join("auth.json");
+    let cmdline = format!(
+        "{} login --authfile {} {}",
+        env!("CARGO_BIN_EXE_ferry"),
+        authfile.display(),
+        reg.host()
+    );
+    let none = work.path().join("none");
+    let (screen, status) = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(script)
+            .args(["-qec", &cmdline, "/dev/null"])
+            .env("DOCKER_CONFIG", &none)
+            .env("REGISTRY_AUTH_FILE", none.join("auth.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running script");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut screen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let wait_for = |screen: &mut Vec<u8>, what: &str| {
+            while !String::from_utf8_lossy(screen).contains(what) {
+                assert!(
+                    Instant::now() < deadline,
+                    "no {what:?}: {}",
+                    String::from_utf8_lossy(screen)
+                );
+                if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+                    screen.extend(chunk);
+                }
+            }
+        };
+        wait_for(&mut screen, "Username: ");
+        stdin.write_all(b"alice\r").expect("typing the username");
+        wait_for(&mut screen, "Password for alice:");
+        // rpassword prints the prompt a moment before it turns echo off.
+        std::thread::sleep(Duration::from_millis(200));
+        stdin
+            .write_all(b"tty-pw-42\r")
+            .expect("typing the password");
+        wait_for(&mut screen, "Login succeeded");
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("waiting") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "ferry did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        drop(stdin);
+        let _ = reader.join();
+        (String::from_utf8_lossy(&screen).to_string(), status)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.success(),
+        "ferry login failed on a terminal:\n{screen}"
+    );
+    assert!(
+        !screen.contains("tty-pw-42"),
+        "the password was echoed:\n{screen}"
+    );
+    let text = std::fs::read_to_string(work.path().join("auth.json")).unwrap();
+    assert!(text.contains(&base64_std(b"alice:tty-pw-42")), "{text}");
+}
