@@ -66,8 +66,7 @@ pub enum Command {
     /// Show an image in a registry: digest, platforms, config, layers (no layer is downloaded).
     #[command(after_help = INSPECT_HELP)]
     Inspect(InspectArgs),
-    /// Check credentials against a registry, then store them where docker, podman and skopeo
-    /// find them.
+    /// Check credentials against a registry and store them as docker login does.
     #[command(after_help = LOGIN_HELP)]
     Login(LoginArgs),
     /// Remove the credentials stored for a registry.

@@ -685,3 +685,79 @@ async fn login_on_a_terminal_prompts_and_does_not_echo_the_password() {
     let text = std::fs::read_to_string(work.path().join("auth.json")).unwrap();
     assert!(text.contains(&base64_std(b"alice:tty-pw-42")), "{text}");
 }
+
+/// A helper that fails and prints what it was given (the secret among it): the error
+/// names the helper and leaves its message out, and the file is not touched.
+#[test]
+fn a_failing_helper_is_reported_without_the_secret() {
+    let Some(reg) = RealRegistry::start(htpasswd()) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-ferryleaky");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho \"cannot store: $(cat)\"\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let authfile = work.path().join("auth.json");
+    let config = "{\"credsStore\": \"ferryleaky\"}";
+    std::fs::write(&authfile, config).unwrap();
+    let path = path_with(&bin);
+    let out = ferry_stdin(
+        work.path(),
+        &login_args(&reg.host, &authfile),
+        PASS,
+        &[("PATH", &path)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_no_password(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "credential helper docker-credential-ferryleaky failed for {}: store failed (exit status: 1): (its message is left out: it holds the secret)",
+            reg.host
+        )) && err.contains("accepted the credentials, but storing them failed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&authfile).unwrap(), config);
+}
+
+/// Docker Hub's names are one registry: logging out of any removes each spelling of it.
+#[test]
+fn docker_hub_names_are_one_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let authfile = work.path().join("auth.json");
+    for name in [
+        "index.docker.io",
+        "docker.io",
+        "https://index.docker.io/v1/",
+        "registry-1.docker.io",
+    ] {
+        std::fs::write(
+            &authfile,
+            "{\"auths\": {\"https://index.docker.io/v1/\": {\"auth\": \"YTpi\"}, \"docker.io\": {\"auth\": \"Yzpk\"}, \"docker.io/team\": {\"auth\": \"ZTpm\"}, \"ghcr.io\": {}}}",
+        )
+        .unwrap();
+        let out = ferry(
+            &work.path().join("cache"),
+            &["logout", "--authfile", authfile.to_str().unwrap(), name],
+        );
+        assert_ok(&out);
+        assert!(
+            stdout(&out).starts_with("Removed login credentials for docker.io "),
+            "{name}: {}",
+            stdout(&out)
+        );
+        let after: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&authfile).unwrap()).unwrap();
+        assert_eq!(
+            after,
+            serde_json::json!({"auths": {"docker.io/team": {"auth": "ZTpm"}, "ghcr.io": {}}}),
+            "{name}"
+        );
+    }
+}

@@ -90,7 +90,7 @@ impl CredentialStore {
         username: &str,
         password: &str,
     ) -> Result<StoredIn, CredentialError> {
-        let doc = Doc::read(&self.path)?;
+        let mut doc = Doc::read(&self.path)?;
         let key = auths_key(registry);
         match doc.helper_for(registry)? {
             Some(helper) => {
@@ -120,7 +120,6 @@ impl CredentialStore {
                 }
                 // As docker does: an empty entry in the file records the login, and any old
                 // secret for the registry in the file goes (ferry's lookup would prefer it).
-                let mut doc = doc;
                 if doc.set_auth(registry, &key, "{}".to_string())? {
                     doc.write(&self.path)?;
                 }
@@ -133,7 +132,6 @@ impl CredentialStore {
                     "{{\n\t\t\t\"auth\": {}\n\t\t}}",
                     serde_json::to_string(&auth).unwrap_or_default()
                 );
-                let mut doc = doc;
                 doc.set_auth(registry, &key, entry)?;
                 doc.write(&self.path)?;
                 Ok(StoredIn::File(self.path.clone()))
