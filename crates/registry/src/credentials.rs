@@ -179,6 +179,10 @@ fn lookup_in(
     path: &Path,
     registry: &str,
 ) -> Result<Option<Credential>, CredentialError> {
+    // docker's order (`GetCredentialsStore`): the registry's `credHelpers` entry, else
+    // `credsStore`, else the file. With a helper configured docker never reads the file's
+    // secret (its native store keeps only the email there), so neither does ferry: an old
+    // `auth` left in the file must not win over what the helper holds.
     let want = normalise_key(registry);
     if let Some((_, helper)) = cfg
         .cred_helpers
@@ -186,6 +190,9 @@ fn lookup_in(
         .find(|(k, _)| normalise_key(k) == want)
     {
         return run_helper(helper, registry);
+    }
+    if let Some(store) = cfg.creds_store.as_ref().filter(|s| !s.is_empty()) {
+        return run_helper(store, registry);
     }
     if let Some((_, entry)) = cfg.auths.iter().find(|(k, _)| normalise_key(k) == want) {
         if let Some(tok) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
@@ -212,9 +219,6 @@ fn lookup_in(
                 password: p.clone(),
             }));
         }
-    }
-    if let Some(store) = cfg.creds_store.as_ref().filter(|s| !s.is_empty()) {
-        return run_helper(store, registry);
     }
     Ok(None)
 }
@@ -323,21 +327,43 @@ mod tests {
         assert!(!format!("{:?}", f.lookup("docker.io").unwrap()).contains("s3cret"));
     }
 
+    /// A directory on PATH (put there once for the whole test binary: PATH is process-wide
+    /// and tests run in parallel) holding `docker-credential-ferrytest`, which answers
+    /// `u-URL` / `p` for any server URL, and `docker-credential-ferryempty`, which holds
+    /// nothing.
+    fn test_helpers() {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let d = tempfile::tempdir().unwrap();
+            for (name, body) in [
+                (
+                    "ferrytest",
+                    "read url\necho \"{\\\"Username\\\":\\\"u-$url\\\",\\\"Secret\\\":\\\"p\\\"}\"\n",
+                ),
+                (
+                    "ferryempty",
+                    "echo \"credentials not found in native keychain\"\nexit 1\n",
+                ),
+            ] {
+                let helper = d.path().join(format!("docker-credential-{name}"));
+                std::fs::write(&helper, format!("#!/bin/sh\n{body}")).unwrap();
+                std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }
+            let path = format!(
+                "{}:{}",
+                d.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            std::env::set_var("PATH", path);
+            d
+        });
+    }
+
     #[test]
     fn helpers_are_run_without_a_shell() {
-        let d = tempfile::tempdir().unwrap();
-        let helper = d.path().join("docker-credential-ferrytest");
-        std::fs::write(&helper, "#!/bin/sh\nread url\necho \"{\\\"Username\\\":\\\"u-$url\\\",\\\"Secret\\\":\\\"p\\\"}\"\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            d.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        // The helper is found on PATH; only this test changes PATH, and it restores nothing
-        // other tests rely on.
-        std::env::set_var("PATH", path);
+        test_helpers();
         let (_c, f) =
             files_with(r#"{"credHelpers":{"myreg.example":"ferrytest"},"credsStore":"ferrytest"}"#);
         assert_eq!(
@@ -356,5 +382,45 @@ mod tests {
         );
         let (_c, f) = files_with(r#"{"credsStore":"bad;rm -rf /"}"#);
         assert!(f.lookup("x.io").is_err());
+    }
+
+    /// docker's order: `credHelpers[registry]`, else `credsStore`, else the file's `auths`.
+    /// With a helper configured the file's secret is never used, even when the helper holds
+    /// nothing (docker's native store reads only the email from the file).
+    #[test]
+    fn a_configured_helper_wins_over_the_files_auths_entry() {
+        test_helpers();
+        let stale = base64::engine::general_purpose::STANDARD.encode("stale:old-pw");
+        let (_c, f) = files_with(&format!(
+            r#"{{"auths":{{"myreg.example":{{"auth":"{stale}"}},"other.example":{{"auth":"{stale}"}}}},"credsStore":"ferrytest","credHelpers":{{"other.example":"ferryempty"}}}}"#
+        ));
+        assert_eq!(
+            f.lookup("myreg.example").unwrap(),
+            Some(Credential::Basic {
+                username: "u-myreg.example".into(),
+                password: "p".into()
+            }),
+            "credsStore is asked before auths"
+        );
+        assert_eq!(
+            f.lookup("other.example").unwrap(),
+            None,
+            "credHelpers is asked first, and its 'not found' is final"
+        );
+        let (_c, f) = files_with(&format!(
+            r#"{{"auths":{{"myreg.example":{{"auth":"{stale}"}}}},"credsStore":"ferryempty"}}"#
+        ));
+        assert_eq!(f.lookup("myreg.example").unwrap(), None);
+        // An empty credsStore is no helper: the file is read.
+        let (_c, f) = files_with(&format!(
+            r#"{{"auths":{{"myreg.example":{{"auth":"{stale}"}}}},"credsStore":""}}"#
+        ));
+        assert_eq!(
+            f.lookup("myreg.example").unwrap(),
+            Some(Credential::Basic {
+                username: "stale".into(),
+                password: "old-pw".into()
+            })
+        );
     }
 }

@@ -118,8 +118,9 @@ impl CredentialStore {
                         helper_failure("store", &out, password),
                     ));
                 }
-                // As docker does: an empty entry in the file records the login, and any old
-                // secret for the registry in the file goes (ferry's lookup would prefer it).
+                // As docker does: an empty entry in the file records the login. Any old
+                // secret for the registry in the file goes too: no reader uses it while the
+                // helper is configured, but it would outlive the helper's removal.
                 if doc.set_auth(registry, &key, "{}".to_string())? {
                     doc.write(&self.path)?;
                 }
