@@ -761,3 +761,79 @@ fn docker_hub_names_are_one_registry() {
         );
     }
 }
+
+/// `--password-stdin` drops one line ending (`\n` or `\r\n`), as docker does, and nothing
+/// else: spaces at either end belong to the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn password_stdin_loses_the_line_ending_and_nothing_else() {
+    let pass = "  pw with spaces  ";
+    let reg = ferry_testkit::fake::FakeRegistry::start(basic_auth("alice", pass)).await;
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let authfile = work.path().join("auth.json");
+    let out = {
+        let (work, authfile, host) = (work.path().to_path_buf(), authfile.clone(), host.clone());
+        tokio::task::spawn_blocking(move || {
+            let c = ferry_cmd(
+                &work.join("cache"),
+                &[
+                    "login",
+                    "-u",
+                    "alice",
+                    "--password-stdin",
+                    "--authfile",
+                    authfile.to_str().unwrap(),
+                    &host,
+                ],
+            );
+            run_with_stdin(c, format!("{pass}\r\n").as_bytes())
+        })
+        .await
+        .unwrap()
+    };
+    assert_ok(&out);
+    let text = std::fs::read_to_string(&authfile).unwrap();
+    assert!(
+        text.contains(&base64_std(format!("alice:{pass}").as_bytes())),
+        "{text}"
+    );
+}
+
+/// An empty password is refused before anything is asked of the registry or written, from
+/// standard input and from `--password` alike.
+#[test]
+fn an_empty_password_is_refused_and_nothing_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let authfile = work.path().join("auth.json");
+    let args = login_args("127.0.0.1:9", &authfile);
+    for stdin in ["\n", "\r\n", ""] {
+        let c = ferry_cmd(&work.path().join("cache"), &args);
+        let out = run_with_stdin(c, stdin.as_bytes());
+        assert_eq!(out.status.code(), Some(2), "{stdin:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--password-stdin got an empty password"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = ferry(
+        &work.path().join("cache"),
+        &[
+            "login",
+            "-u",
+            USER,
+            "--password",
+            "",
+            "--authfile",
+            authfile.to_str().unwrap(),
+            "127.0.0.1:9",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--password is empty"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!authfile.exists());
+}

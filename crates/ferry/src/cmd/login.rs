@@ -23,7 +23,8 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         .destination(&name)
         .with_context(|| format!("cannot store credentials for {name}"))?;
     let username = match &args.net.username {
-        Some(u) => u.clone(),
+        // As docker: spaces around a username are typing, not part of it.
+        Some(u) => u.trim().to_string(),
         None => ask_username()?,
     };
     if username.is_empty() || username.contains(':') {

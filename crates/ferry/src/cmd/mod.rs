@@ -148,6 +148,9 @@ fn retry_printer(quiet: bool) -> Option<RetryHook> {
 
 pub(crate) fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result<String> {
     if let Some(p) = &net.password {
+        if p.is_empty() {
+            return Err(exit::usage("--password is empty", None));
+        }
         if !quiet {
             say!("warning: a password on the command line can be seen by other users; prefer --password-stdin");
         }
@@ -159,7 +162,10 @@ pub(crate) fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result
             .lock()
             .read_line(&mut line)
             .context("reading the password from standard input")?;
-        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        // As docker: one line ending goes ("\n", then a "\r" before it), nothing else, so a
+        // password that itself ends in a space or a '\r' is kept whole.
+        let p = line.strip_suffix('\n').unwrap_or(&line);
+        let p = p.strip_suffix('\r').unwrap_or(p).to_string();
         if p.is_empty() {
             return Err(exit::usage("--password-stdin got an empty password", None));
         }
@@ -168,6 +174,9 @@ pub(crate) fn password(net: &NetArgs, user: &str, quiet: bool) -> anyhow::Result
     if std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password(format!("Password for {user}: "))
             .context("reading the password")?;
+        if p.is_empty() {
+            return Err(exit::usage("the password is empty", None));
+        }
         return Ok(p);
     }
     Err(exit::usage(
