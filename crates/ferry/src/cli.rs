@@ -87,7 +87,8 @@ for the registry (credHelpers, else credsStore), else that file's \"auths\" (bas
 encrypted; the file is written with mode 0600 and its other settings kept). The file is
 --authfile, else $REGISTRY_AUTH_FILE (podman's), else $DOCKER_CONFIG/config.json or
 ~/.docker/config.json. docker.io, index.docker.io and registry-1.docker.io are one
-registry, stored under docker's key https://index.docker.io/v1/.
+registry, stored under docker's key https://index.docker.io/v1/ in a config.json and
+under podman's docker.io in any other file (auth.json).
 
 ",
     exit_codes!()

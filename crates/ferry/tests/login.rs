@@ -837,3 +837,55 @@ fn an_empty_password_is_refused_and_nothing_is_written() {
     );
     assert!(!authfile.exists());
 }
+
+/// Docker Hub in podman's `auth.json` goes under `docker.io`, the key skopeo and podman
+/// write and the only one their logout removes; in docker's `config.json` under
+/// `https://index.docker.io/v1/`, the only key docker reads. (The store is used directly:
+/// a login to Docker Hub would need the network.)
+#[test]
+fn docker_hub_is_stored_under_the_key_each_files_tool_uses() {
+    let Some(skopeo) = real::tool("skopeo") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let authfile = work.path().join("auth.json");
+    ferry_registry::CredentialStore::at(&authfile)
+        .store("docker.io", "hubuser", "hub-pw")
+        .unwrap();
+    let text = std::fs::read_to_string(&authfile).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"auths": {"docker.io": {"auth": base64_std(b"hubuser:hub-pw")}}})
+    );
+    let skopeo_says = |args: &[&str]| {
+        let out = Command::new(&skopeo)
+            .args(args)
+            .args(["--authfile", authfile.to_str().unwrap(), "docker.io"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            stdout(&out).trim().to_string(),
+            stderr(&out),
+        )
+    };
+    let (ok, user, err) = skopeo_says(&["login", "--get-login"]);
+    assert!(ok && user == "hubuser", "{user} {err}");
+    let (ok, _, err) = skopeo_says(&["logout"]);
+    assert!(ok, "skopeo logout did not find ferry's entry: {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&authfile).unwrap()).unwrap();
+    assert_eq!(v, serde_json::json!({"auths": {}}));
+
+    let config = work.path().join("docker/config.json");
+    ferry_registry::CredentialStore::at(&config)
+        .store("registry-1.docker.io", "hubuser", "hub-pw")
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"auths": {"https://index.docker.io/v1/": {"auth": base64_std(b"hubuser:hub-pw")}}})
+    );
+}

@@ -91,7 +91,7 @@ impl CredentialStore {
         password: &str,
     ) -> Result<StoredIn, CredentialError> {
         let mut doc = Doc::read(&self.path)?;
-        let key = auths_key(registry);
+        let key = auths_key(registry, &self.path);
         match doc.helper_for(registry)? {
             Some(helper) => {
                 #[derive(serde::Serialize)]
@@ -170,13 +170,18 @@ impl CredentialStore {
     }
 }
 
-/// The `auths` key for `registry`: docker's `https://index.docker.io/v1/` for Docker Hub,
-/// else `host[:port]` as given.
-pub fn auths_key(registry: &str) -> String {
-    if normalise_key(registry) == "docker.io" {
+/// The `auths` key for `registry` in the file at `path`: `host[:port]` as given, except for
+/// Docker Hub. docker reads Docker Hub's entry only under `https://index.docker.io/v1/`,
+/// and only from a file named `config.json`; podman and skopeo read that key too, but their
+/// logout removes only `docker.io`, the key they write. So docker's key in a `config.json`,
+/// and `docker.io` in any other file (podman's `auth.json`), which docker never reads.
+pub fn auths_key(registry: &str, path: &Path) -> String {
+    if normalise_key(registry) != "docker.io" {
+        registry.to_string()
+    } else if path.file_name().is_some_and(|n| n == "config.json") {
         DOCKER_HUB_KEY.to_string()
     } else {
-        registry.to_string()
+        "docker.io".to_string()
     }
 }
 
@@ -549,16 +554,20 @@ mod tests {
     }
 
     #[test]
-    fn hub_names_share_dockers_key_and_other_registries_keep_host_port() {
+    fn hub_names_get_the_key_the_files_own_tool_reads_and_removes() {
+        let docker = Path::new("/home/u/.docker/config.json");
+        let podman = Path::new("/run/user/1000/containers/auth.json");
         for n in [
             "docker.io",
             "index.docker.io",
             "registry-1.docker.io",
             "https://index.docker.io/v1/",
         ] {
-            assert_eq!(auths_key(n), "https://index.docker.io/v1/", "{n}");
+            assert_eq!(auths_key(n, docker), "https://index.docker.io/v1/", "{n}");
+            assert_eq!(auths_key(n, podman), "docker.io", "{n}");
         }
-        assert_eq!(auths_key("localhost:5000"), "localhost:5000");
+        assert_eq!(auths_key("localhost:5000", docker), "localhost:5000");
+        assert_eq!(auths_key("localhost:5000", podman), "localhost:5000");
         assert!(names_registry("http://localhost:5000", "localhost:5000"));
         assert!(names_registry(
             "https://localhost:5000/v2/",
