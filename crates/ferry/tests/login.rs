@@ -511,13 +511,13 @@ fn a_credentials_file_that_cannot_be_updated_fails_before_the_password_is_read()
     let work = tempfile::tempdir().unwrap();
     let authfile = work.path().join("auth.json");
     std::fs::write(&authfile, "{\"auths\": [\"not\", \"an object\"]}").unwrap();
-    // Nothing listens on port 9: the file is checked before any connection.
-    let out = ferry_stdin(
-        work.path(),
+    // Nothing listens on port 9: the file is checked before any connection. Standard input
+    // is empty: had the password been read first, that would be the error.
+    let c = ferry_cmd(
+        &work.path().join("cache"),
         &login_args("127.0.0.1:9", &authfile),
-        PASS,
-        &[],
     );
+    let out = run_with_stdin(c, b"");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!(

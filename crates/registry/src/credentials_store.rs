@@ -615,6 +615,44 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("config.json")]);
     }
 
+    /// A reader racing logins sees the old file or the new one, never a part of either: the
+    /// file is replaced by a rename, not rewritten in place.
+    #[test]
+    fn a_reader_never_sees_a_half_written_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.json");
+        // Big enough (~200 KiB) that an in-place write would be seen half done.
+        let padding: Vec<String> = (0..2000)
+            .map(|i| {
+                format!(
+                    "\"pad-{i}.example\": {{\"auth\": \"{}\"}}",
+                    b64("x:y").repeat(8)
+                )
+            })
+            .collect();
+        std::fs::write(&p, format!("{{\"auths\": {{{}}}}}", padding.join(","))).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                    let text = std::fs::read(&p).unwrap();
+                    serde_json::from_slice::<serde_json::Value>(&text)
+                        .unwrap_or_else(|e| panic!("read {} bytes, not JSON: {e}", text.len()));
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let s = CredentialStore::at(&p);
+        for i in 0..40 {
+            s.store("r.example", "u", &format!("pw-{i}")).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+
     #[test]
     fn other_keys_and_entries_keep_their_text_and_place() {
         let d = tempfile::tempdir().unwrap();
