@@ -241,8 +241,9 @@ impl Shared {
         }
     }
 
-    pub(crate) fn set_limits(&self, limits: Limits) {
-        self.lock().limits = limits;
+    pub(crate) fn set_limits(&self, limits: Limits) -> Result<CacheStats, StoreError> {
+        self.indexed()?.limits = limits;
+        self.stats()
     }
 
     pub(crate) fn stats(&self) -> Result<CacheStats, StoreError> {

@@ -301,9 +301,10 @@ impl Store {
         self.shared.open_served(digest, offset)
     }
 
-    /// Set the limits [`evict`](Self::evict) keeps the cache under. With `max_size` set, a
-    /// commit that takes the cache over it evicts at once.
-    pub fn set_limits(&self, limits: Limits) {
+    /// Set the limits [`evict`](Self::evict) keeps the cache under, scanning the cache
+    /// first if this process has not yet (so a server pays for the scan at start-up). With
+    /// `max_size` set, a commit that takes the cache over it evicts at once.
+    pub fn set_limits(&self, limits: Limits) -> Result<CacheStats, StoreError> {
         self.shared.set_limits(limits)
     }
 
