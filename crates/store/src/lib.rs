@@ -6,6 +6,10 @@
 //! or a killed process, so the next attempt continues from the bytes it already has; a
 //! per-blob lock file keeps two processes from writing the same partial at once.
 //!
+//! For a long-running server the store also keeps size accounting, pins ([`Store::pin`]),
+//! LRU and age eviction ([`Store::evict`]) and a verify-once rule for serving after a crash
+//! ([`Store::open_served`]), all through the [`Backend`] trait ([`FsBackend`] on disk).
+//!
 //! ```no_run
 //! # fn main() -> Result<(), ferry_store::StoreError> {
 //! use ferry_core::Digest;
