@@ -309,8 +309,9 @@ impl Backend for FsBackend {
                     .split_once('-')
                     .and_then(|(a, h)| format!("{a}:{h}").parse::<Digest>().ok())
                 {
-                    // Only a partial nobody is writing (its writer holds the lock).
-                    if let Some(_lock) = self.try_lock(&digest)? {
+                    // Only a partial nobody is writing (its writer holds the lock); an
+                    // unusable lock file keeps the partial (counted as held).
+                    if let Ok(Some(_lock)) = self.try_lock(&digest) {
                         if fs::remove_file(e.path()).is_ok() {
                             out.removed += m.len();
                             continue;

@@ -289,7 +289,9 @@ impl Shared {
     }
 
     /// Remove blobs unused since `now - max_age`, then the least recently used until the
-    /// cache is under `max_size`, skipping pinned blobs and blobs a writer holds.
+    /// cache is under `max_size`, skipping pinned blobs and blobs a writer holds. A blob
+    /// that cannot be removed is skipped; the first such error is returned after the pass
+    /// (what was removed is counted in the stats either way).
     pub(crate) fn evict_at(&self, now: SystemTime) -> Result<Evicted, StoreError> {
         let limits = self.lock().limits;
         let mut out = Evicted::default();
@@ -313,6 +315,7 @@ impl Shared {
             c
         };
         let cutoff = limits.max_age.and_then(|a| now.checked_sub(a));
+        let mut failed = None;
         for (last_use, digest) in candidates {
             let mut st = self.lock();
             let too_old = cutoff.is_some_and(|c| last_use < c);
@@ -330,7 +333,16 @@ impl Shared {
                 continue;
             }
             // The lock is held across the removal so no pin can slip in between.
-            match self.backend.remove(&digest)? {
+            let removal = match self.backend.remove(&digest) {
+                Ok(r) => r,
+                // One bad entry (a planted lock file, a permission) must not stop the
+                // cache from shrinking: go on, and report the first failure at the end.
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            match removal {
                 Removal::Removed { size } => {
                     out.blobs += 1;
                     out.bytes += size;
@@ -346,7 +358,10 @@ impl Shared {
                 *total -= e.size;
             }
         }
-        Ok(out)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Open a blob for serving from `offset`: pinned, and hashed in full the first time this

@@ -469,3 +469,38 @@ fn concurrent_first_serves_of_one_blob_all_get_it() {
     }
     assert_eq!(store.stats().unwrap().pinned, 0);
 }
+
+#[test]
+fn one_blob_that_cannot_be_removed_does_not_stop_the_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blobs: Vec<_> = (0..3).map(|i| blob(1_000, i)).collect();
+    for (data, d) in &blobs {
+        put(&store, data, d);
+    }
+    // A planted link in place of the oldest blob's lock file.
+    let lock = dir
+        .path()
+        .join("ingest")
+        .join(format!("sha256-{}.lock", blobs[0].1.hex()));
+    let _ = fs::remove_file(&lock);
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), &lock).unwrap();
+    store
+        .set_limits(Limits {
+            max_size: Some(0),
+            max_age: None,
+        })
+        .unwrap();
+    let err = store.evict().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "refusing the cache entry {}: it is a symbolic link",
+            lock.display()
+        )
+    );
+    let present: Vec<bool> = blobs.iter().map(|(_, d)| store.contains(d)).collect();
+    assert_eq!(present, [true, false, false]);
+    let s = store.stats().unwrap();
+    assert_eq!((s.evicted_blobs, s.bytes), (2, 1_000));
+}
