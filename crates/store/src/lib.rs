@@ -296,7 +296,8 @@ impl Store {
     /// under `blobs/` may be short or hold garbage. A blob this process did not write is
     /// hashed in full the first time this process serves it (once, however many requests
     /// ask at the same time); a damaged copy is removed. `Ok(None)`: absent or damaged —
-    /// fetch it again.
+    /// fetch it again. Blocking (a first serve reads the whole blob): call it from a
+    /// blocking thread, not an async worker.
     pub fn open_served(
         &self,
         digest: &Digest,
