@@ -6,9 +6,11 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ferry_core::{Digest, Verifier, VerifyError};
 
+use crate::cache::Shared;
 use crate::{safe, StoreError};
 
 /// A cached blob opened for a verified read. Not an [`io::Read`]: a damaged copy is a
@@ -19,15 +21,24 @@ pub struct CheckedBlob {
     digest: Digest,
     /// `None` once the end was reached (verified) or the content failed.
     verifier: Option<Verifier>,
+    /// Told when a damaged copy is removed, so the accounting follows.
+    shared: Option<Arc<Shared>>,
 }
 
 impl CheckedBlob {
-    pub(crate) fn new(file: File, path: PathBuf, digest: &Digest, size: Option<u64>) -> Self {
+    pub(crate) fn new(
+        file: File,
+        path: PathBuf,
+        digest: &Digest,
+        size: Option<u64>,
+        shared: Option<Arc<Shared>>,
+    ) -> Self {
         CheckedBlob {
             file,
             path,
             digest: digest.clone(),
             verifier: Some(Verifier::new(digest.clone(), size)),
+            shared,
         }
     }
 
@@ -83,8 +94,10 @@ impl CheckedBlob {
     fn corrupt(&mut self, detail: String) -> StoreError {
         self.verifier = None;
         // Only the file this reader opened: a good copy put there since stays.
-        if safe::same_file(&self.file, &self.path) {
-            let _ = fs::remove_file(&self.path);
+        if safe::same_file(&self.file, &self.path) && fs::remove_file(&self.path).is_ok() {
+            if let Some(s) = &self.shared {
+                s.forget(&self.digest);
+            }
         }
         StoreError::Corrupt {
             digest: self.digest.clone(),

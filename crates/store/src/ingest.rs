@@ -4,10 +4,13 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ferry_core::{Digest, Verifier, VerifyError};
 
-use crate::{safe, Store, StoreError};
+use crate::backend::{BlobIngest, FsBackend};
+use crate::cache::Shared;
+use crate::{safe, StoreError};
 
 /// Holds the blob's lock file for as long as it lives.
 pub struct Ingest {
@@ -19,19 +22,19 @@ pub struct Ingest {
     verifier: Verifier,
     _lock: File,
     done: bool,
+    /// The store's accounting, told about the commit.
+    shared: Option<Arc<Shared>>,
 }
 
 impl Ingest {
     pub(crate) fn begin(
-        store: &Store,
+        store: &FsBackend,
+        shared: Option<Arc<Shared>>,
         digest: &Digest,
         size: Option<u64>,
     ) -> Result<Ingest, StoreError> {
         let lock_path = store.lock_path(digest);
-        let lock = safe::open(
-            &lock_path,
-            safe::options().create(true).truncate(false).write(true),
-        )?;
+        let lock = store.lock_file(digest)?;
         lock.lock().map_err(StoreError::io(&lock_path))?;
         let partial = store.partial_path(digest);
         let target = store.blob_path(digest);
@@ -44,9 +47,10 @@ impl Ingest {
             verifier: Verifier::new(digest.clone(), size),
             _lock: lock,
             done: match size {
-                Some(n) => store.check(digest, n)?,
+                Some(n) => store.check(digest, n, shared.clone())?,
                 None => store.contains(digest),
             },
+            shared,
         };
         if ingest.done {
             return Ok(ingest);
@@ -150,6 +154,7 @@ impl Ingest {
             path: self.partial.clone(),
             source: e.into_error(),
         })?;
+        let size = self.verifier.seen();
         let verifier =
             std::mem::replace(&mut self.verifier, Verifier::new(self.digest.clone(), None));
         if let Err(e) = verifier.finish() {
@@ -164,6 +169,9 @@ impl Ingest {
         drop(file);
         fs::rename(&self.partial, &self.target).map_err(StoreError::io(&self.target))?;
         self.done = true;
+        if let Some(s) = &self.shared {
+            s.committed(&self.digest, size);
+        }
         Ok(self.target.clone())
     }
 }
@@ -198,5 +206,27 @@ impl ferry_core::ResumableWrite for Ingest {
 
     fn restart(&mut self) -> io::Result<()> {
         Ingest::restart(self).map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+impl BlobIngest for Ingest {
+    fn already_done(&self) -> bool {
+        self.done
+    }
+
+    fn offset(&self) -> u64 {
+        Ingest::offset(self)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        Ingest::write(self, buf)
+    }
+
+    fn restart(&mut self) -> Result<(), StoreError> {
+        Ingest::restart(self)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Ingest::commit(*self).map(drop)
     }
 }

@@ -6,6 +6,10 @@
 //! or a killed process, so the next attempt continues from the bytes it already has; a
 //! per-blob lock file keeps two processes from writing the same partial at once.
 //!
+//! For a long-running server the store also keeps size accounting, pins ([`Store::pin`]),
+//! LRU and age eviction ([`Store::evict`]) and a verify-once rule for serving after a crash
+//! ([`Store::open_served`]), all through the [`Backend`] trait ([`FsBackend`] on disk).
+//!
 //! ```no_run
 //! # fn main() -> Result<(), ferry_store::StoreError> {
 //! use ferry_core::Digest;
@@ -19,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
+mod cache;
 mod checked;
 mod ingest;
 mod safe;
@@ -26,11 +32,17 @@ mod safe;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use ferry_core::{Digest, Verifier, VerifyError, MAX_SMALL_BLOB, MAX_SMALL_BLOB_RULE};
 
+pub use backend::{Backend, BlobEntry, BlobIngest, FsBackend, Partials, Removal};
+pub use cache::{CacheStats, Evicted, Limits, Pin, ServedBlob};
 pub use checked::CheckedBlob;
 pub use ingest::Ingest;
+
+use cache::Shared;
 
 /// What went wrong in the store. Every variant names the file or blob involved.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +89,16 @@ impl StoreError {
     }
 }
 
-/// A content-addressed blob store rooted at one directory.
+/// A content-addressed blob store rooted at one directory. Clones share one accounting,
+/// pin table and set of limits (see [`pin`](Self::pin), [`evict`](Self::evict)).
+///
+/// The path-level methods (`blob_path`, `begin` returning an [`Ingest`], `open_blob`, ...)
+/// are the filesystem backend's, used by the pull engine; the cache policy (`pin`,
+/// `open_served`, `evict`, `rescan`, `stats`) goes through the [`Backend`] trait only.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    fs: FsBackend,
+    shared: Arc<Shared>,
 }
 
 impl Store {
@@ -92,41 +110,38 @@ impl Store {
         for sub in ["blobs", "blobs/sha256", "blobs/sha512", "ingest"] {
             safe::ensure_dir(&root.join(sub), true)?;
         }
-        Ok(Store { root })
+        let fs = FsBackend::new(root);
+        let shared = Arc::new(Shared::new(Arc::new(fs.clone())));
+        Ok(Store { fs, shared })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.fs.root()
+    }
+
+    /// The filesystem backend under this store.
+    pub fn backend(&self) -> &FsBackend {
+        &self.fs
     }
 
     /// Where the verified blob `digest` lives (whether or not it is there yet).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(digest.hex())
+        self.fs.blob_path(digest)
     }
 
     /// Where a download in progress keeps its bytes.
     pub fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("ingest").join(format!(
-            "{}-{}.partial",
-            digest.algorithm().as_str(),
-            digest.hex()
-        ))
+        self.fs.partial_path(digest)
     }
 
+    #[cfg(test)]
     pub(crate) fn lock_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("ingest").join(format!(
-            "{}-{}.lock",
-            digest.algorithm().as_str(),
-            digest.hex()
-        ))
+        self.fs.lock_path(digest)
     }
 
     /// Whether the blob is present (a regular file; a link is not a blob).
     pub fn contains(&self, digest: &Digest) -> bool {
-        fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file())
+        self.fs.contains(digest)
     }
 
     /// Whether the blob is present with the size a manifest declares for it.
@@ -138,23 +153,7 @@ impl Store {
     /// gets [`StoreError::SizeMismatch`]; if it does not, it is damaged and removed, and the
     /// blob is reported absent so it is fetched again.
     pub fn check(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
-        let path = self.blob_path(digest);
-        let Some(m) = safe::entry(&path)? else {
-            return Ok(false);
-        };
-        if m.len() == size {
-            return Ok(true);
-        }
-        let f = safe::open_read(&path)?;
-        match CheckedBlob::new(f, path, digest, None).verify() {
-            Ok(()) => Err(StoreError::SizeMismatch {
-                digest: digest.clone(),
-                declared: size,
-                actual: m.len(),
-            }),
-            Err(StoreError::Corrupt { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.fs.check(digest, size, Some(self.shared.clone()))
     }
 
     /// The size of a present blob.
@@ -180,7 +179,13 @@ impl Store {
     ) -> Result<CheckedBlob, StoreError> {
         let p = self.blob_path(digest);
         let f = safe::open_read(&p)?;
-        Ok(CheckedBlob::new(f, p, digest, size))
+        Ok(CheckedBlob::new(
+            f,
+            p,
+            digest,
+            size,
+            Some(self.shared.clone()),
+        ))
     }
 
     /// Read a whole small blob (a manifest or config), verified, at most [`MAX_SMALL_BLOB`] bytes.
@@ -196,7 +201,7 @@ impl Store {
         }
         let mut out = vec![0u8; size as usize];
         let mut held = 0;
-        let mut blob = CheckedBlob::new(f, p, digest, None);
+        let mut blob = CheckedBlob::new(f, p, digest, None, Some(self.shared.clone()));
         loop {
             if held == out.len() {
                 // The limit holds even if the file grew since it was measured.
@@ -231,7 +236,7 @@ impl Store {
         }
         let target = self.blob_path(digest);
         let tmp =
-            self.root
+            self.root()
                 .join("ingest")
                 .join(format!("{}.{}.tmp", digest.hex(), std::process::id()));
         let write = || -> io::Result<()> {
@@ -251,7 +256,9 @@ impl Store {
                 path: target.clone(),
                 source: e,
             }
-        })
+        })?;
+        self.shared.committed(digest, bytes.len() as u64);
+        Ok(())
     }
 
     /// Start or resume writing blob `digest`. Blocks while another process writes the same
@@ -260,7 +267,7 @@ impl Store {
     /// that the final check covers the whole blob. Fails with
     /// [`StoreError::SizeMismatch`] when the cache holds the blob verified with another size.
     pub fn begin(&self, digest: &Digest, size: Option<u64>) -> Result<Ingest, StoreError> {
-        Ingest::begin(self, digest, size)
+        Ingest::begin(&self.fs, Some(self.shared.clone()), digest, size)
     }
 
     /// Bytes held in partial downloads (what a resume would reuse).
@@ -275,6 +282,62 @@ impl Store {
     /// Open the partial download of `digest` for reading (to copy what it holds elsewhere).
     pub fn open_partial(&self, digest: &Digest) -> Result<fs::File, StoreError> {
         safe::open_read(&self.partial_path(digest))
+    }
+
+    /// Lease `digest` (present or not yet) against eviction until the [`Pin`] is dropped;
+    /// records a use. For a blob being served, and for each blob a pull in progress needs.
+    pub fn pin(&self, digest: &Digest) -> Pin {
+        self.shared.pin(digest)
+    }
+
+    /// Open a cached blob to serve it from `offset`, pinned while the [`ServedBlob`] lives.
+    ///
+    /// Crash safety: blobs are renamed into place without fsync, so after a crash a file
+    /// under `blobs/` may be short or hold garbage. A blob this process did not write is
+    /// hashed in full the first time this process serves it (once, however many requests
+    /// ask at the same time); a damaged copy is removed. `Ok(None)`: absent or damaged —
+    /// fetch it again. Blocking (a first serve reads the whole blob): call it from a
+    /// blocking thread, not an async worker.
+    pub fn open_served(
+        &self,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Option<ServedBlob>, StoreError> {
+        self.shared.open_served(digest, offset)
+    }
+
+    /// Set the limits [`evict`](Self::evict) keeps the cache under, scanning the cache
+    /// first if this process has not yet (so a server pays for the scan at start-up). With
+    /// `max_size` set, a commit that takes the cache over it evicts at once.
+    pub fn set_limits(&self, limits: Limits) -> Result<CacheStats, StoreError> {
+        self.shared.set_limits(limits)
+    }
+
+    /// Remove blobs unused for longer than `max_age`, then the least recently used ones
+    /// until blobs plus partial downloads fit in `max_size`. Never a pinned blob nor one a
+    /// writer of any process holds; stale partial downloads nobody writes go too. Readers
+    /// that already opened a removed blob read it to its end; later opens find it absent.
+    /// Call it periodically for `max_age`; the first call scans the cache.
+    pub fn evict(&self) -> Result<Evicted, StoreError> {
+        self.shared.evict_at(SystemTime::now())
+    }
+
+    /// [`evict`](Self::evict) as if the clock said `now` (tests, and servers that keep
+    /// their own clock).
+    pub fn evict_at(&self, now: SystemTime) -> Result<Evicted, StoreError> {
+        self.shared.evict_at(now)
+    }
+
+    /// Rebuild the accounting from what is on disk: picks up blobs other processes added
+    /// or removed. Costs one directory listing and one `lstat` per blob.
+    pub fn rescan(&self) -> Result<CacheStats, StoreError> {
+        self.shared.rescan()
+    }
+
+    /// Sizes and counters for metrics. The first call scans the cache (see
+    /// [`rescan`](Self::rescan)); later ones are read from memory.
+    pub fn stats(&self) -> Result<CacheStats, StoreError> {
+        self.shared.stats()
     }
 }
 
