@@ -20,6 +20,7 @@
 #![allow(clippy::result_large_err)]
 
 mod arrivals;
+mod body;
 mod direct;
 mod engine;
 mod progress;
@@ -27,6 +28,7 @@ mod progress;
 use ferry_core::{Digest, Platform};
 
 pub use arrivals::{Arrivals, ArrivingReader};
+pub use body::{ContentError, OpenBlob, SendBody};
 pub use direct::DirectArchive;
 pub use engine::{fetch_blobs, pull, resolve_all};
 pub use ferry_archive::{ArchiveImage, ImageParts};
