@@ -65,7 +65,7 @@ const GZIP_LEVEL: u32 = 1;
 
 enum Kind {
     Verbatim {
-        descriptor: Descriptor,
+        descriptor: Box<Descriptor>,
         /// The uncompressed digest to check, and how to decompress the bytes to get it.
         diff_id: Option<(Digest, Compression)>,
     },
@@ -103,7 +103,7 @@ impl SendBody {
             source,
             kind: Kind::Verbatim {
                 diff_id: diff_id.map(|d| (d, compression)),
-                descriptor,
+                descriptor: Box::new(descriptor),
             },
             state: Arc::default(),
         }
