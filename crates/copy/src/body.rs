@@ -63,6 +63,10 @@ pub enum ContentError {
 /// waits for.
 const GZIP_LEVEL: u32 = 1;
 
+/// Names the compression settings, for what is remembered about their output
+/// ([`crate::CompressedMemo`]).
+pub(crate) const GZIP_SETTINGS: &str = "gzip-1";
+
 enum Kind {
     Verbatim {
         descriptor: Box<Descriptor>,

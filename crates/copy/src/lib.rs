@@ -23,7 +23,10 @@ mod arrivals;
 mod body;
 mod direct;
 mod engine;
+mod memo;
 mod progress;
+mod seam;
+mod transfer;
 
 use ferry_core::{Digest, Platform};
 
@@ -32,7 +35,10 @@ pub use body::{ContentError, OpenBlob, SendBody};
 pub use direct::DirectArchive;
 pub use engine::{fetch_blobs, pull, resolve_all};
 pub use ferry_archive::{ArchiveImage, ImageParts};
+pub use memo::CompressedMemo;
 pub use progress::{Event, NoProgress, Progress};
+pub use seam::{CopyBlob, CopyImage, CopyPlatform, ImageDestination, ImageSource, SourceManifest};
+pub use transfer::{send_image, SendOptions, Sent};
 
 /// What to pull.
 #[derive(Debug, Clone)]
@@ -134,6 +140,31 @@ pub enum CopyError {
         #[source]
         source: ferry_store::StoreError,
     },
+    /// A blob whose content is not what the image says: found while it was sent, before
+    /// any manifest was stored.
+    #[error("{image} is damaged: what it holds does not match its manifest and config")]
+    Content {
+        image: String,
+        #[source]
+        source: ContentError,
+    },
+    /// An image the source describes in a way ferry cannot store.
+    #[error("{image} cannot be copied: {reason}")]
+    BadSource { image: String, reason: String },
+    /// The destination refused or failed a request.
+    #[error("{what}")]
+    Destination {
+        what: String,
+        #[source]
+        source: ferry_registry::RegistryError,
+    },
+    /// The source could not be read.
+    #[error("{what}")]
+    Source {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// "it has: a, b", or "it lists no platforms" rather than an empty list.
@@ -144,3 +175,6 @@ fn platform_list(available: &[Platform]) -> String {
     let names: Vec<String> = available.iter().map(ToString::to_string).collect();
     format!("it has: {}", names.join(", "))
 }
+
+#[cfg(test)]
+mod transfer_tests;
