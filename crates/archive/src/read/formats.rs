@@ -1,0 +1,395 @@
+//! The two ways an archive describes its images: an OCI layout's `index.json` (with
+//! manifests), and docker's `manifest.json` (configs and layer files, no manifests). When
+//! an archive has both (ferry's default, docker save from Docker 25), `index.json` wins: its
+//! manifests are the exact bytes, so a pulled-then-pushed image keeps its digest.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sha2::Digest as _;
+
+use ferry_core::manifest::{ImageConfig, IndexManifest};
+use ferry_core::media::{self, Compression};
+use ferry_core::{Algorithm, Descriptor, Digest, Manifest, Platform};
+
+use super::error::ReadError;
+use super::{sniff, ArchiveKind, Backing, PlatformImage, SourceImage, SourceLayer, StoredBlob};
+use crate::blob_name;
+
+/// How deep indexes may nest under `index.json` (an index of indexes of manifests is 2).
+pub(crate) const MAX_NESTING: usize = 4;
+
+const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+
+/// Read the images of a tar archive, telling its kind by the files it holds.
+pub(crate) fn read_tar(b: &Backing) -> Result<(ArchiveKind, Vec<SourceImage>), ReadError> {
+    match (b.has("index.json"), b.has("manifest.json")) {
+        (true, false) => Ok((ArchiveKind::OciArchive, read_oci(b)?)),
+        (true, true) => {
+            let mut images = read_oci(b)?;
+            add_docker_names(b, &mut images)?;
+            Ok((ArchiveKind::DockerOci, images))
+        }
+        (false, true) => Ok((ArchiveKind::DockerArchive, read_docker(b)?)),
+        (false, false) => Err(ReadError::Malformed {
+            entry: "the archive".into(),
+            reason: "it holds neither index.json (an OCI layout) nor manifest.json (docker save); it is not an image archive".into(),
+        }),
+    }
+}
+
+fn malformed(entry: &str, e: impl std::fmt::Display) -> ReadError {
+    ReadError::Malformed {
+        entry: entry.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The digest of `bytes` with `algorithm`.
+fn digest_of(algorithm: Algorithm, bytes: &[u8]) -> String {
+    match algorithm {
+        Algorithm::Sha256 => format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))),
+        Algorithm::Sha512 => format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes))),
+    }
+}
+
+/// The blob `d` names, read whole and checked against its size and digest.
+fn stored(b: &Backing, d: &Descriptor, wanted_by: &str) -> Result<StoredBlob, ReadError> {
+    let location = b.locate(&blob_name(&d.digest), wanted_by)?;
+    if location.len != d.size {
+        return Err(ReadError::SizeMismatch {
+            entry: location.entry,
+            declared_by: wanted_by.to_string(),
+            expected: d.size,
+            actual: location.len,
+        });
+    }
+    let bytes = b.read_small(&location)?;
+    let actual = digest_of(d.digest.algorithm(), &bytes);
+    if actual != d.digest.to_string() {
+        return Err(ReadError::DigestMismatch {
+            entry: location.entry,
+            expected: d.digest.clone(),
+            actual,
+        });
+    }
+    Ok(StoredBlob {
+        descriptor: d.clone(),
+        bytes,
+        location,
+    })
+}
+
+/// The stored compression of a layer, from its first bytes.
+fn layer_compression(b: &Backing, loc: &super::BlobLocation) -> Result<Compression, ReadError> {
+    let head = b
+        .read_at_most(loc, 4)
+        .map_err(super::io_ctx(format!("reading {}", loc.entry)))?;
+    Ok(sniff(&head))
+}
+
+fn platform_of(cfg: &ImageConfig) -> Option<Platform> {
+    Some(Platform::new(
+        cfg.os.as_deref()?,
+        cfg.architecture.as_deref()?,
+        cfg.variant.as_deref(),
+    ))
+}
+
+fn parse_config(blob: &StoredBlob) -> Result<ImageConfig, ReadError> {
+    ImageConfig::parse(&blob.bytes).map_err(|e| malformed(&blob.location.entry, e))
+}
+
+/// The images of an OCI layout: one per `index.json` entry.
+pub(crate) fn read_oci(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
+    let loc = b.locate("index.json", "the OCI image layout")?;
+    let bytes = b.read_small(&loc)?;
+    let index: IndexManifest = match Manifest::parse(&bytes, Some(media::OCI_INDEX)) {
+        Ok(Manifest::Index(i)) => i,
+        Ok(Manifest::Image(_)) => {
+            return Err(malformed(
+                "index.json",
+                "it is an image manifest, not an index",
+            ))
+        }
+        Err(e) => return Err(malformed("index.json", e)),
+    };
+    let mut images = Vec::new();
+    for d in &index.manifests {
+        let mut names = Vec::new();
+        if let Some(ann) = &d.annotations {
+            for key in [
+                "io.containerd.image.name",
+                "org.opencontainers.image.ref.name",
+            ] {
+                if let Some(n) = ann.get(key) {
+                    if !n.is_empty() && !names.contains(n) {
+                        names.push(n.clone());
+                    }
+                }
+            }
+        }
+        let root = stored(b, d, "index.json")?;
+        let mut platforms = Vec::new();
+        expand(b, &root, d.platform.clone(), 0, &mut platforms)?;
+        images.push(SourceImage {
+            names,
+            root: Some(root),
+            platforms,
+        });
+    }
+    Ok(images)
+}
+
+/// Add the images under manifest `blob` (itself, or an index's entries) to `out`.
+fn expand(
+    b: &Backing,
+    blob: &StoredBlob,
+    platform: Option<Platform>,
+    depth: usize,
+    out: &mut Vec<PlatformImage>,
+) -> Result<(), ReadError> {
+    let entry = &blob.location.entry;
+    let manifest = Manifest::parse(&blob.bytes, Some(&blob.descriptor.media_type))
+        .map_err(|e| malformed(entry, e))?;
+    let m = match manifest {
+        Manifest::Index(index) => {
+            if depth >= MAX_NESTING {
+                return Err(ReadError::TooDeep {
+                    entry: entry.clone(),
+                    max: MAX_NESTING,
+                });
+            }
+            for child in &index.manifests {
+                let c = stored(b, child, entry)?;
+                expand(b, &c, child.platform.clone(), depth + 1, out)?;
+            }
+            return Ok(());
+        }
+        Manifest::Image(m) => m,
+    };
+    let config = stored(b, &m.config, entry)?;
+    let cfg = parse_config(&config)?;
+    let diff_ids = cfg.rootfs.as_ref().map(|r| r.diff_ids.clone());
+    // An artifact (a Helm chart, an SBOM) has no diff_ids: its layers are not filesystems.
+    let diff_ids = match diff_ids {
+        None if m.artifact_kind().is_some() => m.layers.iter().map(|l| l.digest.clone()).collect(),
+        d => d.unwrap_or_default(),
+    };
+    if diff_ids.len() != m.layers.len() {
+        return Err(ReadError::DiffIdCount {
+            entry: config.location.entry,
+            layers: m.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    let mut layers = Vec::new();
+    for (l, diff_id) in m.layers.iter().zip(diff_ids) {
+        let location = b.locate(&blob_name(&l.digest), entry)?;
+        if location.len != l.size {
+            return Err(ReadError::SizeMismatch {
+                entry: location.entry,
+                declared_by: entry.clone(),
+                expected: l.size,
+                actual: location.len,
+            });
+        }
+        layers.push(SourceLayer {
+            compression: layer_compression(b, &location)?,
+            location,
+            descriptor: l.clone(),
+            diff_id,
+        });
+    }
+    out.push(PlatformImage {
+        platform: platform.or_else(|| platform_of(&cfg)),
+        manifest: Some(blob.clone()),
+        config,
+        layers,
+    });
+    Ok(())
+}
+
+/// One entry of docker's `manifest.json`.
+#[derive(Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+fn docker_entries(b: &Backing) -> Result<Vec<DockerEntry>, ReadError> {
+    let loc = b.locate("manifest.json", "a docker archive")?;
+    let bytes = b.read_small(&loc)?;
+    serde_json::from_slice(&bytes).map_err(|e| malformed("manifest.json", e))
+}
+
+/// The digest an entry's name gives: `blobs/<alg>/<hex>`, `<hex>.json` (docker's configs)
+/// or `<hex>.tar` (podman's and skopeo's layers).
+fn named_digest(entry: &str) -> Option<Digest> {
+    let entry = super::tarindex::clean(entry).ok()?;
+    if let Some(rest) = entry.strip_prefix("blobs/") {
+        let (alg, hex) = rest.split_once('/')?;
+        return format!("{alg}:{hex}").parse().ok();
+    }
+    let hex = entry
+        .strip_suffix(".json")
+        .or_else(|| entry.strip_suffix(".tar"))?;
+    format!("sha256:{hex}").parse().ok()
+}
+
+/// The images of a docker archive without an OCI layout: no manifests, configs and layer
+/// files named by `manifest.json`.
+fn read_docker(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
+    let entries = docker_entries(b)?;
+    let repositories = repositories(b)?;
+    let mut images = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let wanted_by = format!("manifest.json (image {i})");
+        let location = b.locate(&e.config, &wanted_by)?;
+        let bytes = b.read_small(&location)?;
+        let digest = match named_digest(&e.config) {
+            Some(named) => {
+                let actual = digest_of(named.algorithm(), &bytes);
+                if actual != named.to_string() {
+                    return Err(ReadError::DigestMismatch {
+                        entry: location.entry,
+                        expected: named,
+                        actual,
+                    });
+                }
+                named
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        let config = StoredBlob {
+            descriptor: Descriptor::new(media::DOCKER_CONFIG, digest, bytes.len() as u64),
+            bytes,
+            location,
+        };
+        let cfg = parse_config(&config)?;
+        let diff_ids = cfg
+            .rootfs
+            .as_ref()
+            .map(|r| r.diff_ids.clone())
+            .unwrap_or_default();
+        if diff_ids.len() != e.layers.len() {
+            return Err(ReadError::DiffIdCount {
+                entry: config.location.entry,
+                layers: e.layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let mut layers = Vec::new();
+        for (path, diff_id) in e.layers.iter().zip(diff_ids) {
+            let location = b.locate(path, &wanted_by)?;
+            let compression = layer_compression(b, &location)?;
+            let named = named_digest(path);
+            let (media_type, digest) = match (compression, named) {
+                (Compression::None, Some(named)) if named != diff_id => {
+                    return Err(ReadError::DiffIdMismatch {
+                        entry: location.entry,
+                        named,
+                        diff_id,
+                    })
+                }
+                (Compression::None, _) => (DOCKER_LAYER_TAR, diff_id.clone()),
+                (c, Some(named)) if path.starts_with("blobs/") => (
+                    if c == Compression::Gzip {
+                        media::DOCKER_LAYER_GZIP
+                    } else {
+                        DOCKER_LAYER_ZSTD
+                    },
+                    named,
+                ),
+                _ => {
+                    return Err(ReadError::Unsupported {
+                        entry: location.entry,
+                        reason: "the layer is compressed but its name does not give its digest"
+                            .into(),
+                    })
+                }
+            };
+            layers.push(SourceLayer {
+                descriptor: Descriptor::new(media_type, digest, location.len),
+                location,
+                compression,
+                diff_id,
+            });
+        }
+        let mut names = e.repo_tags.clone().unwrap_or_default();
+        // docker's `repositories` names an image by the id of its top layer's directory.
+        let top = e
+            .layers
+            .last()
+            .and_then(|l| super::tarindex::clean(l).ok())
+            .and_then(|l| l.split('/').next().map(str::to_string));
+        for (repo, tags) in &repositories {
+            for (tag, id) in tags {
+                let name = format!("{repo}:{tag}");
+                if top.as_deref() == Some(id.as_str()) && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        images.push(SourceImage {
+            names,
+            root: None,
+            platforms: vec![PlatformImage {
+                platform: platform_of(&cfg),
+                manifest: None,
+                config,
+                layers,
+            }],
+        });
+    }
+    Ok(images)
+}
+
+/// docker's `repositories` file (`{repo: {tag: top layer id}}`), empty when absent.
+fn repositories(b: &Backing) -> Result<BTreeMap<String, BTreeMap<String, String>>, ReadError> {
+    if !b.has("repositories") {
+        return Ok(BTreeMap::new());
+    }
+    let loc = b.locate("repositories", "a docker archive")?;
+    let bytes = b.read_small(&loc)?;
+    serde_json::from_slice(&bytes).map_err(|e| malformed("repositories", e))
+}
+
+/// For an archive with both `index.json` and `manifest.json`: check that what
+/// `manifest.json` names is there, and add its `RepoTags` to the image with that config.
+fn add_docker_names(b: &Backing, images: &mut [SourceImage]) -> Result<(), ReadError> {
+    for (i, e) in docker_entries(b)?.iter().enumerate() {
+        let wanted_by = format!("manifest.json (image {i})");
+        for path in std::iter::once(&e.config).chain(&e.layers) {
+            b.locate(path, &wanted_by)?;
+        }
+        let Some(config) = named_digest(&e.config) else {
+            continue;
+        };
+        let owner = images.iter_mut().find(|img| {
+            img.platforms
+                .iter()
+                .any(|p| p.config.descriptor.digest == config)
+        });
+        if let Some(img) = owner {
+            for tag in e.repo_tags.iter().flatten() {
+                let parsed = tag.parse::<ferry_core::Reference>().ok();
+                let known = img.names.iter().any(|n| {
+                    n == tag
+                        || parsed
+                            .as_ref()
+                            .is_some_and(|p| n.parse().ok().as_ref() == Some(p))
+                });
+                if !known {
+                    img.names.push(tag.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}

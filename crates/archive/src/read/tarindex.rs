@@ -1,0 +1,218 @@
+//! An index of a tar file's entries by path: headers only, the bodies are never read here.
+//! Paths are checked (no `..`, nothing absolute), links are resolved inside the archive and
+//! refused when they escape it or loop.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+
+use super::error::ReadError;
+
+/// How many links one lookup may follow (Linux's `MAXSYMLINKS`).
+const MAX_HOPS: u32 = 40;
+const BLOCK: u64 = 512;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// A regular file: its body's offset in the tar and its length.
+    File {
+        start: u64,
+        len: u64,
+    },
+    Dir,
+    /// Target as written, relative to the link's directory.
+    Symlink(String),
+    /// Target relative to the archive's root.
+    Hardlink(String),
+    /// Devices, fifos: never image content.
+    Other,
+}
+
+pub(crate) struct TarIndex {
+    nodes: HashMap<String, Node>,
+}
+
+/// `path` as a clean relative path: `./a//b/` is `a/b`. `..` or a leading `/` is refused.
+pub(crate) fn clean(entry: &str) -> Result<String, ReadError> {
+    let unsafe_path = |reason| ReadError::UnsafePath {
+        entry: entry.to_string(),
+        reason,
+    };
+    if entry.starts_with('/') {
+        return Err(unsafe_path("absolute"));
+    }
+    let mut parts = Vec::new();
+    for c in entry.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(unsafe_path("it contains '..'")),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+impl TarIndex {
+    /// Index the tar `file` of `file_len` bytes. Fails on a corrupt or truncated tar, an
+    /// unsafe entry path, or a link that escapes or loops.
+    pub(crate) fn build(file: &File, file_len: u64) -> Result<TarIndex, ReadError> {
+        let mut nodes = HashMap::new();
+        let mut f = file;
+        f.seek(SeekFrom::Start(0)).map_err(|source| ReadError::Io {
+            context: "reading the archive".into(),
+            source,
+        })?;
+        let mut ar = tar::Archive::new(file);
+        let mut last = String::from("(start of archive)");
+        let corrupt = |after: &str, e: std::io::Error| ReadError::CorruptTar {
+            after: after.to_string(),
+            reason: e.to_string(),
+        };
+        let mut end = 0u64;
+        let entries = ar.entries_with_seek().map_err(|e| corrupt(&last, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| corrupt(&last, e))?;
+            let raw = entry.path_bytes();
+            let name = String::from_utf8(raw.into_owned()).map_err(|_| ReadError::Unsupported {
+                entry: last.clone(),
+                reason: "the entry after it has a name that is not UTF-8".into(),
+            })?;
+            let path = clean(&name)?;
+            let start = entry.raw_file_position();
+            let len = entry.size();
+            let body_end =
+                start.saturating_add(len.checked_next_multiple_of(BLOCK).unwrap_or(u64::MAX));
+            end = end.max(body_end);
+            use tar::EntryType as T;
+            let link = || -> Result<String, ReadError> {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| ReadError::Malformed {
+                        entry: name.clone(),
+                        reason: "a link without a target".into(),
+                    })?;
+                String::from_utf8(target.into_owned()).map_err(|_| ReadError::Unsupported {
+                    entry: name.clone(),
+                    reason: "its link target is not UTF-8".into(),
+                })
+            };
+            let node = match entry.header().entry_type() {
+                T::Regular | T::Continuous => {
+                    if start.checked_add(len).is_none_or(|e| e > file_len) {
+                        return Err(ReadError::Truncated {
+                            entry: name,
+                            needed: start.saturating_add(len),
+                            have: file_len,
+                        });
+                    }
+                    Node::File { start, len }
+                }
+                T::Directory => Node::Dir,
+                T::Symlink => Node::Symlink(link()?),
+                T::Link => Node::Hardlink(link()?),
+                T::GNUSparse => {
+                    return Err(ReadError::Unsupported {
+                        entry: name,
+                        reason: "sparse files are not image content".into(),
+                    })
+                }
+                _ => Node::Other,
+            };
+            if !path.is_empty() {
+                nodes.insert(path, node);
+            }
+            last = name;
+        }
+        // The tar reader stops quietly at the end of the file; a tar that ends without its
+        // end-of-archive block was cut short.
+        if end.saturating_add(BLOCK) > file_len {
+            return Err(ReadError::Truncated {
+                entry: last,
+                needed: end.saturating_add(BLOCK),
+                have: file_len,
+            });
+        }
+        let index = TarIndex { nodes };
+        for (path, node) in &index.nodes {
+            if matches!(node, Node::Symlink(_) | Node::Hardlink(_)) {
+                index.resolve(path)?;
+            }
+        }
+        Ok(index)
+    }
+
+    /// The file `path` names, links followed; `None` when there is no such entry.
+    /// Returns the entry's real path, body offset and length.
+    pub(crate) fn file(&self, path: &str) -> Result<Option<(String, u64, u64)>, ReadError> {
+        let real = self.resolve(path)?;
+        match self.nodes.get(&real) {
+            None => Ok(None),
+            Some(Node::File { start, len }) => Ok(Some((real, *start, *len))),
+            Some(_) => Err(ReadError::NotAFile {
+                entry: path.to_string(),
+            }),
+        }
+    }
+
+    /// `path` with every link along it followed, as a clean path inside the archive.
+    fn resolve(&self, path: &str) -> Result<String, ReadError> {
+        let mut todo: Vec<String> = path.split('/').rev().map(str::to_string).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    if done.pop().is_none() {
+                        return Err(ReadError::LinkEscapes {
+                            entry: path.to_string(),
+                            target: done.join("/") + "/..",
+                        });
+                    }
+                    continue;
+                }
+                _ => done.push(c),
+            }
+            let here = done.join("/");
+            let (target, relative) = match self.nodes.get(&here) {
+                Some(Node::Symlink(t)) => (t, true),
+                Some(Node::Hardlink(t)) => (t, false),
+                _ => continue,
+            };
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err(ReadError::LinkLoop {
+                    entry: path.to_string(),
+                    hops: MAX_HOPS,
+                });
+            }
+            if target.starts_with('/') {
+                return Err(ReadError::LinkEscapes {
+                    entry: here,
+                    target: target.clone(),
+                });
+            }
+            done.pop();
+            if !relative {
+                done.clear();
+            }
+            // A relative link's `..` may climb to the root but not past it.
+            let mut depth = done.len();
+            for part in target.split('/') {
+                match part {
+                    "" | "." => {}
+                    ".." if depth == 0 => {
+                        return Err(ReadError::LinkEscapes {
+                            entry: here,
+                            target: target.clone(),
+                        })
+                    }
+                    ".." => depth -= 1,
+                    _ => depth += 1,
+                }
+            }
+            todo.extend(target.split('/').rev().map(str::to_string));
+        }
+        Ok(done.join("/"))
+    }
+}

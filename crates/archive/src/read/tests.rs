@@ -1,0 +1,1 @@
+//! Unit tests of the readers: see crates/archive/tests/read.rs for whole archives.
