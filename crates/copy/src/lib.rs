@@ -26,6 +26,7 @@ mod engine;
 mod memo;
 mod progress;
 mod seam;
+mod sources;
 mod transfer;
 
 use ferry_core::{Digest, Platform};
@@ -38,6 +39,7 @@ pub use ferry_archive::{ArchiveImage, ImageParts};
 pub use memo::CompressedMemo;
 pub use progress::{Event, NoProgress, Progress};
 pub use seam::{CopyBlob, CopyImage, CopyPlatform, ImageDestination, ImageSource, SourceManifest};
+pub use sources::{archive_image, registry_image, ArchiveSource, PlatformChoice, RegistrySource};
 pub use transfer::{send_image, SendOptions, Sent};
 
 /// What to pull.

@@ -20,6 +20,18 @@ pub trait ImageSource: Send + Sync + 'static {
     /// engine checks every byte against the descriptor (and the layer's diff_id) as it
     /// streams, and opens the blob again from its start for every attempt.
     fn open_blob(&self, at: &Self::Location) -> io::Result<Box<dyn Read + Send>>;
+
+    /// Make the blob `d` at `at` ready for [`open_blob`](Self::open_blob) (a registry
+    /// source fetches it into its cache). Called once per blob, only for a blob that is to
+    /// be sent: not for one the destination holds or can reuse.
+    fn prepare(
+        &self,
+        at: &Self::Location,
+        d: &Descriptor,
+    ) -> impl Future<Output = Result<(), CopyError>> + Send {
+        let _ = (at, d);
+        async { Ok(()) }
+    }
 }
 
 /// Where images go.

@@ -27,6 +27,9 @@ pub struct SendOptions {
     /// Remembers what uncompressed layers compressed to, so a layer sent before is found
     /// at the destination without compressing it again.
     pub memo: Option<Arc<CompressedMemo>>,
+    /// Compress uncompressed image layers on the way (a push); without it every blob goes
+    /// byte for byte (a copy between registries).
+    pub compress: bool,
 }
 
 /// What was stored: the top manifest.
@@ -62,7 +65,7 @@ pub async fn send_image<S: ImageSource, D: ImageDestination>(
         }
         for l in &p.layers {
             if seen.insert(l.descriptor.digest.clone()) {
-                blobs.push((l.clone(), compresses(&l.descriptor)));
+                blobs.push((l.clone(), opts.compress && compresses(&l.descriptor)));
             }
         }
     }
@@ -196,6 +199,7 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
             return Ok(held(digest.clone(), *size, media_type));
         }
     }
+    source.prepare(&blob.at, d).await?;
     let open: Arc<dyn OpenBlob> = Arc::new(Opener {
         source: source.clone(),
         at: blob.at.clone(),

@@ -146,6 +146,7 @@ fn opts(tags: &[&str]) -> SendOptions {
         jobs: 2,
         tags: tags.iter().map(|t| t.to_string()).collect(),
         memo: None,
+        compress: true,
     }
 }
 
