@@ -19,12 +19,18 @@
 
 mod api;
 mod auth;
+mod body;
 pub mod challenge;
 mod client;
 pub mod credentials;
 pub mod error;
+mod scope;
+mod upload;
 
 pub use api::{FetchedManifest, ProgressFn};
+pub use body::{ByteStream, BytesBody, FileBody, UploadBody};
 pub use client::{Client, ClientOptions, RetryHook, RetryNotice};
 pub use credentials::{Credential, CredentialError, CredentialFiles};
 pub use error::{RegistryError, RegistryErrorCode};
+pub use scope::{Scope, Scopes};
+pub use upload::{Pushed, UploadOptions, DEFAULT_CHUNK_SIZE};

@@ -1,0 +1,771 @@
+//! The write side of the API: blob uploads (cross-repository mount, monolithic PUT, chunked
+//! PATCHes resumed from the registry's offset), manifest PUT and manifest DELETE.
+//!
+//! An upload is one session (`POST …/blobs/uploads/` → `Location`) that every request
+//! continues with the `Location` the previous answer gave. A chunk cut short is not sent
+//! again from the top: the session's status (`GET` → `Range: 0-N`) says what the registry
+//! kept, and the body is reopened at `N + 1`. One retry budget covers the whole blob, and it
+//! is renewed only when the registry confirms bytes beyond the furthest point so far.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use ferry_core::Digest;
+
+use crate::api::ProgressFn;
+use crate::body::{BodySource, ByteStream, BytesBody, UploadBody};
+use crate::client::Client;
+use crate::error::{redact, RegistryError};
+use crate::scope::Scopes;
+
+/// How a blob is uploaded.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Bodies of known size up to this are sent in one PUT; larger ones (and those of
+    /// unknown size) in PATCH chunks of this size.
+    pub chunk_size: u64,
+    /// Repositories on the same registry that may hold the blob already: a mount from one
+    /// of them is tried before any byte is sent.
+    pub mount_from: Vec<String>,
+}
+
+/// The default chunk size: 16 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            mount_from: Vec::new(),
+        }
+    }
+}
+
+/// What [`Client::push_blob`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// The registry mounted the blob from another repository: no byte was sent.
+    Mounted { from: String },
+    /// The blob was uploaded; `sent` counts the body bytes sent, retries included.
+    Uploaded { sent: u64 },
+}
+
+/// Makes a request body, again for each send of the request.
+type OpenFn<'a> = dyn FnMut() -> Result<ByteStream, RegistryError> + Send + 'a;
+
+/// The upload session in progress.
+struct Session {
+    /// Where the next request goes (absolute, query kept).
+    location: Url,
+    /// Bytes the registry holds.
+    offset: u64,
+    /// The last request failed midway: ask the registry what it kept before going on.
+    needs_status: bool,
+}
+
+/// What one blob's attempts share.
+struct Run<'a> {
+    host: &'a str,
+    repo: &'a str,
+    scopes: Scopes,
+    body: &'a dyn UploadBody,
+    chunk_size: u64,
+    /// Body bytes sent, all attempts.
+    sent: Arc<AtomicU64>,
+    /// The registry refused PATCH: send the whole blob in one PUT.
+    monolithic_only: bool,
+}
+
+impl Client {
+    /// Upload `body` as a blob of `repo` on `host`, unless a mount from one of
+    /// `opts.mount_from` gives it for free. Returns the digest, the size, and what was done.
+    ///
+    /// Retries within one budget of attempts, renewed only by bytes the registry confirms
+    /// past the furthest point reached; a chunk cut short resumes from the registry's offset.
+    /// A session the registry forgot (`BLOB_UPLOAD_UNKNOWN`) starts over from a new one, and
+    /// a registry that refuses chunked uploads gets the whole blob in one PUT.
+    pub async fn push_blob(
+        &self,
+        host: &str,
+        repo: &str,
+        body: &dyn UploadBody,
+        opts: &UploadOptions,
+        progress: ProgressFn<'_>,
+    ) -> Result<(Digest, u64, Pushed), RegistryError> {
+        if let Some(digest) = body.known_digest() {
+            for from in opts.mount_from.iter().filter(|f| f.as_str() != repo) {
+                if self.mount(host, repo, from, &digest).await? {
+                    let size = match body.size() {
+                        Some(s) => s,
+                        None => self.blob_exists(host, repo, &digest).await?.unwrap_or(0),
+                    };
+                    progress(size);
+                    return Ok((digest, size, Pushed::Mounted { from: from.clone() }));
+                }
+            }
+        }
+        let mut run = Run {
+            host,
+            repo,
+            scopes: Scopes::push(repo),
+            body,
+            chunk_size: opts.chunk_size.max(1),
+            sent: Arc::new(AtomicU64::new(0)),
+            monolithic_only: false,
+        };
+        let mut session: Option<Session> = None;
+        let mut attempt = 0u32;
+        let mut furthest = 0u64;
+        loop {
+            let result = self.upload_attempt(&mut run, &mut session, progress).await;
+            let err = match result {
+                Ok((digest, size)) => {
+                    progress(size);
+                    let sent = run.sent.load(Ordering::Relaxed);
+                    return Ok((digest, size, Pushed::Uploaded { sent }));
+                }
+                Err(e) => e,
+            };
+            if let Some(s) = &session {
+                if s.offset > furthest {
+                    furthest = s.offset;
+                    attempt = 0;
+                }
+            }
+            let restart = err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID");
+            let chunks_refused = !run.monolithic_only && refuses_chunks(&err, &session);
+            if chunks_refused {
+                tracing::debug!(
+                    "the registry refuses chunked uploads ({err}); sending the blob in one request"
+                );
+                run.monolithic_only = true;
+                session = None;
+                continue;
+            }
+            if !(restart || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {
+                return Err(err);
+            }
+            if restart {
+                session = None;
+            } else if let Some(s) = &mut session {
+                s.needs_status = true;
+            }
+            self.wait_before_retry(attempt, &err).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Try to mount `digest` from `from` into `repo`: true when mounted. A registry that
+    /// cannot mount opens an upload session instead, which is left to expire.
+    async fn mount(
+        &self,
+        host: &str,
+        repo: &str,
+        from: &str,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let path = format!(
+            "v2/{repo}/blobs/uploads/?mount={digest}&from={}",
+            url_escape(from)
+        );
+        let scopes = Scopes::mount(repo, from);
+        let resp = self
+            .with_retries(|| self.send(host, &scopes, Method::POST, &path, HeaderMap::new()))
+            .await
+            .map_err(|e| explain(e, host, repo, Write::Blob(Some(digest))))?;
+        if resp.status() != StatusCode::CREATED {
+            return Ok(false);
+        }
+        if let Some(d) = header_digest(&resp) {
+            if d != *digest {
+                return Err(RegistryError::Protocol {
+                    url: redact(resp.url()),
+                    reason: format!("the registry mounted {d} when asked for {digest}"),
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    /// One attempt: open (or continue) the session, send what the registry lacks, commit.
+    async fn upload_attempt(
+        &self,
+        run: &mut Run<'_>,
+        session: &mut Option<Session>,
+        progress: ProgressFn<'_>,
+    ) -> Result<(Digest, u64), RegistryError> {
+        if session.is_none() {
+            *session = Some(self.open_session(run).await?);
+        }
+        let s = session.as_mut().expect("session opened above");
+        if s.needs_status {
+            self.session_status(run, s).await?;
+        }
+        let size = run.body.size();
+        let digest = run.body.known_digest();
+        if run.monolithic_only {
+            return self.put_whole(run, s, progress).await;
+        }
+        if let (Some(size), Some(_), 0) = (size, &digest, s.offset) {
+            if size <= run.chunk_size {
+                return self.put_whole(run, s, progress).await;
+            }
+        }
+        self.send_chunks(run, s, progress).await?;
+        let (digest, len) = run.body.finished().ok_or_else(|| RegistryError::Protocol {
+            url: redact(&s.location),
+            reason: "the body was read to its end but does not know its digest".into(),
+        })?;
+        self.commit(run, s, &digest, None).await?;
+        Ok((digest, len))
+    }
+
+    /// `POST /v2/<repo>/blobs/uploads/`: a new session.
+    async fn open_session(&self, run: &Run<'_>) -> Result<Session, RegistryError> {
+        let path = format!("v2/{}/blobs/uploads/", run.repo);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let resp = self
+            .send(run.host, &run.scopes, Method::POST, &path, headers)
+            .await
+            .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
+        let location = self.location(run.host, &resp).await?;
+        Ok(Session {
+            location,
+            offset: 0,
+            needs_status: false,
+        })
+    }
+
+    /// Ask the registry how much of the session it holds (`GET` → `Range: 0-N`).
+    async fn session_status(&self, run: &Run<'_>, s: &mut Session) -> Result<(), RegistryError> {
+        let resp = self
+            .send(
+                run.host,
+                &run.scopes,
+                Method::GET,
+                s.location.as_str(),
+                HeaderMap::new(),
+            )
+            .await?;
+        let held = range_end(&resp).unwrap_or(0);
+        if resp.headers().contains_key(reqwest::header::LOCATION) {
+            s.location = self.location(run.host, &resp).await?;
+        }
+        tracing::debug!("the upload session holds {held} bytes; resuming there");
+        s.offset = held;
+        s.needs_status = false;
+        Ok(())
+    }
+
+    /// The whole body in one `PUT ?digest=`: for a body that is small, or for a registry that
+    /// refuses PATCH. A body whose digest is not known yet is read once to learn it.
+    async fn put_whole(
+        &self,
+        run: &mut Run<'_>,
+        s: &mut Session,
+        progress: ProgressFn<'_>,
+    ) -> Result<(Digest, u64), RegistryError> {
+        let (digest, size) = match run.body.finished() {
+            Some(f) => f,
+            None => self.read_through(run.body, &s.location).await?,
+        };
+        let body = run.body;
+        let location = s.location.clone();
+        let mut open = || open_at(body, 0, &location);
+        self.commit(
+            run,
+            s,
+            &digest,
+            Some((&mut open as &mut _, Some(size), progress)),
+        )
+        .await?;
+        Ok((digest, size))
+    }
+
+    /// Read `body` to its end, so that it knows its digest.
+    async fn read_through(
+        &self,
+        body: &dyn UploadBody,
+        url: &Url,
+    ) -> Result<(Digest, u64), RegistryError> {
+        use futures_util::StreamExt;
+        let mut stream = open_at(body, 0, url)?;
+        while let Some(piece) = stream.next().await {
+            piece.map_err(|source| RegistryError::Source {
+                url: redact(url),
+                source,
+            })?;
+        }
+        body.finished().ok_or_else(|| RegistryError::Protocol {
+            url: redact(url),
+            reason: "the body was read to its end but does not know its digest".into(),
+        })
+    }
+
+    /// PATCH the body from the session's offset to its end, `chunk_size` bytes a request.
+    /// One stream serves all chunks (a body compressed on the way is compressed once); it is
+    /// reopened only after a failure, at the offset the registry reports.
+    async fn send_chunks(
+        &self,
+        run: &mut Run<'_>,
+        s: &mut Session,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), RegistryError> {
+        let size = run.body.size();
+        let cursor = Arc::new(Mutex::new(Cursor {
+            stream: open_at(run.body, s.offset, &s.location)?,
+            leftover: Bytes::new(),
+            pos: s.offset,
+            eof: false,
+        }));
+        loop {
+            let start = s.offset;
+            let len = match size {
+                Some(size) if start >= size => return Ok(()),
+                Some(size) => Some((size - start).min(run.chunk_size)),
+                None => {
+                    // Unknown length: the chunk is sent only when there is something left.
+                    let c = cursor.clone();
+                    futures_util::future::poll_fn(|cx| lock(&c).poll_fill(cx))
+                        .await
+                        .map_err(|source| RegistryError::Source {
+                            url: redact(&s.location),
+                            source,
+                        })?;
+                    if lock(&cursor).is_empty() {
+                        return Ok(());
+                    }
+                    None
+                }
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Some(len) = len {
+                headers.insert(CONTENT_LENGTH, header_value(&len.to_string()));
+                headers.insert(
+                    CONTENT_RANGE,
+                    header_value(&format!("{start}-{}", start + len - 1)),
+                );
+            }
+            let limit = len.unwrap_or(run.chunk_size);
+            let body = run.body;
+            let location = s.location.clone();
+            let mut first = true;
+            let c = cursor.clone();
+            let mut open = move || {
+                // A second send of the same chunk (after a 401) starts it again.
+                if !first {
+                    let mut cur = lock(&c);
+                    cur.stream = open_at(body, start, &location)?;
+                    cur.leftover = Bytes::new();
+                    cur.pos = start;
+                    cur.eof = false;
+                }
+                first = false;
+                Ok(Box::pin(ChunkStream {
+                    cursor: c.clone(),
+                    remaining: limit,
+                }) as ByteStream)
+            };
+            let resp = self
+                .send_tracked(
+                    run,
+                    Method::PATCH,
+                    s.location.as_str(),
+                    headers,
+                    &mut open,
+                    start,
+                    progress,
+                )
+                .await
+                .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
+            let pos = lock(&cursor).pos;
+            let held = range_end(&resp);
+            s.location = self.location(run.host, &resp).await?;
+            match held {
+                Some(held) if held != pos => {
+                    // The registry kept other than what was sent: go on from what it holds.
+                    tracing::debug!("the registry holds {held} bytes after a chunk to {pos}");
+                    let mut cur = lock(&cursor);
+                    cur.stream = open_at(run.body, held, &s.location)?;
+                    cur.leftover = Bytes::new();
+                    cur.pos = held;
+                    cur.eof = false;
+                    s.offset = held;
+                }
+                _ => s.offset = pos,
+            }
+            progress(s.offset);
+        }
+    }
+
+    /// `PUT <location>?digest=`: with the body (a monolithic upload), or empty after chunks.
+    async fn commit(
+        &self,
+        run: &mut Run<'_>,
+        s: &mut Session,
+        digest: &Digest,
+        body: Option<(&mut OpenFn<'_>, Option<u64>, ProgressFn<'_>)>,
+    ) -> Result<(), RegistryError> {
+        let mut url = s.location.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut headers = HeaderMap::new();
+        let resp = match body {
+            Some((open, size, progress)) => {
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                if let Some(size) = size {
+                    headers.insert(CONTENT_LENGTH, header_value(&size.to_string()));
+                }
+                self.send_tracked(run, Method::PUT, url.as_str(), headers, open, 0, progress)
+                    .await
+            }
+            None => {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                self.send(run.host, &run.scopes, Method::PUT, url.as_str(), headers)
+                    .await
+            }
+        }
+        .map_err(|e| explain(e, run.host, run.repo, Write::Blob(Some(digest))))?;
+        if let Some(d) = header_digest(&resp) {
+            if d != *digest {
+                return Err(RegistryError::Protocol {
+                    url: redact(resp.url()),
+                    reason: format!("the registry stored the blob as {d}, not {digest}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Send a request with a body, telling `progress` the blob offset reached as the body
+    /// goes (`base` plus what this request has sent).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_tracked(
+        &self,
+        run: &Run<'_>,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        open: &mut OpenFn<'_>,
+        base: u64,
+        progress: ProgressFn<'_>,
+    ) -> Result<Response, RegistryError> {
+        let before = run.sent.load(Ordering::Relaxed);
+        let mut src = BodySource {
+            open,
+            sent: run.sent.clone(),
+        };
+        let sending = self.send_body(run.host, &run.scopes, method, url, headers, Some(&mut src));
+        tokio::pin!(sending);
+        loop {
+            tokio::select! {
+                r = &mut sending => return r,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                    progress(base + run.sent.load(Ordering::Relaxed).saturating_sub(before));
+                }
+            }
+        }
+    }
+
+    /// The absolute upload URL an answer's `Location` names (relative or absolute, query
+    /// kept).
+    async fn location(&self, host: &str, resp: &Response) -> Result<Url, RegistryError> {
+        let base = self.registry(host).await?.base.clone();
+        let value = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                url: redact(resp.url()),
+                reason: "the upload answer has no Location".into(),
+            })?;
+        resp.url()
+            .join(value)
+            .or_else(|_| base.join(value))
+            .map_err(|e| RegistryError::Protocol {
+                url: redact(resp.url()),
+                reason: format!("the upload Location is not a URL: {e}"),
+            })
+    }
+
+    /// Store `bytes` as manifest `reference` (a tag or a digest) of `repo` with Content-Type
+    /// `media_type`. Returns the digest, checked against the registry's
+    /// `Docker-Content-Digest`.
+    pub async fn put_manifest(
+        &self,
+        host: &str,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Digest, RegistryError> {
+        let body = BytesBody::new(bytes);
+        let digest = body.known_digest().expect("a bytes body knows its digest");
+        let path = format!("v2/{repo}/manifests/{reference}");
+        if let Ok(named) = reference.parse::<Digest>() {
+            if named != digest {
+                return Err(RegistryError::Config(format!(
+                    "the manifest to push as {host}/{repo}@{named} hashes to {digest}"
+                )));
+            }
+        }
+        let content_type = HeaderValue::from_str(media_type).map_err(|_| {
+            RegistryError::Config(format!("{media_type:?} is not a valid media type"))
+        })?;
+        let scopes = Scopes::push(repo);
+        let sent = Arc::new(AtomicU64::new(0));
+        let resp = self
+            .with_retries(|| async {
+                let mut headers = HeaderMap::new();
+                headers.insert(CONTENT_TYPE, content_type.clone());
+                headers.insert(
+                    CONTENT_LENGTH,
+                    header_value(&body.bytes().len().to_string()),
+                );
+                let b = &body;
+                let mut open = || {
+                    b.open(0).map_err(|source| RegistryError::Source {
+                        url: path.clone(),
+                        source,
+                    })
+                };
+                let mut src = BodySource {
+                    open: &mut open,
+                    sent: sent.clone(),
+                };
+                self.send_body(host, &scopes, Method::PUT, &path, headers, Some(&mut src))
+                    .await
+            })
+            .await
+            .map_err(|e| explain(e, host, repo, Write::Manifest(reference)))?;
+        if let Some(d) = header_digest(&resp) {
+            if d != digest {
+                return Err(RegistryError::Protocol {
+                    url: redact(resp.url()),
+                    reason: format!(
+                        "the registry stored the manifest as {d}, but its bytes hash to {digest}"
+                    ),
+                });
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Delete manifest `digest` of `repo` (and so every tag pointing at it).
+    pub async fn delete_manifest(
+        &self,
+        host: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let path = format!("v2/{repo}/manifests/{digest}");
+        let scopes = Scopes::delete(repo);
+        self.with_retries(|| self.send(host, &scopes, Method::DELETE, &path, HeaderMap::new()))
+            .await
+            .map_err(|e| explain(e, host, repo, Write::Delete(digest)))?;
+        Ok(())
+    }
+}
+
+/// The session failed in a way that says the registry does not take PATCH: a 405 or 501,
+/// or a 400/416 to the very first chunk (before any byte was accepted).
+fn refuses_chunks(err: &RegistryError, session: &Option<Session>) -> bool {
+    let Some(status) = err.status() else {
+        return false;
+    };
+    if err.is_upload_unknown() || err.is_unauthorized() {
+        return false;
+    }
+    let at_start = session.as_ref().is_none_or(|s| s.offset == 0);
+    let (method, _) = err.request();
+    method == "PATCH"
+        && (matches!(status, 405 | 501) || (at_start && matches!(status, 400 | 411 | 416)))
+}
+
+/// What a write was about, for the sentence explaining a refusal.
+enum Write<'a> {
+    Blob(Option<&'a Digest>),
+    Manifest(&'a str),
+    Delete(&'a Digest),
+}
+
+/// Turn a refusal carrying the registry's error codes into a sentence saying what it means.
+fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> RegistryError {
+    let RegistryError::Status {
+        method,
+        url,
+        status,
+        codes,
+        retry_after,
+    } = e
+    else {
+        return e;
+    };
+    let code = |c: &str| codes.iter().any(|x| x.code == c);
+    let at = format!("{host}/{repo}");
+    let reason = match &what {
+        Write::Delete(d) if status == 405 || code("UNSUPPORTED") => Some(format!(
+            "{host} does not allow deleting manifests, so {at}@{d} was not deleted (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
+        )),
+        Write::Manifest(r) if code("MANIFEST_BLOB_UNKNOWN") || code("BLOB_UNKNOWN") => Some(format!(
+            "{at} refused manifest {r}: it names a blob the repository does not hold; push the blobs first"
+        )),
+        Write::Manifest(r) if code("MANIFEST_INVALID") => {
+            Some(format!("{at} refused manifest {r} as invalid"))
+        }
+        Write::Manifest(r) if code("TAG_INVALID") => {
+            Some(format!("{at} refused the tag of manifest {r}"))
+        }
+        Write::Manifest(r) if code("DIGEST_INVALID") => Some(format!(
+            "{at} says manifest {r} does not match its digest"
+        )),
+        Write::Blob(Some(d)) if code("DIGEST_INVALID") => Some(format!(
+            "{at} received blob {d} with other content than its digest: the bytes were changed or cut on the way"
+        )),
+        Write::Blob(_) if code("SIZE_INVALID") => Some(format!(
+            "{at} received a blob of another size than declared"
+        )),
+        _ if code("NAME_INVALID") => Some(format!("{host} refuses the repository name {repo}")),
+        _ if code("DENIED") => Some(format!("{host} denied the request to write to {repo}")),
+        _ if code("UNSUPPORTED") || status == 405 => Some(format!(
+            "{host} does not support this operation on {repo}"
+        )),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => RegistryError::Rejected {
+            reason,
+            method,
+            url,
+            status,
+            codes,
+        },
+        None => RegistryError::Status {
+            method,
+            url,
+            status,
+            codes,
+            retry_after,
+        },
+    }
+}
+
+/// A new stream of `body` from `offset`, its failure told as the source's.
+fn open_at(body: &dyn UploadBody, offset: u64, url: &Url) -> Result<ByteStream, RegistryError> {
+    body.open(offset).map_err(|source| RegistryError::Source {
+        url: redact(url),
+        source,
+    })
+}
+
+fn header_value(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn header_digest(resp: &Response) -> Option<Digest> {
+    resp.headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<Digest>().ok())
+}
+
+/// How many bytes an upload answer's `Range: 0-N` says the registry holds (`N + 1`). `0-0`
+/// is read as nothing held: distribution writes it for an empty session, and a single byte
+/// sent again costs nothing.
+fn range_end(resp: &Response) -> Option<u64> {
+    let v = resp.headers().get(reqwest::header::RANGE)?.to_str().ok()?;
+    let v = v.trim().trim_start_matches("bytes=");
+    let (start, end) = v.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    let end: u64 = end.trim().parse().ok()?;
+    Some(if end == 0 { 0 } else { end + 1 })
+}
+
+/// A repository name in a query string.
+fn url_escape(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn lock(c: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The body stream shared by the chunks of one upload, and the bytes read ahead of them.
+struct Cursor {
+    stream: ByteStream,
+    /// Read from the stream, not yet handed to a chunk (at most one piece of the stream).
+    leftover: Bytes,
+    /// Body offset of the next byte to hand out.
+    pos: u64,
+    eof: bool,
+}
+
+impl Cursor {
+    fn is_empty(&self) -> bool {
+        self.leftover.is_empty() && self.eof
+    }
+
+    /// Have a piece at hand, or know the stream has ended.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.leftover.is_empty() && !self.eof {
+            match self.stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => self.leftover = b,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => self.eof = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// One chunk: the next `remaining` bytes of the shared cursor.
+struct ChunkStream {
+    cursor: Arc<Mutex<Cursor>>,
+    remaining: u64,
+}
+
+impl Stream for ChunkStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let cursor = self.cursor.clone();
+        let mut c = lock(&cursor);
+        match c.poll_fill(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+        if c.leftover.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = (c.leftover.len() as u64).min(self.remaining) as usize;
+        let piece = c.leftover.split_to(n);
+        c.pos += n as u64;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(piece)))
+    }
+}

@@ -1,0 +1,428 @@
+//! The registry client's write side: blob uploads (monolithic, chunked, unknown length,
+//! mounted), manifest PUT and DELETE against a real docker-registry, and resume, restart,
+//! fallback and retry budgets against the fake registry's injected faults.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_core::{Descriptor, Digest};
+use ferry_registry::{
+    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, RegistryError,
+    UploadBody, UploadOptions,
+};
+use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
+use ferry_testkit::image::sized_image;
+use ferry_testkit::real::{RealRegistry, RegistryAuth};
+
+const USER: &str = "pusher";
+const PASS: &str = "push-s3cret";
+
+fn client() -> Client {
+    Client::new(fast_opts()).unwrap()
+}
+
+fn fast_opts() -> ClientOptions {
+    ClientOptions {
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        max_attempts: 4,
+        ..ClientOptions::default()
+    }
+}
+
+fn client_with_credentials(host: &str) -> Client {
+    let mut opts = fast_opts();
+    opts.credentials.insert(
+        host.to_string(),
+        Credential::Basic {
+            username: USER.into(),
+            password: PASS.into(),
+        },
+    );
+    Client::new(opts).unwrap()
+}
+
+/// Deterministic bytes that do not repeat within a chunk.
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = 0x9e37_79b9u32 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn opts(chunk_size: u64) -> UploadOptions {
+    UploadOptions {
+        chunk_size,
+        mount_from: Vec::new(),
+    }
+}
+
+/// The blob `digest` of `repo` as the registry serves it.
+async fn fetch(client: &Client, host: &str, repo: &str, digest: &Digest, size: u64) -> Vec<u8> {
+    struct Buf(Vec<u8>);
+    impl ferry_core::ResumableWrite for Buf {
+        fn offset(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn append(&mut self, b: &[u8]) -> std::io::Result<()> {
+            self.0.extend_from_slice(b);
+            Ok(())
+        }
+        fn restart(&mut self) -> std::io::Result<()> {
+            self.0.clear();
+            Ok(())
+        }
+    }
+    let mut out = Buf(Vec::new());
+    let desc = Descriptor::new("application/octet-stream", digest.clone(), size);
+    client
+        .blob_into(host, repo, &desc, &mut out, &|_| {})
+        .await
+        .unwrap();
+    out.0
+}
+
+/// A body of unknown length and digest, as a layer compressed on the way is: both are known
+/// only once a stream was read to its end.
+struct Streamed {
+    bytes: Bytes,
+    read_to_end: Arc<AtomicBool>,
+}
+
+impl Streamed {
+    fn new(bytes: Vec<u8>) -> Streamed {
+        Streamed {
+            bytes: Bytes::from(bytes),
+            read_to_end: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl UploadBody for Streamed {
+    fn size(&self) -> Option<u64> {
+        None
+    }
+    fn known_digest(&self) -> Option<Digest> {
+        None
+    }
+    fn open(&self, offset: u64) -> std::io::Result<ByteStream> {
+        let rest = self.bytes.slice(offset as usize..);
+        let pieces: Vec<std::io::Result<Bytes>> = (0..rest.len())
+            .step_by(10_000)
+            .map(|i| Ok(rest.slice(i..rest.len().min(i + 10_000))))
+            .collect();
+        let flag = self.read_to_end.clone();
+        let end = futures_util::stream::once(async move {
+            flag.store(true, Ordering::SeqCst);
+            Ok(Bytes::new())
+        });
+        Ok(Box::pin(futures_util::StreamExt::chain(
+            futures_util::stream::iter(pieces),
+            end,
+        )))
+    }
+    fn finished(&self) -> Option<(Digest, u64)> {
+        self.read_to_end
+            .load(Ordering::SeqCst)
+            .then(|| (Digest::sha256_of(&self.bytes), self.bytes.len() as u64))
+    }
+}
+
+/// Requests in the real registry's access log whose line holds `method` and `path_part`.
+fn logged(reg: &RealRegistry, method: &str, path_part: &str) -> usize {
+    reg.log()
+        .lines()
+        .filter(|l| l.contains(&format!("\"{method} ")) && l.contains(path_part))
+        .count()
+}
+
+#[tokio::test]
+async fn a_small_blob_goes_in_one_put_to_a_real_registry() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let bytes = data(100_000, 1);
+    let body = BytesBody::new(bytes.clone());
+    let (digest, size, pushed) = c
+        .push_blob(&reg.host, "mono/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(digest, Digest::sha256_of(&bytes));
+    assert_eq!(size, 100_000);
+    assert_eq!(pushed, Pushed::Uploaded { sent: 100_000 });
+    assert_eq!(
+        c.blob_exists(&reg.host, "mono/app", &digest).await.unwrap(),
+        Some(100_000)
+    );
+    assert_eq!(fetch(&c, &reg.host, "mono/app", &digest, size).await, bytes);
+    assert_eq!(logged(&reg, "PATCH", "/v2/mono/app/blobs/uploads/"), 0);
+}
+
+#[tokio::test]
+async fn a_file_region_goes_in_several_chunks_to_a_real_registry() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let blob = data(1_000_000, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.tar");
+    // The blob sits inside a bigger file, as a layer inside an uncompressed tar does.
+    let mut file = data(777, 3);
+    file.extend_from_slice(&blob);
+    file.extend_from_slice(&data(1234, 4));
+    std::fs::write(&path, &file).unwrap();
+    let digest = Digest::sha256_of(&blob);
+    let body = FileBody::new(&path, 777, blob.len() as u64, digest.clone());
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (d, size, pushed) = c
+        .push_blob(&reg.host, "chunks/app", &body, &opts(300_000), &|n| {
+            seen.lock().unwrap().push(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!((d, size), (digest.clone(), 1_000_000));
+    assert_eq!(pushed, Pushed::Uploaded { sent: 1_000_000 });
+    assert_eq!(
+        fetch(&c, &reg.host, "chunks/app", &digest, size).await,
+        blob
+    );
+    // 300 000 + 300 000 + 300 000 + 100 000.
+    assert_eq!(logged(&reg, "PATCH", "/v2/chunks/app/blobs/uploads/"), 4);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.last(), Some(&1_000_000));
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_uploads_to_a_real_registry() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let bytes = data(650_000, 5);
+    let body = Streamed::new(bytes.clone());
+    let (digest, size, pushed) = c
+        .push_blob(&reg.host, "stream/app", &body, &opts(200_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(digest, Digest::sha256_of(&bytes));
+    assert_eq!(size, 650_000);
+    assert_eq!(pushed, Pushed::Uploaded { sent: 650_000 });
+    assert_eq!(
+        fetch(&c, &reg.host, "stream/app", &digest, size).await,
+        bytes
+    );
+    assert_eq!(logged(&reg, "PATCH", "/v2/stream/app/blobs/uploads/"), 4);
+}
+
+#[tokio::test]
+async fn a_blob_in_another_repository_is_mounted_without_sending_it() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let bytes = data(300_000, 6);
+    let body = BytesBody::new(bytes.clone());
+    c.push_blob(&reg.host, "team/first", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap();
+    let uploads_before = logged(&reg, "PUT", "/v2/team/second/blobs/uploads/");
+    let mount = UploadOptions {
+        chunk_size: 1 << 20,
+        mount_from: vec!["team/first".into()],
+    };
+    let (digest, size, pushed) = c
+        .push_blob(&reg.host, "team/second", &body, &mount, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        pushed,
+        Pushed::Mounted {
+            from: "team/first".into()
+        }
+    );
+    assert_eq!(size, 300_000);
+    assert_eq!(uploads_before, 0);
+    assert_eq!(logged(&reg, "PUT", "/v2/team/second/blobs/uploads/"), 0);
+    assert_eq!(logged(&reg, "PATCH", "/v2/team/second/blobs/uploads/"), 0);
+    assert_eq!(
+        fetch(&c, &reg.host, "team/second", &digest, size).await,
+        bytes
+    );
+}
+
+/// Push every blob of a small image and its manifest as `repo:tag`.
+async fn push_image(
+    c: &Client,
+    host: &str,
+    repo: &str,
+    tag: &str,
+) -> ferry_testkit::image::TestImage {
+    let img = sized_image(7, 2, 20_000);
+    for blob in img.blobs() {
+        let body = BytesBody::new(blob.bytes.clone());
+        c.push_blob(host, repo, &body, &opts(1 << 20), &|_| {})
+            .await
+            .unwrap();
+    }
+    let d = c
+        .put_manifest(
+            host,
+            repo,
+            tag,
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d, img.manifest_digest);
+    img
+}
+
+#[tokio::test]
+async fn a_pushed_manifest_reads_back_the_same_by_tag_and_digest() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let img = push_image(&c, &reg.host, "put/app", "v1").await;
+    let by_tag = c
+        .manifest_at(&reg.host, "put/app", "v1", None)
+        .await
+        .unwrap();
+    let by_digest = c
+        .manifest_at(&reg.host, "put/app", &img.manifest_digest.to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(by_tag.bytes, img.manifest.to_vec());
+    assert_eq!(by_digest.bytes, img.manifest.to_vec());
+    assert_eq!(by_tag.digest, img.manifest_digest);
+    assert_eq!(by_tag.media_type, img.manifest_media_type);
+    // By digest too.
+    let d = c
+        .put_manifest(
+            &reg.host,
+            "put/app",
+            &img.manifest_digest.to_string(),
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d, img.manifest_digest);
+}
+
+#[tokio::test]
+async fn a_manifest_naming_a_missing_blob_is_refused_in_words() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let img = sized_image(8, 1, 1000);
+    let err = c
+        .put_manifest(
+            &reg.host,
+            "missing/app",
+            "v1",
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}/missing/app refused manifest v1: it names a blob the repository does not hold; push the blobs first (PUT http://{}/v2/missing/app/manifests/v1 returned 400 (MANIFEST_BLOB_UNKNOWN",
+            reg.host, reg.host
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn token_auth_grants_push_to_a_real_registry() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Token {
+        user: USER.into(),
+        pass: PASS.into(),
+    }) else {
+        return;
+    };
+    let c = client_with_credentials(&reg.host);
+    let img = push_image(&c, &reg.host, "tok/app", "v1").await;
+    let m = c
+        .manifest_at(&reg.host, "tok/app", "v1", None)
+        .await
+        .unwrap();
+    assert_eq!(m.digest, img.manifest_digest);
+    // Mount needs a token for two repositories at once.
+    let body = BytesBody::new(img.layers[0].bytes.clone());
+    let mount = UploadOptions {
+        chunk_size: 1 << 20,
+        mount_from: vec!["tok/app".into()],
+    };
+    let (_, _, pushed) = c
+        .push_blob(&reg.host, "tok/other", &body, &mount, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        pushed,
+        Pushed::Mounted {
+            from: "tok/app".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_a_manifest_where_the_registry_allows_it() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let c = client();
+    let img = push_image(&c, &reg.host, "del/app", "v1").await;
+    c.delete_manifest(&reg.host, "del/app", &img.manifest_digest)
+        .await
+        .unwrap();
+    let err = c
+        .manifest_at(&reg.host, "del/app", &img.manifest_digest.to_string(), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn delete_where_the_registry_forbids_it_says_so() {
+    let Some(reg) = RealRegistry::start_with(RegistryAuth::Anonymous, false) else {
+        return;
+    };
+    let c = client();
+    let img = push_image(&c, &reg.host, "keep/app", "v1").await;
+    let err = c
+        .delete_manifest(&reg.host, "keep/app", &img.manifest_digest)
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{h} does not allow deleting manifests, so {h}/keep/app@{d} was not deleted (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true) (DELETE http://{h}/v2/keep/app/manifests/{d} returned 405",
+            h = reg.host,
+            d = img.manifest_digest
+        )),
+        "{err}"
+    );
+    assert!(c
+        .manifest_at(&reg.host, "keep/app", "v1", None)
+        .await
+        .is_ok());
+}
+
+#[allow(dead_code)]
+fn _unused(_: RegistryError, _: FakeRegistry, _: FakeAuth, _: Fault) {}
