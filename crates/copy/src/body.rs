@@ -338,25 +338,28 @@ impl Pass {
     fn finish(&mut self) -> Result<(), ContentError> {
         let side = std::mem::replace(&mut self.side, Side::None);
         let out = self.out.take();
+        // The digest first: a blob that is not what its descriptor names is reported as
+        // such, whatever its decompression then makes of it.
         let result: Result<Option<(Digest, u64)>, ContentError> = (|| {
+            let done = match out {
+                Some(Out::Known(v)) => {
+                    let (digest, size) = (v.expected().clone(), v.seen());
+                    v.finish()?;
+                    Some((digest, size))
+                }
+                Some(Out::Computed(h, n)) => {
+                    let d = format!("sha256:{}", hex_of(&h.finalize()));
+                    Some((d.parse().expect("a sha256 digest"), n))
+                }
+                None => None,
+            };
             side.finish()?;
             if let Inner::Gzip { enc, layer } = &mut self.inner {
                 if let Some(v) = enc.get_mut().verifier.take() {
                     diff_id_check(layer.clone(), v)?;
                 }
             }
-            match out {
-                Some(Out::Known(v)) => {
-                    let (digest, size) = (v.expected().clone(), v.seen());
-                    v.finish()?;
-                    Ok(Some((digest, size)))
-                }
-                Some(Out::Computed(h, n)) => {
-                    let d = format!("sha256:{}", hex_of(&h.finalize()));
-                    Ok(Some((d.parse().expect("a sha256 digest"), n)))
-                }
-                None => Ok(None),
-            }
+            Ok(done)
         })();
         if let Ok(mut st) = self.state.lock() {
             match &result {

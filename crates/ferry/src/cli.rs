@@ -66,6 +66,139 @@ pub enum Command {
     /// Show an image in a registry: digest, platforms, config, layers (no layer is downloaded).
     #[command(after_help = INSPECT_HELP)]
     Inspect(InspectArgs),
+    /// Push an image archive or OCI layout directory to a registry, without a Docker daemon.
+    #[command(after_help = PUSH_HELP)]
+    Push(PushArgs),
+    /// Copy an image between registries and archives (skopeo's location syntax).
+    #[command(after_help = COPY_HELP)]
+    Copy(CopyArgs),
+}
+
+const PUSH_HELP: &str = concat!(
+    "\
+Examples:
+  ferry push alpine_3.20.tar 127.0.0.1:5000/alpine:3.20
+  ferry push app.tar registry.local/team/app --tag 1.4 --tag latest
+  ferry push saved.tar registry.local --all     every image, each to its own name
+  ferry push --image 1 saved.tar registry.local/app:v2
+  ferry push --all-platforms multi.tar registry.local/app:1   the whole index
+
+Reads ferry's archives (all three formats), docker save (every version), podman
+save and skopeo's docker-archive and oci-archive, OCI layout directories, and
+any of these wrapped in gzip or zstd. Uncompressed layers are gzip-compressed on
+the way; compressed layers and unchanged manifests go byte for byte, so a pulled
+image keeps its digest. Every layer is checked against its digest and the
+config's diff_ids while it is sent: a damaged archive fails before any manifest
+is pushed, so the tag never names a broken image. Blobs the registry holds are
+skipped; blobs another repository of the registry holds are mounted.
+Without a tag in TARGET the image's own tag is used, else latest. The pushed
+manifest digest is printed on standard output.
+
+",
+    exit_codes!()
+);
+
+const COPY_HELP: &str = concat!(
+    "\
+Locations:
+  docker://REF                  an image in a registry
+  docker-archive:PATH[:REF]     a docker save archive (any version)
+  oci:DIR[:TAG]                 an OCI layout directory
+  oci-archive:PATH[:TAG]        an OCI layout in a tar
+  PATH                          ferry's archive (or any archive ferry push reads)
+
+Examples:
+  ferry copy docker://reg-a/app:1 docker://reg-b/app:1
+  ferry copy --all-platforms docker://reg/app:1 docker://reg/mirror/app:1
+  ferry copy docker://alpine:3.20 oci:alpine-oci
+  ferry copy docker-archive:saved.tar docker://registry.local/app:1
+
+Between registries blobs stream through the verified cache; within one registry
+they are mounted, never downloaded. To an archive, the output is written as
+ferry pull writes it.
+
+",
+    exit_codes!()
+);
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The archive file or OCI layout directory to push.
+    #[arg(value_name = "ARCHIVE|DIR")]
+    pub source: PathBuf,
+    /// Where to: [registry[:port]/]repository[:tag]; with --all, registry[:port][/prefix].
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The image of a multi-image archive to push: one of its names, or its position from 0.
+    #[arg(long, value_name = "NAME|INDEX", conflicts_with = "all")]
+    pub image: Option<String>,
+    /// Push every image of the archive, each to its own name under TARGET's registry.
+    #[arg(long)]
+    pub all: bool,
+    /// Another tag to push the image as (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Platform to push from a multi-platform archive: os/arch[/variant]. Default: this
+    /// machine's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Push every platform of a multi-platform archive (the whole index).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Blobs up to SIZE are uploaded in one request, larger ones in chunks of SIZE (e.g.
+    /// 16M, the default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Blobs uploaded in parallel.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Also write the pushed manifest digest to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// Cache directory: scratch space for compressed archives, and what layers compressed to.
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// No progress output (warnings and errors still print).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where from: docker://REF, docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH, PATH.
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// Where to: docker://REF, docker-archive:PATH[:REF], oci:DIR[:TAG], oci-archive:PATH[:TAG], PATH.
+    #[arg(value_name = "DST")]
+    pub destination: String,
+    /// Platform to copy from a multi-platform image: os/arch[/variant]. Default: this machine's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Copy every platform of a multi-platform image (the whole index).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Blobs up to SIZE are uploaded in one request, larger ones in chunks of SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Blobs copied in parallel.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Also write the copied manifest digest to FILE (registry destinations).
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// Blob cache directory.
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// No progress output (warnings and errors still print).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace an existing output archive or layout.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 const TAGS_HELP: &str = concat!(

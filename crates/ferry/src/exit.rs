@@ -105,11 +105,16 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
                     return (NOT_FOUND, Some("choose one with --platform os/arch[/variant], or keep them all with --all-platforms --format oci".into()))
                 }
                 CopyError::Store { source, .. } => return store_hint(source),
+                CopyError::Content { .. } => return (VERIFY, Some("no manifest was pushed, so no tag names the damaged image (blobs already uploaded are harmless); check where the archive came from".into())),
+                CopyError::BadSource { .. } => return (USAGE, None),
                 _ => {}
             }
         }
         if let Some(r) = cause.downcast_ref::<RegistryError>() {
             return registry_hint(r);
+        }
+        if let Some(r) = cause.downcast_ref::<ferry_archive::ReadError>() {
+            return read_hint(r);
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return store_hint(s);
@@ -125,6 +130,19 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
         }
     }
     (GENERAL, None)
+}
+
+fn read_hint(r: &ferry_archive::ReadError) -> (i32, Option<String>) {
+    use ferry_archive::ReadError as R;
+    match r {
+        R::DigestMismatch { .. } | R::SizeMismatch { .. } | R::DiffIdMismatch { .. } => (
+            VERIFY,
+            Some("the archive is damaged; nothing was pushed".into()),
+        ),
+        R::NoSuchImage { .. } => (NOT_FOUND, None),
+        R::Io { .. } => (GENERAL, None),
+        _ => (USAGE, None),
+    }
 }
 
 fn store_hint(s: &StoreError) -> (i32, Option<String>) {

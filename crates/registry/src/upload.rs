@@ -164,7 +164,7 @@ impl Client {
 
     /// Try to mount `digest` from `from` into `repo`: true when mounted. A registry that
     /// cannot mount opens an upload session instead, which is left to expire.
-    async fn mount(
+    pub async fn mount(
         &self,
         host: &str,
         repo: &str,

@@ -2,10 +2,12 @@
 //! options, and temporary outputs that an interruption must not leave behind.
 
 mod catalog;
+mod copy;
 mod digest;
 mod inspect;
 mod output;
 mod pull;
+mod push;
 mod tags;
 
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(args) => catalog::run(args).await,
         Command::Digest(args) => digest::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Push(args) => push::run(args).await,
+        Command::Copy(args) => copy::run(args).await,
     }
 }
 
