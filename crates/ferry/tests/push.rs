@@ -306,6 +306,16 @@ fn legacy_archive_pushes_with_layers_compressed_and_config_diff_ids_matching() {
         "the same bytes make the same manifest"
     );
     assert_eq!(blob_uploads(&reg), before);
+    // A target without a tag takes the image's own (v1, from the archive).
+    let out = push(
+        &cache,
+        &[archive.to_str().unwrap(), &format!("{}/untagged", reg.host)],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        digest_of(&cache, &format!("{}/untagged:v1", reg.host)),
+        Some(digest)
+    );
 }
 
 /// Flip one byte `at` bytes into the content of archive entry `name`.

@@ -178,7 +178,8 @@ async fn registry_to_registry(
             }
         }
     }
-    let tag = to.tag().or(from.tag()).unwrap_or("latest").to_string();
+    // As skopeo: a destination without a tag is `latest`.
+    let tag = to.tag().unwrap_or("latest").to_string();
     let target = Target {
         reference: to.with_tag(&tag)?,
         tags: vec![tag],

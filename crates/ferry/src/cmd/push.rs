@@ -211,11 +211,13 @@ pub(crate) fn single_target(
             Some("give a repository and tag, e.g. registry.local/app:1"),
         ));
     }
-    let tag = reference
-        .tag()
-        .map(str::to_string)
-        .or_else(|| own_tag(image))
-        .unwrap_or_else(|| "latest".into());
+    // The parser fills in `latest`: whether TARGET names a tag is read from the text.
+    let name = target.split('@').next().unwrap_or(target);
+    let explicit = name[name.rfind('/').map_or(0, |i| i + 1)..].contains(':');
+    let tag = match reference.tag() {
+        Some(t) if explicit => t.to_string(),
+        _ => own_tag(image).unwrap_or_else(|| "latest".into()),
+    };
     let tags = with_extra(tag.clone(), extra)?;
     Ok(Target {
         reference: reference.with_tag(&tag)?,
