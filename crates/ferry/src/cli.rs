@@ -287,10 +287,13 @@ Examples:
   ferry inspect --json alpine                   skopeo inspect's JSON fields
   ferry inspect --raw alpine > manifest.json    the manifest bytes as served
   ferry inspect --config alpine | jq .config    the image config as served
+  ferry inspect alpine_3.20.tar                 an archive (any kind ferry push reads)
 
 --json has skopeo inspect's field names; RepoTags lists the repository's tags (empty
 when the registry will not list them). Digest is that of the reference's manifest (the index for a
-multi-platform image). Inspecting archives is not supported yet.
+multi-platform image).
+An archive (a path, docker-archive:PATH[:NAME], oci:DIR[:TAG], oci-archive:PATH)
+shows the same fields; choose among several images with --image or :NAME.
 
 ",
     exit_codes!()
@@ -367,8 +370,9 @@ pub struct PullArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The image: [registry[:port]/]repository[:tag][@digest].
-    #[arg(value_name = "IMAGE")]
+    /// The image: [registry[:port]/]repository[:tag][@digest]; or an archive: a path,
+    /// docker-archive:PATH[:NAME], oci:DIR[:TAG], oci-archive:PATH[:TAG].
+    #[arg(value_name = "IMAGE|ARCHIVE")]
     pub image: String,
     /// Platform of a multi-platform image to show: os/arch[/variant]. Default: this
     /// machine's. With --raw, the platform's manifest instead of the index.
@@ -383,6 +387,10 @@ pub struct InspectArgs {
     /// Print JSON with the field names of `skopeo inspect`.
     #[arg(long, group = "mode")]
     pub json: bool,
+    /// For an archive holding several images: the one to show (a name, or its position
+    /// from 0).
+    #[arg(long = "image", value_name = "NAME|INDEX")]
+    pub archive_image: Option<String>,
     #[command(flatten)]
     pub net: NetArgs,
 }

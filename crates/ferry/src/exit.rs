@@ -140,6 +140,7 @@ fn read_hint(r: &ferry_archive::ReadError) -> (i32, Option<String>) {
             Some("the archive is damaged; nothing was pushed".into()),
         ),
         R::NoSuchImage { .. } => (NOT_FOUND, None),
+        R::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => (USAGE, None),
         R::Io { .. } => (GENERAL, None),
         _ => (USAGE, None),
     }

@@ -5,6 +5,7 @@ mod catalog;
 mod copy;
 mod digest;
 mod inspect;
+mod inspect_archive;
 mod output;
 mod pull;
 mod push;
