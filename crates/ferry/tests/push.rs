@@ -466,3 +466,74 @@ fn podman_and_skopeo_archives_push_and_read_back_with_matching_diff_ids() {
             .unwrap_or_else(|e| panic!("podman pull of what {what} pushed: {e}"));
     }
 }
+
+#[test]
+fn all_pushes_each_image_to_its_own_name_and_image_chooses_one() {
+    let Some(reg) = registry() else { return };
+    let (one, two) = (image(709), image(710));
+    push_with_skopeo(&reg, "src/one:v1", &one, None);
+    push_with_skopeo(&reg, "src/two:v2", &two, None);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let archive = work.path().join("both.tar");
+    assert_ok(&pull_quiet(
+        &cache,
+        &[
+            &format!("{}/src/one:v1", reg.host),
+            &format!("{}/src/two:v2", reg.host),
+        ],
+        &archive,
+    ));
+    let a = archive.to_str().unwrap();
+    // Two images and no choice: refused, listing them.
+    let out = push(&cache, &[a, &format!("{}/x/y:1", reg.host)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("choose one with --image"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = push(&cache, &["--all", a, &format!("{}/mirror", reg.host)]);
+    assert_ok(&out);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{h}/mirror/src/one@{}\n{h}/mirror/src/two@{}",
+            one.manifest_digest,
+            two.manifest_digest,
+            h = reg.host
+        )
+    );
+    assert_eq!(
+        digest_of(&cache, &format!("{}/mirror/src/two:v2", reg.host)),
+        Some(two.manifest_digest.to_string())
+    );
+
+    // Small chunks: the second image in PATCH requests of 64 KiB, read back intact.
+    // (A fresh cache: one that knows where the blobs are would mount them.)
+    let patches = |reg: &RealRegistry| reg.log().matches("\"PATCH ").count();
+    let before = patches(&reg);
+    let out = push(
+        &work.path().join("fresh"),
+        &[
+            "--image",
+            "1",
+            "--chunk-size",
+            "64K",
+            a,
+            &format!("{}/chunked/two:v2", reg.host),
+        ],
+    );
+    assert_ok(&out);
+    let big: u64 = two.layers.iter().map(|l| l.size() / 65536).sum();
+    assert!(patches(&reg) - before >= big as usize, "{}", reg.log());
+    assert_eq!(stdout(&out), two.manifest_digest.to_string());
+    let copy = work.path().join("copy");
+    real::skopeo_copy(
+        &format!("docker://{}/chunked/two:v2", reg.host),
+        &format!("oci:{}", copy.display()),
+        &["--src-tls-verify=false"],
+    )
+    .expect("skopeo reads every blob back");
+}
