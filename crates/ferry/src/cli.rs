@@ -66,6 +66,33 @@ pub enum Command {
     /// Show an image in a registry: digest, platforms, config, layers (no layer is downloaded).
     #[command(after_help = INSPECT_HELP)]
     Inspect(InspectArgs),
+    /// Delete a manifest (and the tags pointing at it) from a registry, by digest.
+    #[command(after_help = DELETE_HELP)]
+    Delete(DeleteArgs),
+}
+
+const DELETE_HELP: &str = concat!(
+    "\
+Examples:
+  ferry digest 127.0.0.1:5000/team/app:v1      find the digest of a tag
+  ferry delete 127.0.0.1:5000/team/app@sha256:…   delete that manifest
+
+Only a digest is accepted: a tag may move between looking it up and deleting it.
+Every tag pointing at the manifest goes with it; its blobs stay until the registry's
+garbage collection. Registries may refuse deletes (docker-registry allows them with
+REGISTRY_STORAGE_DELETE_ENABLED=true).
+
+",
+    exit_codes!()
+);
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The manifest: [registry[:port]/]repository@digest.
+    #[arg(value_name = "IMAGE@DIGEST")]
+    pub image: String,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 const TAGS_HELP: &str = concat!(

@@ -577,7 +577,7 @@ impl Client {
         let scopes = Scopes::delete(repo);
         self.with_retries(|| self.send(host, &scopes, Method::DELETE, &path, HeaderMap::new()))
             .await
-            .map_err(|e| explain(e, host, repo, Write::Delete(digest)))?;
+            .map_err(|e| explain(e, host, repo, Write::Delete))?;
         Ok(())
     }
 }
@@ -601,7 +601,7 @@ fn refuses_chunks(err: &RegistryError, session: &Option<Session>) -> bool {
 enum Write<'a> {
     Blob(Option<&'a Digest>),
     Manifest(&'a str),
-    Delete(&'a Digest),
+    Delete,
 }
 
 /// Turn a refusal carrying the registry's error codes into a sentence saying what it means.
@@ -619,8 +619,8 @@ fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> Registr
     let code = |c: &str| codes.iter().any(|x| x.code == c);
     let at = format!("{host}/{repo}");
     let reason = match &what {
-        Write::Delete(d) if status == 405 || code("UNSUPPORTED") => Some(format!(
-            "{host} does not allow deleting manifests, so {at}@{d} was not deleted (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
+        Write::Delete if status == 405 || code("UNSUPPORTED") => Some(format!(
+            "{host} does not allow deleting manifests (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
         )),
         Write::Manifest(r) if code("MANIFEST_BLOB_UNKNOWN") || code("BLOB_UNKNOWN") => Some(format!(
             "{at} refused manifest {r}: it names a blob the repository does not hold; push the blobs first"

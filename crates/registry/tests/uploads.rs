@@ -412,7 +412,7 @@ async fn delete_where_the_registry_forbids_it_says_so() {
     assert!(!err.is_retryable());
     assert!(
         err.to_string().starts_with(&format!(
-            "{h} does not allow deleting manifests, so {h}/keep/app@{d} was not deleted (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true): DELETE http://{h}/v2/keep/app/manifests/{d} returned 405",
+            "{h} does not allow deleting manifests (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true): DELETE http://{h}/v2/keep/app/manifests/{d} returned 405",
             h = reg.host,
             d = img.manifest_digest
         )),

@@ -2,6 +2,7 @@
 //! options, and temporary outputs that an interruption must not leave behind.
 
 mod catalog;
+mod delete;
 mod digest;
 mod inspect;
 mod output;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(args) => catalog::run(args).await,
         Command::Digest(args) => digest::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Delete(args) => delete::run(args).await,
     }
 }
 
