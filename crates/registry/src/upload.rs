@@ -101,7 +101,17 @@ impl Client {
     ) -> Result<(Digest, u64, Pushed), RegistryError> {
         if let Some(digest) = body.known_digest() {
             for from in opts.mount_from.iter().filter(|f| f.as_str() != repo) {
-                if self.mount(host, repo, from, &digest).await? {
+                // A mount is an optimisation: one refused for any reason (no access to the
+                // source, say) leaves the upload to report what is really wrong.
+                let mounted = match self.mount(host, repo, from, &digest).await {
+                    Ok(m) => m,
+                    Err(e) if e.is_connect() => return Err(e),
+                    Err(e) => {
+                        tracing::debug!("mounting {digest} from {from} failed: {e}");
+                        false
+                    }
+                };
+                if mounted {
                     let size = match body.size() {
                         Some(s) => s,
                         None => self.blob_exists(host, repo, &digest).await?.unwrap_or(0),
@@ -140,6 +150,8 @@ impl Client {
                 }
             }
             let restart = err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID");
+            // A chunk the registry placed elsewhere than we counted: ask where it is.
+            let resync = err.status() == Some(416);
             let chunks_refused = !run.monolithic_only && refuses_chunks(&err, &session);
             if chunks_refused {
                 tracing::debug!(
@@ -149,7 +161,7 @@ impl Client {
                 session = None;
                 continue;
             }
-            if !(restart || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {
+            if !(restart || resync || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {
                 return Err(err);
             }
             if restart {

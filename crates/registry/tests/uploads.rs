@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_core::{Descriptor, Digest};
 use ferry_registry::{
-    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, RegistryError,
-    UploadBody, UploadOptions,
+    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, UploadBody,
+    UploadOptions,
 };
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
 use ferry_testkit::image::sized_image;
@@ -699,5 +699,108 @@ async fn manifests_put_to_the_fake_check_their_blobs() {
     assert!(fake.manifest("m/app", "v1").is_none());
 }
 
-#[allow(dead_code)]
-fn _unused(_: RegistryError) {}
+#[tokio::test]
+async fn a_body_of_unknown_length_resumes_after_a_cut() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    fake.add_fault(Fault::CutUpload {
+        after: 123_456,
+        times: 1,
+    });
+    let blob = data(700_000, 20);
+    let body = Streamed::new(blob.clone());
+    let (digest, size, _) = c
+        .push_blob(
+            &fake.host(),
+            "cutstream/app",
+            &body,
+            &opts(300_000),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((digest.clone(), size), (Digest::sha256_of(&blob), 700_000));
+    assert_eq!(fake.blob("cutstream/app", &digest).unwrap(), blob);
+    assert_eq!(fake.upload_bytes(), 700_000);
+    assert_eq!(uploads_to(&fake, "POST", "cutstream/app").len(), 1);
+    // Streamed chunks carry no Content-Range, as docker sends them.
+    assert!(uploads_to(&fake, "PATCH", "cutstream/app")
+        .iter()
+        .all(|r| r.content_range.is_none()));
+}
+
+fn bearer(fake_user: &str) -> FakeAuth {
+    FakeAuth::Bearer {
+        credentials: Some((fake_user.into(), PASS.into())),
+        token_field: ferry_testkit::fake::TokenField::Token,
+        expires_in: None,
+    }
+}
+
+#[tokio::test]
+async fn push_with_bearer_tokens_asks_for_push_and_mount_scopes() {
+    let fake = FakeRegistry::start(bearer(USER)).await;
+    let c = client_with_credentials(&fake.host());
+    let blob = data(10_000, 21);
+    let body = BytesBody::new(blob.clone());
+    c.push_blob(&fake.host(), "a/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap();
+    let mount = UploadOptions {
+        chunk_size: 1 << 20,
+        mount_from: vec!["a/app".into()],
+    };
+    let (_, _, pushed) = c
+        .push_blob(&fake.host(), "b/app", &body, &mount, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        pushed,
+        Pushed::Mounted {
+            from: "a/app".into()
+        }
+    );
+    let token_queries: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/token")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(token_queries.len(), 2, "one token per scope set");
+}
+
+#[tokio::test]
+async fn push_refused_to_accepted_credentials_says_the_account_may_not_push() {
+    let fake = FakeRegistry::start(bearer(USER)).await;
+    fake.add_fault(Fault::PullOnlyTokens);
+    let c = client_with_credentials(&fake.host());
+    let body = BytesBody::new(data(10_000, 22));
+    let err = c
+        .push_blob(&fake.host(), "ro/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_unauthorized() && !err.is_retryable(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the account may not push to ro/app on {h} (POST http://{h}/v2/ro/app/blobs/uploads/ returned 401)",
+            h = fake.host()
+        )
+    );
+    let img = sized_image(23, 1, 100);
+    let err = c
+        .put_manifest(
+            &fake.host(),
+            "ro/app",
+            "v1",
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the account may not push to ro/app"),
+        "{err}"
+    );
+}

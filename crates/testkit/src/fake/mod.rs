@@ -132,6 +132,9 @@ pub enum Fault {
     ForgetUploads { times: usize },
     /// A POST with `?mount=&from=` opens an upload session (202) instead of mounting.
     RefuseMounts,
+    /// In Bearer mode, the token endpoint grants only `pull`, whatever actions are asked:
+    /// the credentials are good, the account may not write.
+    PullOnlyTokens,
 }
 
 /// One request the fake saw (on either listener).

@@ -76,7 +76,13 @@ pub(crate) async fn handle(state: &Shared, target: WriteTarget, req: Request) ->
     };
     {
         let mut st = lock(state);
-        if let Err(resp) = auth::check(&mut st, req.headers(), Scope::Repo(&name)) {
+        let scope =
+            if *req.method() == Method::DELETE && matches!(target, WriteTarget::Manifest { .. }) {
+                Scope::Delete(&name)
+            } else {
+                Scope::Push(&name)
+            };
+        if let Err(resp) = auth::check(&mut st, req.headers(), scope) {
             return resp;
         }
     }
@@ -287,7 +293,7 @@ async fn patch(state: &Shared, name: &str, id: &str, req: Request) -> Response {
         if start != Some(held) {
             let mut resp = session_response(StatusCode::RANGE_NOT_SATISFIABLE, name, id, held);
             *resp.body_mut() = Body::from(
-                r#"{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"wrong start offset"}]}"#,
+                r#"{"errors":[{"code":"RANGE_INVALID","message":"invalid content range"}]}"#,
             );
             return resp;
         }
