@@ -191,6 +191,7 @@ impl Client {
         let resp = self
             .with_retries(|| self.send(host, &scopes, Method::POST, &path, HeaderMap::new()))
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Blob(Some(digest))))?;
         if resp.status() != StatusCode::CREATED {
             return Ok(false);
@@ -247,6 +248,7 @@ impl Client {
         let resp = self
             .send(run.host, &run.scopes, Method::POST, &path, headers)
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
         let location = self.location(run.host, &resp).await?;
         Ok(Session {
@@ -266,7 +268,8 @@ impl Client {
                 s.location.as_str(),
                 HeaderMap::new(),
             )
-            .await?;
+            .await
+            .and_then(not_redirected)?;
         let held = range_end(&resp).unwrap_or(0);
         if resp.headers().contains_key(reqwest::header::LOCATION) {
             s.location = self.location(run.host, &resp).await?;
@@ -401,6 +404,7 @@ impl Client {
                     progress,
                 )
                 .await
+                .and_then(not_redirected)
                 .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
             let pos = lock(&cursor).pos;
             let held = range_end(&resp);
@@ -452,6 +456,7 @@ impl Client {
                     .await
             }
         }
+        .and_then(not_redirected)
         .map_err(|e| explain(e, run.host, run.repo, Write::Blob(Some(digest))))?;
         if let Some(d) = header_digest(&resp) {
             if d != *digest {
@@ -564,6 +569,7 @@ impl Client {
                     .await
             })
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Manifest(reference)))?;
         if let Some(d) = header_digest(&resp) {
             if d != digest {
@@ -589,6 +595,7 @@ impl Client {
         let scopes = Scopes::delete(repo);
         self.with_retries(|| self.send(host, &scopes, Method::DELETE, &path, HeaderMap::new()))
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Delete))?;
         Ok(())
     }
@@ -675,6 +682,21 @@ fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> Registr
             retry_after,
         },
     }
+}
+
+/// A redirect answered to a write: ferry does not send uploads elsewhere than the registry
+/// (a streamed body cannot follow it, and credentials must not).
+fn not_redirected(resp: Response) -> Result<Response, RegistryError> {
+    if resp.status().is_redirection() {
+        return Err(RegistryError::Protocol {
+            url: redact(resp.url()),
+            reason: format!(
+                "the registry answered a write with a redirect ({}), which ferry does not follow",
+                resp.status()
+            ),
+        });
+    }
+    Ok(resp)
 }
 
 /// A new stream of `body` from `offset`, its failure told as the source's.

@@ -424,6 +424,84 @@ async fn delete_where_the_registry_forbids_it_says_so() {
         .is_ok());
 }
 
+/// A TCP forwarder to `upstream` that cuts the first connection to carry more than `cut`
+/// bytes from the client, once: a connection dropped in the middle of an upload.
+async fn cutting_forwarder(upstream: String, cut: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !done.load(Ordering::SeqCst) && total + n as u64 > cut {
+                        done.store(true, Ordering::SeqCst);
+                        let keep = (cut - total) as usize;
+                        let _ = sw.write_all(&buf[..keep]).await;
+                        // Both directions go: the client sees its connection drop.
+                        down.abort();
+                        return;
+                    }
+                    total += n as u64;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sw.shutdown().await;
+                let _ = down.await;
+            });
+        }
+    });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn an_upload_cut_by_a_dropped_connection_completes_on_a_real_registry() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let host = cutting_forwarder(reg.host.clone(), 250_000).await;
+    let c = client();
+    let blob = data(1_000_000, 30);
+    let body = BytesBody::new(blob.clone());
+    let (digest, size, pushed) = c
+        .push_blob(&host, "dropped/app", &body, &opts(400_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(size, 1_000_000);
+    let Pushed::Uploaded { sent } = pushed else {
+        panic!("{pushed:?}")
+    };
+    assert!(
+        sent > 1_000_000,
+        "the cut chunk was sent again in part: {sent}"
+    );
+    assert_eq!(
+        fetch(&c, &reg.host, "dropped/app", &digest, size).await,
+        blob
+    );
+    // docker-registry keeps the bytes of the cut chunk but not a session state that agrees
+    // ("upload resumed at wrong offset": BLOB_UPLOAD_INVALID): the blob starts over.
+    assert_eq!(logged(&reg, "POST", "/v2/dropped/app/blobs/uploads/"), 2);
+}
+
 // ---- Against the fake registry's injected faults. ----
 
 fn uploads_to(
