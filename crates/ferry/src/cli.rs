@@ -72,6 +72,9 @@ pub enum Command {
     /// Copy an image between registries and archives (skopeo's location syntax).
     #[command(after_help = COPY_HELP)]
     Copy(CopyArgs),
+    /// Delete a manifest (and the tags pointing at it) from a registry, by digest.
+    #[command(after_help = DELETE_HELP)]
+    Delete(DeleteArgs),
 }
 
 const PUSH_HELP: &str = concat!(
@@ -116,6 +119,21 @@ Examples:
 Between registries blobs stream through the verified cache; within one registry
 they are mounted, never downloaded. To an archive, the output is written as
 ferry pull writes it.
+
+",
+    exit_codes!()
+);
+
+const DELETE_HELP: &str = concat!(
+    "\
+Examples:
+  ferry digest 127.0.0.1:5000/team/app:v1      find the digest of a tag
+  ferry delete 127.0.0.1:5000/team/app@sha256:…   delete that manifest
+
+Only a digest is accepted: a tag may move between looking it up and deleting it.
+Every tag pointing at the manifest goes with it; its blobs stay until the registry's
+garbage collection. Registries may refuse deletes (docker-registry allows them with
+REGISTRY_STORAGE_DELETE_ENABLED=true).
 
 ",
     exit_codes!()
@@ -197,6 +215,15 @@ pub struct CopyArgs {
     /// Replace an existing output archive or layout.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The manifest: [registry[:port]/]repository@digest.
+    #[arg(value_name = "IMAGE@DIGEST")]
+    pub image: String,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -180,6 +180,9 @@ fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {
     if r.is_not_authorized() {
         return (AUTH, hint("the credentials were accepted, but not for this repository: check its name (Docker Hub answers 'unauthorized' for one that does not exist), and that the account may pull it".into()));
     }
+    if let RegistryError::PushDenied { .. } = r {
+        return (AUTH, hint("the credentials were accepted, but the account may not write there: check the repository name and the account's permissions".into()));
+    }
     if r.is_unauthorized() {
         return (AUTH, hint("give credentials with --username and --password-stdin, or store them in ~/.docker/config.json (docker login / podman login)".into()));
     }

@@ -205,7 +205,7 @@ pub enum RegistryError {
     },
     /// The registry refused a write (an upload, a manifest, a delete) for a reason its
     /// error codes name; `reason` says it in words.
-    #[error("{reason} ({method} {url} returned {status}{})", render_codes(codes))]
+    #[error("{reason}: {method} {url} returned {status}{}", render_codes(codes))]
     Rejected {
         reason: String,
         method: String,

@@ -101,7 +101,17 @@ impl Client {
     ) -> Result<(Digest, u64, Pushed), RegistryError> {
         if let Some(digest) = body.known_digest() {
             for from in opts.mount_from.iter().filter(|f| f.as_str() != repo) {
-                if self.mount(host, repo, from, &digest).await? {
+                // A mount is an optimisation: one refused for any reason (no access to the
+                // source, say) leaves the upload to report what is really wrong.
+                let mounted = match self.mount(host, repo, from, &digest).await {
+                    Ok(m) => m,
+                    Err(e) if e.is_connect() => return Err(e),
+                    Err(e) => {
+                        tracing::debug!("mounting {digest} from {from} failed: {e}");
+                        false
+                    }
+                };
+                if mounted {
                     let size = match body.size() {
                         Some(s) => s,
                         None => self.blob_exists(host, repo, &digest).await?.unwrap_or(0),
@@ -140,6 +150,8 @@ impl Client {
                 }
             }
             let restart = err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID");
+            // A chunk the registry placed elsewhere than we counted: ask where it is.
+            let resync = err.status() == Some(416);
             let chunks_refused = !run.monolithic_only && refuses_chunks(&err, &session);
             if chunks_refused {
                 tracing::debug!(
@@ -149,7 +161,7 @@ impl Client {
                 session = None;
                 continue;
             }
-            if !(restart || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {
+            if !(restart || resync || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {
                 return Err(err);
             }
             if restart {
@@ -179,6 +191,7 @@ impl Client {
         let resp = self
             .with_retries(|| self.send(host, &scopes, Method::POST, &path, HeaderMap::new()))
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Blob(Some(digest))))?;
         if resp.status() != StatusCode::CREATED {
             return Ok(false);
@@ -235,6 +248,7 @@ impl Client {
         let resp = self
             .send(run.host, &run.scopes, Method::POST, &path, headers)
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
         let location = self.location(run.host, &resp).await?;
         Ok(Session {
@@ -254,7 +268,8 @@ impl Client {
                 s.location.as_str(),
                 HeaderMap::new(),
             )
-            .await?;
+            .await
+            .and_then(not_redirected)?;
         let held = range_end(&resp).unwrap_or(0);
         if resp.headers().contains_key(reqwest::header::LOCATION) {
             s.location = self.location(run.host, &resp).await?;
@@ -389,6 +404,7 @@ impl Client {
                     progress,
                 )
                 .await
+                .and_then(not_redirected)
                 .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
             let pos = lock(&cursor).pos;
             let held = range_end(&resp);
@@ -440,6 +456,7 @@ impl Client {
                     .await
             }
         }
+        .and_then(not_redirected)
         .map_err(|e| explain(e, run.host, run.repo, Write::Blob(Some(digest))))?;
         if let Some(d) = header_digest(&resp) {
             if d != *digest {
@@ -552,6 +569,7 @@ impl Client {
                     .await
             })
             .await
+            .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Manifest(reference)))?;
         if let Some(d) = header_digest(&resp) {
             if d != digest {
@@ -577,7 +595,8 @@ impl Client {
         let scopes = Scopes::delete(repo);
         self.with_retries(|| self.send(host, &scopes, Method::DELETE, &path, HeaderMap::new()))
             .await
-            .map_err(|e| explain(e, host, repo, Write::Delete(digest)))?;
+            .and_then(not_redirected)
+            .map_err(|e| explain(e, host, repo, Write::Delete))?;
         Ok(())
     }
 }
@@ -601,7 +620,7 @@ fn refuses_chunks(err: &RegistryError, session: &Option<Session>) -> bool {
 enum Write<'a> {
     Blob(Option<&'a Digest>),
     Manifest(&'a str),
-    Delete(&'a Digest),
+    Delete,
 }
 
 /// Turn a refusal carrying the registry's error codes into a sentence saying what it means.
@@ -619,8 +638,8 @@ fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> Registr
     let code = |c: &str| codes.iter().any(|x| x.code == c);
     let at = format!("{host}/{repo}");
     let reason = match &what {
-        Write::Delete(d) if status == 405 || code("UNSUPPORTED") => Some(format!(
-            "{host} does not allow deleting manifests, so {at}@{d} was not deleted (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
+        Write::Delete if status == 405 || code("UNSUPPORTED") => Some(format!(
+            "{host} does not allow deleting manifests (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
         )),
         Write::Manifest(r) if code("MANIFEST_BLOB_UNKNOWN") || code("BLOB_UNKNOWN") => Some(format!(
             "{at} refused manifest {r}: it names a blob the repository does not hold; push the blobs first"
@@ -663,6 +682,21 @@ fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> Registr
             retry_after,
         },
     }
+}
+
+/// A redirect answered to a write: ferry does not send uploads elsewhere than the registry
+/// (a streamed body cannot follow it, and credentials must not).
+fn not_redirected(resp: Response) -> Result<Response, RegistryError> {
+    if resp.status().is_redirection() {
+        return Err(RegistryError::Protocol {
+            url: redact(resp.url()),
+            reason: format!(
+                "the registry answered a write with a redirect ({}), which ferry does not follow",
+                resp.status()
+            ),
+        });
+    }
+    Ok(resp)
 }
 
 /// A new stream of `body` from `offset`, its failure told as the source's.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_core::{Descriptor, Digest};
 use ferry_registry::{
-    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, RegistryError,
-    UploadBody, UploadOptions,
+    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, UploadBody,
+    UploadOptions,
 };
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
 use ferry_testkit::image::sized_image;
@@ -341,7 +341,7 @@ async fn a_manifest_naming_a_missing_blob_is_refused_in_words() {
         .to_string();
     assert!(
         err.starts_with(&format!(
-            "{}/missing/app refused manifest v1: it names a blob the repository does not hold; push the blobs first (PUT http://{}/v2/missing/app/manifests/v1 returned 400 (MANIFEST_BLOB_UNKNOWN",
+            "{}/missing/app refused manifest v1: it names a blob the repository does not hold; push the blobs first: PUT http://{}/v2/missing/app/manifests/v1 returned 400 (MANIFEST_BLOB_UNKNOWN",
             reg.host, reg.host
         )),
         "{err}"
@@ -412,7 +412,7 @@ async fn delete_where_the_registry_forbids_it_says_so() {
     assert!(!err.is_retryable());
     assert!(
         err.to_string().starts_with(&format!(
-            "{h} does not allow deleting manifests, so {h}/keep/app@{d} was not deleted (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true) (DELETE http://{h}/v2/keep/app/manifests/{d} returned 405",
+            "{h} does not allow deleting manifests (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true): DELETE http://{h}/v2/keep/app/manifests/{d} returned 405",
             h = reg.host,
             d = img.manifest_digest
         )),
@@ -424,5 +424,461 @@ async fn delete_where_the_registry_forbids_it_says_so() {
         .is_ok());
 }
 
-#[allow(dead_code)]
-fn _unused(_: RegistryError, _: FakeRegistry, _: FakeAuth, _: Fault) {}
+/// A TCP forwarder to `upstream` that cuts the first connection to carry more than `cut`
+/// bytes from the client, once: a connection dropped in the middle of an upload.
+async fn cutting_forwarder(upstream: String, cut: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !done.load(Ordering::SeqCst) && total + n as u64 > cut {
+                        done.store(true, Ordering::SeqCst);
+                        let keep = (cut - total) as usize;
+                        let _ = sw.write_all(&buf[..keep]).await;
+                        // Both directions go: the client sees its connection drop.
+                        down.abort();
+                        return;
+                    }
+                    total += n as u64;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sw.shutdown().await;
+                let _ = down.await;
+            });
+        }
+    });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn an_upload_cut_by_a_dropped_connection_completes_on_a_real_registry() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let host = cutting_forwarder(reg.host.clone(), 250_000).await;
+    let c = client();
+    let blob = data(1_000_000, 30);
+    let body = BytesBody::new(blob.clone());
+    let (digest, size, pushed) = c
+        .push_blob(&host, "dropped/app", &body, &opts(400_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(size, 1_000_000);
+    let Pushed::Uploaded { sent } = pushed else {
+        panic!("{pushed:?}")
+    };
+    assert!(
+        sent > 1_000_000,
+        "the cut chunk was sent again in part: {sent}"
+    );
+    assert_eq!(
+        fetch(&c, &reg.host, "dropped/app", &digest, size).await,
+        blob
+    );
+    // docker-registry keeps the bytes of the cut chunk but not a session state that agrees
+    // ("upload resumed at wrong offset": BLOB_UPLOAD_INVALID): the blob starts over.
+    assert_eq!(logged(&reg, "POST", "/v2/dropped/app/blobs/uploads/"), 2);
+}
+
+// ---- Against the fake registry's injected faults. ----
+
+fn uploads_to(
+    fake: &FakeRegistry,
+    method: &str,
+    repo: &str,
+) -> Vec<ferry_testkit::fake::LoggedRequest> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == method && r.path.starts_with(&format!("/v2/{repo}/blobs/uploads/")))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upload_cut_mid_blob_resumes_from_the_registry_offset() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let blob = data(2_000_000, 10);
+    let body = BytesBody::new(blob.clone());
+    fake.add_fault(Fault::CutUpload {
+        after: 300_000,
+        times: 1,
+    });
+    let (digest, size, pushed) = c
+        .push_blob(&fake.host(), "cut/app", &body, &opts(1_000_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((size, &digest), (2_000_000, &Digest::sha256_of(&blob)));
+    assert_eq!(fake.blob("cut/app", &digest).unwrap(), blob);
+    // The registry kept the 300 000 bytes before the cut and got each other byte once.
+    assert_eq!(fake.upload_bytes(), 2_000_000);
+    let Pushed::Uploaded { sent } = pushed else {
+        panic!("{pushed:?}")
+    };
+    // What was in flight when the chunk was cut is sent again, not the whole blob.
+    assert!(
+        (2_000_000..3_000_000).contains(&sent),
+        "sent {sent} bytes for a 2 000 000-byte blob"
+    );
+    assert_eq!(uploads_to(&fake, "POST", "cut/app").len(), 1);
+    assert_eq!(
+        uploads_to(&fake, "GET", "cut/app").len(),
+        1,
+        "one status query"
+    );
+    let ranges: Vec<Option<String>> = uploads_to(&fake, "PATCH", "cut/app")
+        .into_iter()
+        .map(|r| r.content_range)
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            Some("0-999999".to_string()),
+            Some("300000-1299999".to_string()),
+            Some("1300000-1999999".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_forgotten_upload_session_starts_over_from_a_new_one() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let blob = data(500_000, 11);
+    let body = BytesBody::new(blob.clone());
+    fake.add_fault(Fault::ForgetUploads { times: 1 });
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "forgot/app", &body, &opts(200_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("forgot/app", &digest).unwrap(), blob);
+    assert_eq!(uploads_to(&fake, "POST", "forgot/app").len(), 2);
+}
+
+#[tokio::test]
+async fn upload_unknown_is_not_not_found() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        max_attempts: 2,
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::ForgetUploads { times: 100 });
+    let body = BytesBody::new(data(500_000, 12));
+    let err = c
+        .push_blob(&fake.host(), "gone/app", &body, &opts(200_000), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_upload_unknown(), "{err}");
+    assert!(!err.is_not_found(), "{err}");
+    // Each attempt opened a session that was then forgotten: bounded by the budget.
+    assert_eq!(uploads_to(&fake, "POST", "gone/app").len(), 2);
+}
+
+#[tokio::test]
+async fn a_registry_refusing_chunks_gets_the_blob_in_one_put() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    fake.add_fault(Fault::RejectPatch);
+    let blob = data(500_000, 13);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, pushed) = c
+        .push_blob(&fake.host(), "mono/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("mono/app", &digest).unwrap(), blob);
+    let Pushed::Uploaded { sent } = pushed else {
+        panic!("{pushed:?}")
+    };
+    assert!(sent <= 500_000 + 100_000, "{sent}");
+    assert_eq!(uploads_to(&fake, "PATCH", "mono/app").len(), 1);
+    assert_eq!(uploads_to(&fake, "PUT", "mono/app").len(), 1);
+
+    // A body of unknown digest is read once to learn it, then sent whole.
+    let blob = data(300_000, 14);
+    let body = Streamed::new(blob.clone());
+    let (digest, size, _) = c
+        .push_blob(
+            &fake.host(),
+            "mono/streamed",
+            &body,
+            &opts(100_000),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((digest.clone(), size), (Digest::sha256_of(&blob), 300_000));
+    assert_eq!(fake.blob("mono/streamed", &digest).unwrap(), blob);
+}
+
+#[tokio::test]
+async fn a_refused_mount_falls_back_to_an_upload() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let blob = data(200_000, 15);
+    let digest = Digest::sha256_of(&blob);
+    fake.put_blob("base/app", digest.clone(), Bytes::from(blob.clone()));
+    let mount = UploadOptions {
+        chunk_size: 1 << 20,
+        mount_from: vec!["nothere/app".into(), "base/app".into()],
+    };
+    let body = BytesBody::new(blob.clone());
+    let (_, _, pushed) = c
+        .push_blob(&fake.host(), "one/app", &body, &mount, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        pushed,
+        Pushed::Mounted {
+            from: "base/app".into()
+        }
+    );
+    assert_eq!((fake.mounts(), fake.upload_bytes()), (1, 0));
+
+    fake.add_fault(Fault::RefuseMounts);
+    let (_, _, pushed) = c
+        .push_blob(&fake.host(), "two/app", &body, &mount, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(pushed, Pushed::Uploaded { sent: 200_000 });
+    assert_eq!((fake.mounts(), fake.upload_bytes()), (1, 200_000));
+    assert_eq!(fake.blob("two/app", &digest).unwrap(), blob);
+}
+
+#[tokio::test]
+async fn a_blob_that_does_not_match_its_digest_is_refused_in_words() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, data(50_000, 16)).unwrap();
+    let claimed = Digest::sha256_of(b"something else");
+    let body = FileBody::new(&path, 0, 50_000, claimed.clone());
+    let err = c
+        .push_blob(&fake.host(), "bad/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}/bad/app received blob {claimed} with other content than its digest: the bytes were changed or cut on the way: PUT http://{}/v2/bad/app/blobs/uploads/",
+            fake.host(),
+            fake.host()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "?… returned 400 (DIGEST_INVALID: provided digest did not match uploaded content)"
+        ),
+        "{text}"
+    );
+    assert!(fake.blob("bad/app", &claimed).is_none());
+}
+
+#[tokio::test]
+async fn an_upload_making_no_progress_gives_up_within_the_budget() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    fake.add_fault(Fault::CutUpload {
+        after: 0,
+        times: 1000,
+    });
+    let body = BytesBody::new(data(400_000, 17));
+    let err = c
+        .push_blob(&fake.host(), "stuck/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    // max_attempts is 4: four PATCHes at offset 0, then the error.
+    let patches = uploads_to(&fake, "PATCH", "stuck/app");
+    assert_eq!(patches.len(), 4, "{patches:?}");
+    assert!(patches
+        .iter()
+        .all(|p| p.content_range.as_deref() == Some("0-99999")));
+}
+
+#[tokio::test]
+async fn a_cut_that_keeps_bytes_renews_the_budget() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    // Six cuts in a row, each keeping bytes: more failures than the budget of four, but
+    // every one moves the upload on.
+    fake.add_fault(Fault::CutUpload {
+        after: 50_000,
+        times: 6,
+    });
+    let blob = data(400_000, 18);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "slow/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("slow/app", &digest).unwrap(), blob);
+    assert_eq!(fake.upload_bytes(), 400_000);
+}
+
+#[tokio::test]
+async fn manifests_put_to_the_fake_check_their_blobs() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let img = sized_image(19, 1, 1000);
+    let err = c
+        .put_manifest(
+            &fake.host(),
+            "m/app",
+            "v1",
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.has_code("MANIFEST_BLOB_UNKNOWN"), "{err}");
+    let img = push_image(&c, &fake.host(), "m/app", "v1").await;
+    assert_eq!(
+        fake.manifest("m/app", "v1").unwrap(),
+        (img.manifest_media_type.clone(), img.manifest.clone())
+    );
+    let err = c
+        .delete_manifest(&fake.host(), "m/app", &img.manifest_digest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not allow deleting manifests"),
+        "{err}"
+    );
+    fake.enable_deletes();
+    c.delete_manifest(&fake.host(), "m/app", &img.manifest_digest)
+        .await
+        .unwrap();
+    assert!(fake.manifest("m/app", "v1").is_none());
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_resumes_after_a_cut() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    fake.add_fault(Fault::CutUpload {
+        after: 123_456,
+        times: 1,
+    });
+    let blob = data(700_000, 20);
+    let body = Streamed::new(blob.clone());
+    let (digest, size, _) = c
+        .push_blob(
+            &fake.host(),
+            "cutstream/app",
+            &body,
+            &opts(300_000),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((digest.clone(), size), (Digest::sha256_of(&blob), 700_000));
+    assert_eq!(fake.blob("cutstream/app", &digest).unwrap(), blob);
+    assert_eq!(fake.upload_bytes(), 700_000);
+    assert_eq!(uploads_to(&fake, "POST", "cutstream/app").len(), 1);
+    // Streamed chunks carry no Content-Range, as docker sends them.
+    assert!(uploads_to(&fake, "PATCH", "cutstream/app")
+        .iter()
+        .all(|r| r.content_range.is_none()));
+}
+
+fn bearer(fake_user: &str) -> FakeAuth {
+    FakeAuth::Bearer {
+        credentials: Some((fake_user.into(), PASS.into())),
+        token_field: ferry_testkit::fake::TokenField::Token,
+        expires_in: None,
+    }
+}
+
+#[tokio::test]
+async fn push_with_bearer_tokens_asks_for_push_and_mount_scopes() {
+    let fake = FakeRegistry::start(bearer(USER)).await;
+    let c = client_with_credentials(&fake.host());
+    let blob = data(10_000, 21);
+    let body = BytesBody::new(blob.clone());
+    c.push_blob(&fake.host(), "a/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap();
+    let mount = UploadOptions {
+        chunk_size: 1 << 20,
+        mount_from: vec!["a/app".into()],
+    };
+    let (_, _, pushed) = c
+        .push_blob(&fake.host(), "b/app", &body, &mount, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        pushed,
+        Pushed::Mounted {
+            from: "a/app".into()
+        }
+    );
+    let token_queries: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/token")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(token_queries.len(), 2, "one token per scope set");
+}
+
+#[tokio::test]
+async fn push_refused_to_accepted_credentials_says_the_account_may_not_push() {
+    let fake = FakeRegistry::start(bearer(USER)).await;
+    fake.add_fault(Fault::PullOnlyTokens);
+    let c = client_with_credentials(&fake.host());
+    let body = BytesBody::new(data(10_000, 22));
+    let err = c
+        .push_blob(&fake.host(), "ro/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_unauthorized() && !err.is_retryable(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the account may not push to ro/app on {h} (POST http://{h}/v2/ro/app/blobs/uploads/ returned 401)",
+            h = fake.host()
+        )
+    );
+    let img = sized_image(23, 1, 100);
+    let err = c
+        .put_manifest(
+            &fake.host(),
+            "ro/app",
+            "v1",
+            &img.manifest_media_type,
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the account may not push to ro/app"),
+        "{err}"
+    );
+}

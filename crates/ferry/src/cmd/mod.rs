@@ -3,6 +3,7 @@
 
 mod catalog;
 mod copy;
+mod delete;
 mod digest;
 mod inspect;
 mod inspect_archive;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Push(args) => push::run(args).await,
         Command::Copy(args) => copy::run(args).await,
+        Command::Delete(args) => delete::run(args).await,
     }
 }
 
