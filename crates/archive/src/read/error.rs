@@ -16,8 +16,9 @@ pub enum ReadError {
     },
     #[error("{path} is not an image archive: it is neither a tar file (plain, gzip or zstd) nor an OCI layout directory")]
     NotAnArchive { path: String },
-    #[error("the archive is corrupt after entry {after:?}: {reason}")]
-    CorruptTar { after: String, reason: String },
+    /// `at` says where: "its first entry" or "the entry after NAME".
+    #[error("the archive is corrupt at {at}: {reason}")]
+    CorruptTar { at: String, reason: String },
     #[error("the archive is truncated: {entry} needs {needed} bytes but the file holds {have}")]
     Truncated {
         entry: String,
@@ -73,6 +74,8 @@ pub enum ReadError {
     },
     #[error("archive entry {entry} cannot be read: {reason}")]
     Unsupported { entry: String, reason: String },
+    #[error("the archive holds neither index.json (an OCI layout) nor manifest.json (docker save): it is not an image archive")]
+    NoImageIndex,
     #[error("the archive holds no image")]
     NoImages,
     #[error("the archive holds several images; choose one with --image NAME or --image INDEX (from 0): {available}")]

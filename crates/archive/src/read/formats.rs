@@ -32,10 +32,7 @@ pub(crate) fn read_tar(b: &Backing) -> Result<(ArchiveKind, Vec<SourceImage>), R
             Ok((ArchiveKind::DockerOci, images))
         }
         (false, true) => Ok((ArchiveKind::DockerArchive, read_docker(b)?)),
-        (false, false) => Err(ReadError::Malformed {
-            entry: "the archive".into(),
-            reason: "it holds neither index.json (an OCI layout) nor manifest.json (docker save); it is not an image archive".into(),
-        }),
+        (false, false) => Err(ReadError::NoImageIndex),
     }
 }
 

@@ -215,7 +215,7 @@ impl SourceArchive {
         if len < 512 {
             return Err(ReadError::NotAnArchive { path: shown });
         }
-        let index = TarIndex::build(&file, len)?;
+        let index = TarIndex::build(&file, len, &shown)?;
         let backing = Backing::Tar {
             file: Arc::new(file),
             path: named,

@@ -55,7 +55,8 @@ pub(crate) fn clean(entry: &str) -> Result<String, ReadError> {
 impl TarIndex {
     /// Index the tar `file` of `file_len` bytes. Fails on a corrupt or truncated tar, an
     /// unsafe entry path, or a link that escapes or loops.
-    pub(crate) fn build(file: &File, file_len: u64) -> Result<TarIndex, ReadError> {
+    /// `shown` names the file in messages.
+    pub(crate) fn build(file: &File, file_len: u64, shown: &str) -> Result<TarIndex, ReadError> {
         let mut nodes = HashMap::new();
         let mut f = file;
         f.seek(SeekFrom::Start(0)).map_err(|source| ReadError::Io {
@@ -63,10 +64,16 @@ impl TarIndex {
             source,
         })?;
         let mut ar = tar::Archive::new(file);
-        let mut last = String::from("(start of archive)");
-        let corrupt = |after: &str, e: std::io::Error| ReadError::CorruptTar {
-            after: after.to_string(),
-            reason: e.to_string(),
+        let mut last: Option<String> = None;
+        let corrupt = |last: &Option<String>, e: std::io::Error| match last {
+            // Not even one good header: not a tar at all.
+            None => ReadError::NotAnArchive {
+                path: shown.to_string(),
+            },
+            Some(l) => ReadError::CorruptTar {
+                at: format!("the entry after {l}"),
+                reason: e.to_string(),
+            },
         };
         let mut end = 0u64;
         let entries = ar.entries_with_seek().map_err(|e| corrupt(&last, e))?;
@@ -74,8 +81,8 @@ impl TarIndex {
             let entry = entry.map_err(|e| corrupt(&last, e))?;
             let raw = entry.path_bytes();
             let name = String::from_utf8(raw.into_owned()).map_err(|_| ReadError::Unsupported {
-                entry: last.clone(),
-                reason: "the entry after it has a name that is not UTF-8".into(),
+                entry: format!("after {}", last.as_deref().unwrap_or("the start")),
+                reason: "its name is not UTF-8".into(),
             })?;
             let path = clean(&name)?;
             let start = entry.raw_file_position();
@@ -121,8 +128,9 @@ impl TarIndex {
             if !path.is_empty() {
                 nodes.insert(path, node);
             }
-            last = name;
+            last = Some(name);
         }
+        let last = last.unwrap_or_else(|| "the archive".into());
         // The tar reader stops quietly at the end of the file; a tar that ends without its
         // end-of-archive block was cut short.
         if end.saturating_add(BLOCK) > file_len {
