@@ -344,3 +344,62 @@ fn blobs_are_read_from_several_threads_at_once() {
         }
     });
 }
+
+#[test]
+fn sha512_blobs_under_long_tar_names_are_found_and_verified() {
+    use sha2::Digest as _;
+    let sha512 = |mem: &mut Mem, media_type: &str, bytes: &[u8]| {
+        let d: Digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+            .parse()
+            .unwrap();
+        mem.0.insert(d.clone(), bytes.to_vec());
+        ferry_core::Descriptor::new(media_type, d, bytes.len() as u64)
+    };
+    let mut mem = Mem::default();
+    let l = layer("long");
+    let config = sha512(
+        &mut mem,
+        media::OCI_CONFIG,
+        &config_json("amd64", &[&l.diff_id]),
+    );
+    let layers = vec![sha512(&mut mem, media::OCI_LAYER_GZIP, &l.gz)];
+    let manifest = sha512(
+        &mut mem,
+        media::OCI_MANIFEST,
+        &manifest_json(&config, &layers),
+    );
+    let img = single(
+        "x:1",
+        ferry_archive::ImageParts {
+            manifest: manifest.clone(),
+            config,
+            layers,
+            platform: None,
+        },
+    );
+    let mut bytes = ferry_default(&mem, &[img]);
+    let (_d, a) = open(&bytes);
+    let a = a.unwrap();
+    let p = &a.images()[0].platforms[0];
+    assert_eq!(
+        p.manifest.as_ref().unwrap().descriptor.digest,
+        manifest.digest
+    );
+    assert_eq!(
+        p.layers[0].location.entry().len(),
+        "blobs/sha512/".len() + 128
+    );
+    assert_eq!(read_blob(&a, &p.layers[0].location), l.gz);
+    // The manifest's bytes are checked with sha512 too.
+    let at = bytes.windows(8).position(|w| w == b"\"layers\"").unwrap();
+    bytes[at + 1] = b'L';
+    let (_d, e) = open(&bytes);
+    let e = e.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "does not match its digest: expected {}",
+            manifest.digest
+        )),
+        "{e}"
+    );
+}

@@ -145,3 +145,100 @@ fn podman_save_docker_archive_and_oci_archive_read() {
     );
     assert_layers_match(&a, img, &layers);
 }
+
+#[test]
+fn umoci_layout_with_two_tags_reads_both_images() {
+    let Some(umoci) = real::tool("umoci") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let lay = work.path().join("lay");
+    let lay_s = lay.to_str().unwrap();
+    let f = write(work.path(), "f", b"hello from umoci\n");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&umoci)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["init", "--layout", lay_s]);
+    run(&["new", "--image", &format!("{lay_s}:empty")]);
+    run(&["new", "--image", &format!("{lay_s}:one")]);
+    run(&[
+        "insert",
+        "--image",
+        &format!("{lay_s}:one"),
+        f.to_str().unwrap(),
+        "/f",
+    ]);
+    let a = SourceArchive::open(&lay, work.path()).unwrap();
+    assert_eq!(a.kind(), ArchiveKind::OciLayoutDir);
+    assert_eq!(a.images().len(), 2);
+    assert!(a.select(Some("empty")).unwrap().platforms[0]
+        .layers
+        .is_empty());
+    let one = &a.select(Some("one")).unwrap().platforms[0];
+    assert_eq!(one.layers.len(), 1);
+    let l = &one.layers[0];
+    assert_eq!(l.compression, Compression::Gzip);
+    let raw = read_blob(&a, &l.location);
+    let mut content = Vec::new();
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .read_to_end(&mut content)
+        .unwrap();
+    assert_eq!(Digest::sha256_of(&content), l.diff_id);
+    let e = a.select(None).unwrap_err().to_string();
+    assert!(
+        e.ends_with("0: empty, 1: one") || e.ends_with("0: one, 1: empty"),
+        "{e}"
+    );
+}
+
+#[test]
+fn podman_save_of_two_images_reads_both() {
+    let Some(podman) = Podman::new() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let mut mem = Mem::default();
+    let shared = layer("shared");
+    let (a1, b1) = (layer("only-a"), layer("only-b"));
+    let pa = parts(&mut mem, "amd64", &[&shared, &a1]);
+    let pb = parts(&mut mem, "amd64", &[&shared, &b1]);
+    let legacy = work.path().join("legacy.tar");
+    let out = std::fs::File::create(&legacy).unwrap();
+    ferry_archive::write_legacy(
+        &[single("example.com/a:1", pa), single("example.com/b:2", pb)],
+        &mem,
+        work.path(),
+        out,
+    )
+    .unwrap();
+    podman.load(&legacy).unwrap();
+    let both = work.path().join("both.tar");
+    podman
+        .run(&[
+            "save",
+            "-m",
+            "-o",
+            both.to_str().unwrap(),
+            "example.com/a:1",
+            "example.com/b:2",
+        ])
+        .unwrap();
+    let a = SourceArchive::open(&both, work.path()).unwrap();
+    assert_eq!(a.kind(), ArchiveKind::DockerArchive);
+    let ia = a.select(Some("example.com/a:1")).unwrap();
+    let ib = a.select(Some("example.com/b:2")).unwrap();
+    assert_layers_match(&a, ia, &[shared, a1]);
+    assert_eq!(
+        ia.platforms[0].layers[0].location, ib.platforms[0].layers[0].location,
+        "stored once"
+    );
+    assert_layers_match(&a, ib, &[layer("shared"), b1]);
+}

@@ -227,7 +227,7 @@ fn docker_entries(b: &Backing) -> Result<Vec<DockerEntry>, ReadError> {
 
 /// The digest an entry's name gives: `blobs/<alg>/<hex>`, `<hex>.json` (docker's configs)
 /// or `<hex>.tar` (podman's and skopeo's layers).
-fn named_digest(entry: &str) -> Option<Digest> {
+pub(crate) fn named_digest(entry: &str) -> Option<Digest> {
     let entry = super::tarindex::clean(entry).ok()?;
     if let Some(rest) = entry.strip_prefix("blobs/") {
         let (alg, hex) = rest.split_once('/')?;
