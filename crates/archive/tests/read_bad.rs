@@ -62,6 +62,10 @@ impl Oci {
         ]
     }
 
+    fn man_digest(&self) -> Digest {
+        Digest::sha256_of(&self.man)
+    }
+
     fn tar(&self) -> Vec<u8> {
         tar_bytes(&self.entries())
     }
@@ -435,4 +439,26 @@ fn a_layout_directory_whose_blob_links_outside_is_refused() {
     std::os::unix::fs::symlink(&outside, &layer).unwrap();
     let e = SourceArchive::open(&dir, work.path()).unwrap_err();
     assert!(matches!(e, ReadError::LinkEscapes { .. }), "{e:?}");
+}
+
+#[test]
+fn an_index_listing_too_many_manifests_is_refused() {
+    let o = Oci::new();
+    let mut entries = o.entries();
+    let one = descriptor(media::OCI_MANIFEST, &o.man);
+    let idx = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_INDEX,
+        "manifests": vec![one; 1000],
+    }))
+    .unwrap();
+    entries.push(file(&blob_path(&Digest::sha256_of(&idx)), idx.clone()));
+    entries[1] = file("index.json", index_of(&idx, media::OCI_INDEX));
+    let e = open_err(&tar_bytes(&entries)).to_string();
+    assert_eq!(
+        e,
+        format!(
+            "archive entry {} brings the image past 1000 manifests; the index is refused",
+            blob_path(&o.man_digest())
+        )
+    );
 }

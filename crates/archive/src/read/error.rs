@@ -74,6 +74,8 @@ pub enum ReadError {
     },
     #[error("archive entry {entry} cannot be read: {reason}")]
     Unsupported { entry: String, reason: String },
+    #[error("archive entry {entry} brings the image past {max} manifests; the index is refused")]
+    TooMany { entry: String, max: usize },
     #[error("the archive holds neither index.json (an OCI layout) nor manifest.json (docker save): it is not an image archive")]
     NoImageIndex,
     #[error("the archive holds no image")]

@@ -19,6 +19,10 @@ use crate::blob_name;
 /// How deep indexes may nest under `index.json` (an index of indexes of manifests is 2).
 pub(crate) const MAX_NESTING: usize = 4;
 
+/// How many manifests one `index.json` entry may bring in (as pull's limit per reference):
+/// more is a hostile index, not an image.
+pub(crate) const MAX_MANIFESTS: usize = 1000;
+
 const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
 
@@ -129,7 +133,8 @@ pub(crate) fn read_oci(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
         }
         let root = stored(b, d, "index.json")?;
         let mut platforms = Vec::new();
-        expand(b, &root, d.platform.clone(), 0, &mut platforms)?;
+        let mut budget = MAX_MANIFESTS;
+        expand(b, &root, d.platform.clone(), 0, &mut budget, &mut platforms)?;
         images.push(SourceImage {
             names,
             root: Some(root),
@@ -145,9 +150,14 @@ fn expand(
     blob: &StoredBlob,
     platform: Option<Platform>,
     depth: usize,
+    budget: &mut usize,
     out: &mut Vec<PlatformImage>,
 ) -> Result<(), ReadError> {
     let entry = &blob.location.entry;
+    *budget = budget.checked_sub(1).ok_or_else(|| ReadError::TooMany {
+        entry: entry.clone(),
+        max: MAX_MANIFESTS,
+    })?;
     let manifest = Manifest::parse(&blob.bytes, Some(&blob.descriptor.media_type))
         .map_err(|e| malformed(entry, e))?;
     let m = match manifest {
@@ -160,7 +170,7 @@ fn expand(
             }
             for child in &index.manifests {
                 let c = stored(b, child, entry)?;
-                expand(b, &c, child.platform.clone(), depth + 1, out)?;
+                expand(b, &c, child.platform.clone(), depth + 1, budget, out)?;
             }
             return Ok(());
         }
