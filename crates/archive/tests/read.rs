@@ -156,7 +156,7 @@ fn ferry_legacy_archive_reads_without_manifests() {
 
 /// `docker save` of Docker 1.10 to 24 (moby's image/tarexport before v25): per layer a
 /// directory named by its v1 id holding `VERSION`, `json` and `layer.tar` (uncompressed);
-/// the config as `<config hex>.json`; `manifest.json`; `repositories`. Since Docker 18.x
+/// the config as `<config hex>.json`; `manifest.json`; `repositories`. Newer ones (17.x on)
 /// a layer already written under another v1 id is a symlink `../<first id>/layer.tar`.
 fn docker_legacy_save() -> (Vec<u8>, Layer, Layer, Vec<u8>, Vec<u8>) {
     let (a, b) = (layer("base"), layer("top"));
@@ -402,4 +402,27 @@ fn sha512_blobs_under_long_tar_names_are_found_and_verified() {
         )),
         "{e}"
     );
+}
+
+#[test]
+fn an_archive_read_from_a_pipe_is_spooled() {
+    let (bytes, _, b, _, _) = docker_legacy_save();
+    for data in [bytes.clone(), gzip(&bytes)] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, data).unwrap())
+        };
+        let a = SourceArchive::open(&fifo, dir.path()).unwrap();
+        writer.join().unwrap();
+        let loc = &a.images()[1].platforms[0].layers[0].location;
+        assert!(a.file_region(loc).is_none());
+        assert_eq!(read_blob(&a, loc), b.tar);
+    }
 }

@@ -204,9 +204,10 @@ impl SourceArchive {
         let mut head = [0u8; 4];
         let n = read_head(&mut file, &mut head).map_err(io_ctx(format!("reading {shown}")))?;
         let wrapper = sniff(&head[..n]);
+        // A pipe (`<(zcat …)`, /dev/stdin) cannot be read at random: spooled like a wrapper.
         let (file, named) = match wrapper {
-            Compression::None => (file, Some(path.to_path_buf())),
-            c => (spool(file, c, spool_dir, &shown)?, None),
+            Compression::None if meta.is_file() => (file, Some(path.to_path_buf())),
+            c => (spool(&head[..n], file, c, spool_dir, &shown)?, None),
         };
         let len = file
             .metadata()
@@ -338,33 +339,31 @@ fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Decompress `file` into an unnamed temporary file in `spool_dir`.
+/// Copy `head` then the rest of `file`, decompressed as `wrapper` says, into an unnamed
+/// temporary file in `spool_dir`.
 fn spool(
-    mut file: File,
+    head: &[u8],
+    file: File,
     wrapper: Compression,
     spool_dir: &Path,
     shown: &str,
 ) -> Result<File, ReadError> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(io_ctx(format!("reading {shown}")))?;
-    let what = if wrapper == Compression::Gzip {
-        "gzip"
-    } else {
-        "zstd"
+    let what = match wrapper {
+        Compression::Gzip => "decompressing",
+        Compression::Zstd => "decompressing",
+        Compression::None => "copying",
     };
-    let ctx = format!(
-        "decompressing {shown} ({what}) into {}",
-        spool_dir.display()
-    );
+    let ctx = format!("{what} {shown} into {}", spool_dir.display());
     let mut out = tempfile::tempfile_in(spool_dir).map_err(io_ctx(ctx.clone()))?;
-    let input = io::BufReader::with_capacity(1 << 20, file);
+    let input = io::BufReader::with_capacity(1 << 20, io::Cursor::new(head.to_vec()).chain(file));
     let mut reader: Box<dyn Read> = match wrapper {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        _ => {
+        Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(io_ctx(ctx.clone()))?)
         }
+        Compression::None => Box::new(input),
     };
-    io::copy(&mut reader, &mut out).map_err(io_ctx(ctx.clone()))?;
+    io::copy(&mut reader, &mut out).map_err(io_ctx(ctx))?;
     Ok(out)
 }
 
