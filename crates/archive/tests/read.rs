@@ -156,7 +156,7 @@ fn ferry_legacy_archive_reads_without_manifests() {
 
 /// `docker save` of Docker 1.10 to 24 (moby's image/tarexport before v25): per layer a
 /// directory named by its v1 id holding `VERSION`, `json` and `layer.tar` (uncompressed);
-/// the config as `<config hex>.json`; `manifest.json`; `repositories`. Newer ones (17.x on)
+/// the config as `<config hex>.json`; `manifest.json`; `repositories`. In newer ones (17.x on),
 /// a layer already written under another v1 id is a symlink `../<first id>/layer.tar`.
 fn docker_legacy_save() -> (Vec<u8>, Layer, Layer, Vec<u8>, Vec<u8>) {
     let (a, b) = (layer("base"), layer("top"));
