@@ -426,3 +426,47 @@ fn an_archive_read_from_a_pipe_is_spooled() {
         assert_eq!(read_blob(&a, loc), b.tar);
     }
 }
+
+#[test]
+fn an_artifact_without_diff_ids_reads_with_its_layer_digests() {
+    let mut mem = Mem::default();
+    let config = mem.put(media::OCI_EMPTY, b"{}");
+    let statement = mem.put("application/vnd.in-toto+json", br#"{"_type":"x"}"#);
+    let manifest = mem.put(
+        media::OCI_MANIFEST,
+        &manifest_json(&config, std::slice::from_ref(&statement)),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let img = single(
+        "example.com/sbom:1",
+        ferry_archive::ImageParts {
+            manifest,
+            config,
+            layers: vec![statement.clone()],
+            platform: None,
+        },
+    );
+    ferry_archive::Plan::new(&[img])
+        .write_dir(&mem, &work.path().join(".tmp"), &dir)
+        .unwrap();
+    let a = SourceArchive::open(&dir, work.path()).unwrap();
+    let p = &a.select(None).unwrap().platforms[0];
+    assert_eq!(p.layers[0].diff_id, statement.digest);
+    assert!(p.platform.is_none());
+}
+
+#[test]
+fn a_directory_that_is_no_layout_is_not_an_archive() {
+    let work = tempfile::tempdir().unwrap();
+    let e = SourceArchive::open(work.path(), work.path())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{} is not an image archive: it is neither a tar file (plain, gzip or zstd) nor an OCI layout directory",
+            work.path().display()
+        )
+    );
+}

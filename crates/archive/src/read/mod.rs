@@ -191,6 +191,9 @@ impl SourceArchive {
             let root = path
                 .canonicalize()
                 .map_err(io_ctx(format!("opening {shown}")))?;
+            if !root.join("index.json").exists() {
+                return Err(ReadError::NotAnArchive { path: shown });
+            }
             let backing = Backing::Dir { root };
             let images = formats::read_oci(&backing)?;
             return Ok(SourceArchive {
