@@ -462,3 +462,22 @@ fn an_index_listing_too_many_manifests_is_refused() {
         )
     );
 }
+
+#[test]
+fn a_manifest_json_beside_an_index_naming_a_missing_file_is_refused() {
+    let o = Oci::new();
+    let missing = blob_path(&Digest::sha256_of(b"not here"));
+    let mut entries = o.entries();
+    entries.push(file(
+        "manifest.json",
+        format!(
+            r#"[{{"Config":"{}","RepoTags":["a:1"],"Layers":["{missing}"]}}]"#,
+            blob_path(&Digest::sha256_of(&o.cfg))
+        ),
+    ));
+    let e = open_err(&tar_bytes(&entries)).to_string();
+    assert_eq!(
+        e,
+        format!("the archive has no {missing}, which manifest.json (image 0) names")
+    );
+}
