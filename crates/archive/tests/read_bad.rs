@@ -481,3 +481,68 @@ fn a_manifest_json_beside_an_index_naming_a_missing_file_is_refused() {
         format!("the archive has no {missing}, which manifest.json (image 0) names")
     );
 }
+
+#[test]
+fn one_big_config_named_by_many_images_is_refused_not_held_many_times() {
+    // 4 MiB of config, named by 20 entries of manifest.json: 80 MiB if each were held.
+    let l = layer("amp");
+    let mut cfg = config_json("amd64", &[&l.diff_id]);
+    cfg.resize(ferry_core::MAX_SMALL_BLOB as usize - 1, b' ');
+    let one = r#"{"Config":"c.json","RepoTags":[],"Layers":["l.tar"]}"#;
+    let manifest = format!("[{}]", vec![one; 20].join(","));
+    let e = open_err(&tar_bytes(&[
+        file("c.json", cfg),
+        file("l.tar", l.tar),
+        file("manifest.json", manifest),
+    ]))
+    .to_string();
+    assert_eq!(
+        e,
+        "archive entry c.json brings the manifests and configs read past 67108864 bytes; the archive is refused"
+    );
+}
+
+#[test]
+fn many_links_through_long_paths_are_refused_quickly() {
+    // `s` and `d/…/d/s` (38 levels, GNU long names) each link 50 `d`s deeper, so a link to
+    // `s/s/…/s` builds a path of ~3,800 bytes over 39 hops, each step looked up: ~4 MB of
+    // hashing per link. Without a bound on that work, 20,000 such links take hours at open.
+    let d50 = vec!["d"; 50].join("/");
+    let mut links = tar::Builder::new(Vec::new());
+    let mut link = |path: &str, target: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        links.append_link(&mut h, path, target).unwrap();
+    };
+    let mut level = String::new();
+    for _ in 0..38 {
+        link(&format!("{level}s"), &d50);
+        level = format!("{level}{d50}/");
+    }
+    let ss = vec!["s"; 38].join("/");
+    for i in 0..20_000 {
+        link(&format!("l{i}"), &ss);
+    }
+    let mut bytes = tar_bytes(&Oci::new().entries());
+    bytes.truncate(bytes.len() - 1024);
+    bytes.extend(links.into_inner().unwrap());
+    let started = std::time::Instant::now();
+    let e = open_err(&bytes);
+    let took = started.elapsed();
+    assert!(matches!(e, ReadError::TooManyLinks { .. }), "{e:?}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
+fn an_archive_of_too_many_entries_is_refused() {
+    let mut entries = Oci::new().entries();
+    for i in 0..100_001 {
+        entries.push(E::Dir(format!("d{i}")));
+    }
+    let e = open_err(&tar_bytes(&entries)).to_string();
+    assert!(
+        e.starts_with("the archive holds more than 100000 entries"),
+        "{e}"
+    );
+}

@@ -33,6 +33,10 @@ pub enum ReadError {
     LinkEscapes { entry: String, target: String },
     #[error("archive entry {entry:?} is a link loop (more than {hops} links followed)")]
     LinkLoop { entry: String, hops: u32 },
+    #[error("archive entry {entry:?} cannot be resolved: its links lead through too many paths; the archive is refused")]
+    TooManyLinks { entry: String },
+    #[error("the archive holds more than {max} entries (at {entry}); it is not an image archive")]
+    TooManyEntries { entry: String, max: usize },
     #[error("the archive has no {entry}, which {wanted_by} names")]
     Missing { entry: String, wanted_by: String },
     #[error("archive entry {entry} is not a regular file")]
@@ -76,6 +80,8 @@ pub enum ReadError {
     Unsupported { entry: String, reason: String },
     #[error("archive entry {entry} brings the image past {max} manifests; the index is refused")]
     TooMany { entry: String, max: usize },
+    #[error("archive entry {entry} brings the manifests and configs read past {max} bytes; the archive is refused")]
+    TooMuchMetadata { entry: String, max: u64 },
     #[error("the archive holds neither index.json (an OCI layout) nor manifest.json (docker save): it is not an image archive")]
     NoImageIndex,
     #[error("the archive holds no image")]

@@ -3,6 +3,7 @@
 //! an archive has both (ferry's default, docker save from Docker 25), `index.json` wins: its
 //! manifests are the exact bytes, so a pulled-then-pushed image keeps its digest.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -13,7 +14,9 @@ use ferry_core::media::{self, Compression};
 use ferry_core::{Algorithm, Descriptor, Digest, Manifest, Platform};
 
 use super::error::ReadError;
-use super::{sniff, ArchiveKind, Backing, PlatformImage, SourceImage, SourceLayer, StoredBlob};
+use super::{
+    sniff, ArchiveKind, Backing, BlobLocation, PlatformImage, SourceImage, SourceLayer, StoredBlob,
+};
 use crate::blob_name;
 
 /// How deep indexes may nest under `index.json` (an index of indexes of manifests is 2).
@@ -23,11 +26,59 @@ pub(crate) const MAX_NESTING: usize = 4;
 /// more is a hostile index, not an image.
 pub(crate) const MAX_MANIFESTS: usize = 1000;
 
+/// How many bytes of manifests, configs and JSON files opening one archive may read into
+/// memory, counting each time one is named: a hostile archive that names one 4 MiB config
+/// a thousand times is refused, not held a thousand times over.
+pub(crate) const MAX_HELD: u64 = 64 << 20;
+
+/// The archive, with what opening it may still read into memory.
+pub(crate) struct Budgeted<'a> {
+    b: &'a Backing,
+    left: Cell<u64>,
+}
+
+impl<'a> Budgeted<'a> {
+    pub(crate) fn new(b: &'a Backing) -> Self {
+        Budgeted {
+            b,
+            left: Cell::new(MAX_HELD),
+        }
+    }
+
+    fn locate(&self, entry: &str, wanted_by: &str) -> Result<BlobLocation, ReadError> {
+        self.b.locate(entry, wanted_by)
+    }
+
+    fn has(&self, entry: &str) -> bool {
+        self.b.has(entry)
+    }
+
+    fn read_at_most(&self, loc: &BlobLocation, n: u64) -> std::io::Result<Vec<u8>> {
+        self.b.read_at_most(loc, n)
+    }
+
+    /// A small file whole, its size taken from the budget.
+    fn read_small(&self, loc: &BlobLocation) -> Result<Vec<u8>, ReadError> {
+        let left =
+            self.left
+                .get()
+                .checked_sub(loc.len)
+                .ok_or_else(|| ReadError::TooMuchMetadata {
+                    entry: loc.entry.clone(),
+                    max: MAX_HELD,
+                })?;
+        let bytes = self.b.read_small(loc)?;
+        self.left.set(left);
+        Ok(bytes)
+    }
+}
+
 const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
 
 /// Read the images of a tar archive, telling its kind by the files it holds.
 pub(crate) fn read_tar(b: &Backing) -> Result<(ArchiveKind, Vec<SourceImage>), ReadError> {
+    let b = &Budgeted::new(b);
     match (b.has("index.json"), b.has("manifest.json")) {
         (true, false) => Ok((ArchiveKind::OciArchive, read_oci(b)?)),
         (true, true) => {
@@ -56,7 +107,7 @@ fn digest_of(algorithm: Algorithm, bytes: &[u8]) -> String {
 }
 
 /// The blob `d` names, read whole and checked against its size and digest.
-fn stored(b: &Backing, d: &Descriptor, wanted_by: &str) -> Result<StoredBlob, ReadError> {
+fn stored(b: &Budgeted, d: &Descriptor, wanted_by: &str) -> Result<StoredBlob, ReadError> {
     let location = b.locate(&blob_name(&d.digest), wanted_by)?;
     if location.len != d.size {
         return Err(ReadError::SizeMismatch {
@@ -83,7 +134,7 @@ fn stored(b: &Backing, d: &Descriptor, wanted_by: &str) -> Result<StoredBlob, Re
 }
 
 /// The stored compression of a layer, from its first bytes.
-fn layer_compression(b: &Backing, loc: &super::BlobLocation) -> Result<Compression, ReadError> {
+fn layer_compression(b: &Budgeted, loc: &BlobLocation) -> Result<Compression, ReadError> {
     let head = b
         .read_at_most(loc, 4)
         .map_err(super::io_ctx(format!("reading {}", loc.entry)))?;
@@ -103,7 +154,7 @@ fn parse_config(blob: &StoredBlob) -> Result<ImageConfig, ReadError> {
 }
 
 /// The images of an OCI layout: one per `index.json` entry.
-pub(crate) fn read_oci(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
+pub(crate) fn read_oci(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
     let loc = b.locate("index.json", "the OCI image layout")?;
     let bytes = b.read_small(&loc)?;
     let index: IndexManifest = match Manifest::parse(&bytes, Some(media::OCI_INDEX)) {
@@ -146,7 +197,7 @@ pub(crate) fn read_oci(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
 
 /// Add the images under manifest `blob` (itself, or an index's entries) to `out`.
 fn expand(
-    b: &Backing,
+    b: &Budgeted,
     blob: &StoredBlob,
     platform: Option<Platform>,
     depth: usize,
@@ -229,7 +280,7 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-fn docker_entries(b: &Backing) -> Result<Vec<DockerEntry>, ReadError> {
+fn docker_entries(b: &Budgeted) -> Result<Vec<DockerEntry>, ReadError> {
     let loc = b.locate("manifest.json", "a docker archive")?;
     let bytes = b.read_small(&loc)?;
     serde_json::from_slice(&bytes).map_err(|e| malformed("manifest.json", e))
@@ -251,7 +302,7 @@ pub(crate) fn named_digest(entry: &str) -> Option<Digest> {
 
 /// The images of a docker archive without an OCI layout: no manifests, configs and layer
 /// files named by `manifest.json`.
-fn read_docker(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
+fn read_docker(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
     let entries = docker_entries(b)?;
     let repositories = repositories(b)?;
     let mut images = Vec::new();
@@ -358,7 +409,7 @@ fn read_docker(b: &Backing) -> Result<Vec<SourceImage>, ReadError> {
 }
 
 /// docker's `repositories` file (`{repo: {tag: top layer id}}`), empty when absent.
-fn repositories(b: &Backing) -> Result<BTreeMap<String, BTreeMap<String, String>>, ReadError> {
+fn repositories(b: &Budgeted) -> Result<BTreeMap<String, BTreeMap<String, String>>, ReadError> {
     if !b.has("repositories") {
         return Ok(BTreeMap::new());
     }
@@ -369,7 +420,7 @@ fn repositories(b: &Backing) -> Result<BTreeMap<String, BTreeMap<String, String>
 
 /// For an archive with both `index.json` and `manifest.json`: check that what
 /// `manifest.json` names is there, and add its `RepoTags` to the image with that config.
-fn add_docker_names(b: &Backing, images: &mut [SourceImage]) -> Result<(), ReadError> {
+fn add_docker_names(b: &Budgeted, images: &mut [SourceImage]) -> Result<(), ReadError> {
     for (i, e) in docker_entries(b)?.iter().enumerate() {
         let wanted_by = format!("manifest.json (image {i})");
         for path in std::iter::once(&e.config).chain(&e.layers) {

@@ -195,7 +195,7 @@ impl SourceArchive {
                 return Err(ReadError::NotAnArchive { path: shown });
             }
             let backing = Backing::Dir { root };
-            let images = formats::read_oci(&backing)?;
+            let images = formats::read_oci(&formats::Budgeted::new(&backing))?;
             return Ok(SourceArchive {
                 kind: ArchiveKind::OciLayoutDir,
                 wrapper: Compression::None,

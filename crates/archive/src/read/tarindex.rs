@@ -11,6 +11,17 @@ use super::error::ReadError;
 /// How many links one lookup may follow (Linux's `MAXSYMLINKS`).
 const MAX_HOPS: u32 = 40;
 const BLOCK: u64 = 512;
+/// The longest entry path or link target, and the longest path a lookup may build (Linux's
+/// `PATH_MAX`): no image archive names a blob with more.
+pub(crate) const MAX_PATH: usize = 4096;
+/// How many entries an archive may hold: an image archive has a few per layer, and the
+/// index is held in memory.
+pub(crate) const MAX_ENTRIES: usize = 100_000;
+/// How many bytes of paths link resolution may look up: at open, for all links together
+/// (a few per layer in real archives); then per lookup. Without it a hostile archive of
+/// many links with long targets costs hours of hashing.
+const LINK_WORK_AT_OPEN: u64 = 64 << 20;
+const LINK_WORK_PER_LOOKUP: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Node {
@@ -84,6 +95,18 @@ impl TarIndex {
                 entry: format!("after {}", last.as_deref().unwrap_or("the start")),
                 reason: "its name is not UTF-8".into(),
             })?;
+            if nodes.len() >= MAX_ENTRIES {
+                return Err(ReadError::TooManyEntries {
+                    entry: name,
+                    max: MAX_ENTRIES,
+                });
+            }
+            if name.len() > MAX_PATH {
+                return Err(ReadError::UnsafePath {
+                    entry: name,
+                    reason: "longer than 4096 bytes",
+                });
+            }
             let path = clean(&name)?;
             let start = entry.raw_file_position();
             let len = entry.size();
@@ -98,6 +121,12 @@ impl TarIndex {
                         entry: name.clone(),
                         reason: "a link without a target".into(),
                     })?;
+                if target.len() > MAX_PATH {
+                    return Err(ReadError::Unsupported {
+                        entry: name.clone(),
+                        reason: "its link target is longer than 4096 bytes".into(),
+                    });
+                }
                 String::from_utf8(target.into_owned()).map_err(|_| ReadError::Unsupported {
                     entry: name.clone(),
                     reason: "its link target is not UTF-8".into(),
@@ -141,9 +170,10 @@ impl TarIndex {
             });
         }
         let index = TarIndex { nodes };
+        let mut work = LINK_WORK_AT_OPEN;
         for (path, node) in &index.nodes {
             if matches!(node, Node::Symlink(_) | Node::Hardlink(_)) {
-                index.resolve(path)?;
+                index.resolve(path, &mut work)?;
             }
         }
         Ok(index)
@@ -152,7 +182,7 @@ impl TarIndex {
     /// The file `path` names, links followed; `None` when there is no such entry.
     /// Returns the entry's real path, body offset and length.
     pub(crate) fn file(&self, path: &str) -> Result<Option<(String, u64, u64)>, ReadError> {
-        let real = self.resolve(path)?;
+        let real = self.resolve(path, &mut LINK_WORK_PER_LOOKUP.clone())?;
         match self.nodes.get(&real) {
             None => Ok(None),
             Some(Node::File { start, len }) => Ok(Some((real, *start, *len))),
@@ -162,27 +192,47 @@ impl TarIndex {
         }
     }
 
-    /// `path` with every link along it followed, as a clean path inside the archive.
-    fn resolve(&self, path: &str) -> Result<String, ReadError> {
-        let mut todo: Vec<String> = path.split('/').rev().map(str::to_string).collect();
-        let mut done: Vec<String> = Vec::new();
+    /// `path` with every link along it followed, as a clean path inside the archive. Each
+    /// step's path is looked up, and its length taken from `work`.
+    fn resolve<'a>(&'a self, path: &'a str, work: &mut u64) -> Result<String, ReadError> {
+        let mut todo: Vec<&'a str> = path.split('/').rev().collect();
+        // The path so far, and where each of its components starts (to drop the last).
+        let mut here = String::new();
+        let mut starts: Vec<usize> = Vec::new();
         let mut hops = 0;
         while let Some(c) = todo.pop() {
-            match c.as_str() {
+            match c {
                 "" | "." => continue,
                 ".." => {
-                    if done.pop().is_none() {
+                    let Some(start) = starts.pop() else {
                         return Err(ReadError::LinkEscapes {
                             entry: path.to_string(),
-                            target: done.join("/") + "/..",
+                            target: "..".into(),
                         });
-                    }
+                    };
+                    here.truncate(start.saturating_sub(1));
                     continue;
                 }
-                _ => done.push(c),
+                _ => {
+                    if !here.is_empty() {
+                        here.push('/');
+                    }
+                    starts.push(here.len());
+                    here.push_str(c);
+                }
             }
-            let here = done.join("/");
-            let (target, relative) = match self.nodes.get(&here) {
+            if here.len() > MAX_PATH {
+                return Err(ReadError::UnsafePath {
+                    entry: path.to_string(),
+                    reason: "its links lead to a path longer than 4096 bytes",
+                });
+            }
+            *work = work
+                .checked_sub(here.len() as u64)
+                .ok_or_else(|| ReadError::TooManyLinks {
+                    entry: path.to_string(),
+                })?;
+            let (target, relative) = match self.nodes.get(here.as_str()) {
                 Some(Node::Symlink(t)) => (t, true),
                 Some(Node::Hardlink(t)) => (t, false),
                 _ => continue,
@@ -200,18 +250,23 @@ impl TarIndex {
                     target: target.clone(),
                 });
             }
-            done.pop();
+            let link = here.clone();
+            // The link's own component goes: a symlink is relative to its directory, a
+            // hardlink to the archive's root.
+            let start = starts.pop().unwrap_or(0);
+            here.truncate(start.saturating_sub(1));
             if !relative {
-                done.clear();
+                here.clear();
+                starts.clear();
             }
             // A relative link's `..` may climb to the root but not past it.
-            let mut depth = done.len();
+            let mut depth = starts.len();
             for part in target.split('/') {
                 match part {
                     "" | "." => {}
                     ".." if depth == 0 => {
                         return Err(ReadError::LinkEscapes {
-                            entry: here,
+                            entry: link,
                             target: target.clone(),
                         })
                     }
@@ -219,8 +274,8 @@ impl TarIndex {
                     _ => depth += 1,
                 }
             }
-            todo.extend(target.split('/').rev().map(str::to_string));
+            todo.extend(target.split('/').rev());
         }
-        Ok(done.join("/"))
+        Ok(here)
     }
 }
