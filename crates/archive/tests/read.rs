@@ -470,3 +470,150 @@ fn a_directory_that_is_no_layout_is_not_an_archive() {
         )
     );
 }
+
+/// Two images as Docker 25 saves them (uncompressed layers and configs under
+/// `blobs/sha256`, `manifest.json` naming both), with `index.json` and the manifests as
+/// `index` makes them from (manifest bytes, manifest digest) per image.
+fn docker25_two(
+    index: impl Fn(&[(Vec<u8>, Digest)]) -> String,
+    layerless: bool,
+) -> (Vec<u8>, [Layer; 2]) {
+    let ls = [layer("d25a"), layer("d25b")];
+    let mut entries = vec![file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#)];
+    let mut mans = Vec::new();
+    let mut items = Vec::new();
+    for (i, l) in ls.iter().enumerate() {
+        let cfg = config_json(if i == 0 { "amd64" } else { "arm64" }, &[&l.diff_id]);
+        let cfg_d = ferry_core::Descriptor::new(
+            media::OCI_CONFIG,
+            Digest::sha256_of(&cfg),
+            cfg.len() as u64,
+        );
+        let layer_d = ferry_core::Descriptor::new(
+            media::OCI_LAYER_TAR,
+            l.diff_id.clone(),
+            l.tar.len() as u64,
+        );
+        let man = manifest_json(
+            &cfg_d,
+            if layerless {
+                &[]
+            } else {
+                std::slice::from_ref(&layer_d)
+            },
+        );
+        let d = Digest::sha256_of(&man);
+        entries.push(file(&blob_path(&l.diff_id), l.tar.clone()));
+        entries.push(file(&blob_path(&cfg_d.digest), cfg));
+        entries.push(file(&blob_path(&d), man.clone()));
+        let tags = if i == 0 { r#""hello:1","hello:2""# } else { "" };
+        items.push(format!(
+            r#"{{"Config":"{}","RepoTags":[{tags}],"Layers":["{}"]}}"#,
+            blob_path(&cfg_d.digest),
+            blob_path(&l.diff_id)
+        ));
+        mans.push((man, d));
+    }
+    entries.push(file("index.json", index(&mans)));
+    entries.push(file("manifest.json", format!("[{}]", items.join(","))));
+    (tar_bytes(&entries), ls)
+}
+
+fn index_entry((man, d): &(Vec<u8>, Digest), tag: Option<&str>) -> String {
+    let ann = match tag {
+        Some(t) => format!(
+            r#","annotations":{{"io.containerd.image.name":"docker.io/library/hello:{t}","org.opencontainers.image.ref.name":"{t}"}}"#
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{}{ann}}}"#,
+        man.len()
+    )
+}
+
+fn index_of_entries(entries: &[String]) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    )
+}
+
+#[test]
+fn docker_save_25_of_an_image_under_two_tags_is_one_image_with_both_names() {
+    // Docker writes one index.json entry per tag, both naming the same manifest.
+    let (bytes, _) = docker25_two(
+        |m| {
+            index_of_entries(&[
+                index_entry(&m[0], Some("1")),
+                index_entry(&m[0], Some("2")),
+                index_entry(&m[1], None),
+            ])
+        },
+        false,
+    );
+    let (_d, a) = open(&bytes);
+    let a = a.unwrap();
+    let [one, two] = a.images() else {
+        panic!("{:?}", a.images())
+    };
+    assert_eq!(
+        one.names,
+        vec![
+            "docker.io/library/hello:1",
+            "1",
+            "docker.io/library/hello:2",
+            "2"
+        ]
+    );
+    assert!(two.names.is_empty());
+    assert_eq!(a.select(Some("hello:2")).unwrap(), one);
+}
+
+#[test]
+fn docker_save_25_images_left_out_of_index_json_are_read_from_manifest_json() {
+    // Untagged images saved by ID or digest are missing from index.json (moby#47210,
+    // moby#51389), or index.json says `"manifests": null`.
+    for nulled in [false, true] {
+        let (bytes, ls) = docker25_two(
+            |m| {
+                if nulled {
+                    r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#.into()
+                } else {
+                    index_of_entries(&[index_entry(&m[0], Some("1"))])
+                }
+            },
+            false,
+        );
+        let (_d, a) = open(&bytes);
+        let a = a.unwrap();
+        let [one, two] = a.images() else {
+            panic!("{:?}", a.images())
+        };
+        assert_eq!(one.root.is_some(), !nulled);
+        assert!(two.root.is_none() && two.platforms[0].manifest.is_none());
+        assert!(one.names.iter().any(|n| n == "hello:2"), "{:?}", one.names);
+        let p = &two.platforms[0];
+        assert_eq!(p.layers[0].diff_id, ls[1].diff_id);
+        assert_eq!(read_blob(&a, &p.layers[0].location), ls[1].tar);
+    }
+}
+
+#[test]
+fn docker_save_25_0_0_manifests_without_layers_are_read_from_manifest_json() {
+    // moby#47065: Docker 25.0.0 wrote `"layers": []` into the OCI manifests.
+    let (bytes, ls) = docker25_two(
+        |m| index_of_entries(&[index_entry(&m[0], Some("1")), index_entry(&m[1], None)]),
+        true,
+    );
+    let (_d, a) = open(&bytes);
+    let a = a.unwrap();
+    let [one, two] = a.images() else {
+        panic!("{:?}", a.images())
+    };
+    assert!(one.root.is_none() && one.platforms[0].manifest.is_none());
+    assert_eq!(one.names, vec!["hello:1", "hello:2"]);
+    for (img, l) in [one, two].into_iter().zip(&ls) {
+        assert_eq!(read_blob(&a, &img.platforms[0].layers[0].location), l.tar);
+    }
+}

@@ -81,14 +81,44 @@ pub(crate) fn read_tar(b: &Backing) -> Result<(ArchiveKind, Vec<SourceImage>), R
     let b = &Budgeted::new(b);
     match (b.has("index.json"), b.has("manifest.json")) {
         (true, false) => Ok((ArchiveKind::OciArchive, read_oci(b)?)),
-        (true, true) => {
-            let mut images = read_oci(b)?;
-            add_docker_names(b, &mut images)?;
-            Ok((ArchiveKind::DockerOci, images))
-        }
+        (true, true) => Ok((ArchiveKind::DockerOci, read_docker_oci(b)?)),
         (false, true) => Ok((ArchiveKind::DockerArchive, read_docker(b)?)),
         (false, false) => Err(ReadError::NoImageIndex),
     }
+}
+
+/// An OCI layout with docker's `manifest.json` (ferry's default, docker save from Docker
+/// 25). `index.json` gives the exact manifests; `manifest.json` adds its `RepoTags`, and
+/// gives the images `index.json` lacks: Docker 25 leaves untagged images (saved by ID or
+/// digest) out of `index.json` (moby#47210 until 25.0.3, moby#51389 for several at once).
+/// Docker 25.0.0 wrote manifests without their layers (moby#47065): such an archive is read
+/// from `manifest.json` alone.
+fn read_docker_oci(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
+    let entries = docker_entries(b)?;
+    let mut images = match read_oci(b) {
+        Ok(images) => images,
+        Err(ReadError::DiffIdCount { layers: 0, .. }) => return read_docker(b),
+        Err(e) => return Err(e),
+    };
+    let mut unindexed = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let wanted_by = format!("manifest.json (image {i})");
+        for path in std::iter::once(&e.config).chain(&e.layers) {
+            b.locate(path, &wanted_by)?;
+        }
+        let config = named_digest(&e.config);
+        let owner = images.iter_mut().find(|img| {
+            img.platforms
+                .iter()
+                .any(|p| Some(&p.config.descriptor.digest) == config.as_ref())
+        });
+        match owner {
+            Some(img) => add_names(img, e.repo_tags.iter().flatten()),
+            None => unindexed.push(i),
+        }
+    }
+    images.extend(docker_images(b, &entries, &unindexed, &BTreeMap::new())?);
+    Ok(images)
 }
 
 fn malformed(entry: &str, e: impl std::fmt::Display) -> ReadError {
@@ -153,12 +183,43 @@ fn parse_config(blob: &StoredBlob) -> Result<ImageConfig, ReadError> {
     ImageConfig::parse(&blob.bytes).map_err(|e| malformed(&blob.location.entry, e))
 }
 
-/// The images of an OCI layout: one per `index.json` entry.
+/// Whether `index.json` is an index with `"manifests": null`.
+fn manifests_null(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Nulled {
+        manifests: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Nulled>(bytes).is_ok_and(|n| n.manifests.is_none())
+}
+
+/// Add `names` to `img`'s, but none it already has (spelled the same or another way).
+fn add_names<'a>(img: &mut SourceImage, names: impl Iterator<Item = &'a String>) {
+    for tag in names {
+        let parsed = tag.parse::<ferry_core::Reference>().ok();
+        let known = img.names.iter().any(|n| {
+            n == tag
+                || parsed
+                    .as_ref()
+                    .is_some_and(|p| n.parse().ok().as_ref() == Some(p))
+        });
+        if !known {
+            img.names.push(tag.clone());
+        }
+    }
+}
+
+/// The images of an OCI layout: one per manifest `index.json` names.
 pub(crate) fn read_oci(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
     let loc = b.locate("index.json", "the OCI image layout")?;
     let bytes = b.read_small(&loc)?;
     let index: IndexManifest = match Manifest::parse(&bytes, Some(media::OCI_INDEX)) {
         Ok(Manifest::Index(i)) => i,
+        // Docker 25.0.0–25.0.2 wrote `"manifests": null` when saving by ID or digest.
+        Err(_) if manifests_null(&bytes) => IndexManifest {
+            schema_version: 2,
+            media_type: None,
+            manifests: Vec::new(),
+        },
         Ok(Manifest::Image(_)) => {
             return Err(malformed(
                 "index.json",
@@ -181,6 +242,16 @@ pub(crate) fn read_oci(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
                     }
                 }
             }
+        }
+        // One manifest under several names (docker save writes one entry per tag) is one
+        // image with those names.
+        if let Some(img) = images.iter_mut().find(|img: &&mut SourceImage| {
+            img.root
+                .as_ref()
+                .is_some_and(|r| r.descriptor.digest == d.digest)
+        }) {
+            add_names(img, names.iter());
+            continue;
         }
         let root = stored(b, d, "index.json")?;
         let mut platforms = Vec::new();
@@ -305,8 +376,20 @@ pub(crate) fn named_digest(entry: &str) -> Option<Digest> {
 fn read_docker(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
     let entries = docker_entries(b)?;
     let repositories = repositories(b)?;
+    let all: Vec<usize> = (0..entries.len()).collect();
+    docker_images(b, &entries, &all, &repositories)
+}
+
+/// The images of `manifest.json` entries `which`.
+fn docker_images(
+    b: &Budgeted,
+    entries: &[DockerEntry],
+    which: &[usize],
+    repositories: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<Vec<SourceImage>, ReadError> {
     let mut images = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
+    for &i in which {
+        let e = &entries[i];
         let wanted_by = format!("manifest.json (image {i})");
         let location = b.locate(&e.config, &wanted_by)?;
         let bytes = b.read_small(&location)?;
@@ -386,7 +469,7 @@ fn read_docker(b: &Budgeted) -> Result<Vec<SourceImage>, ReadError> {
             .last()
             .and_then(|l| super::tarindex::clean(l).ok())
             .and_then(|l| l.split('/').next().map(str::to_string));
-        for (repo, tags) in &repositories {
+        for (repo, tags) in repositories {
             for (tag, id) in tags {
                 let name = format!("{repo}:{tag}");
                 if top.as_deref() == Some(id.as_str()) && !names.contains(&name) {
@@ -416,38 +499,4 @@ fn repositories(b: &Budgeted) -> Result<BTreeMap<String, BTreeMap<String, String
     let loc = b.locate("repositories", "a docker archive")?;
     let bytes = b.read_small(&loc)?;
     serde_json::from_slice(&bytes).map_err(|e| malformed("repositories", e))
-}
-
-/// For an archive with both `index.json` and `manifest.json`: check that what
-/// `manifest.json` names is there, and add its `RepoTags` to the image with that config.
-fn add_docker_names(b: &Budgeted, images: &mut [SourceImage]) -> Result<(), ReadError> {
-    for (i, e) in docker_entries(b)?.iter().enumerate() {
-        let wanted_by = format!("manifest.json (image {i})");
-        for path in std::iter::once(&e.config).chain(&e.layers) {
-            b.locate(path, &wanted_by)?;
-        }
-        let Some(config) = named_digest(&e.config) else {
-            continue;
-        };
-        let owner = images.iter_mut().find(|img| {
-            img.platforms
-                .iter()
-                .any(|p| p.config.descriptor.digest == config)
-        });
-        if let Some(img) = owner {
-            for tag in e.repo_tags.iter().flatten() {
-                let parsed = tag.parse::<ferry_core::Reference>().ok();
-                let known = img.names.iter().any(|n| {
-                    n == tag
-                        || parsed
-                            .as_ref()
-                            .is_some_and(|p| n.parse().ok().as_ref() == Some(p))
-                });
-                if !known {
-                    img.names.push(tag.clone());
-                }
-            }
-        }
-    }
-    Ok(())
 }
