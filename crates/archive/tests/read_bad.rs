@@ -546,3 +546,56 @@ fn an_archive_of_too_many_entries_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn an_uncompressed_oci_layer_that_is_not_its_diff_id_is_refused_at_open() {
+    let l = layer("plain");
+    let other = layer("other");
+    let cfg = config_json("amd64", &[&other.diff_id]);
+    let ld = descriptor(media::OCI_LAYER_TAR, &l.tar);
+    let man = manifest_json(
+        &descriptor(media::OCI_CONFIG, &cfg),
+        std::slice::from_ref(&ld),
+    );
+    let e = open_err(&tar_bytes(&[
+        file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+        file("index.json", index_of(&man, media::OCI_MANIFEST)),
+        file(&blob_path(&Digest::sha256_of(&man)), man.clone()),
+        file(&blob_path(&Digest::sha256_of(&cfg)), cfg.clone()),
+        file(&blob_path(&ld.digest), l.tar.clone()),
+    ]))
+    .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "layer {} is uncompressed and named after digest {}, but the image config says its content is {}",
+            blob_path(&ld.digest),
+            ld.digest,
+            other.diff_id
+        )
+    );
+}
+
+#[test]
+fn a_layout_directory_blob_linked_inside_is_opened_where_the_link_led_at_open() {
+    // Swapping the link after open must not lead the reads elsewhere (or to a FIFO).
+    let o = Oci::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    for e in o.entries() {
+        if let E::File(n, d) = e {
+            std::fs::write(dir.join(n), d).unwrap();
+        }
+    }
+    let layer = dir.join(blob_path(&Digest::sha256_of(&o.layer.gz)));
+    std::fs::rename(&layer, dir.join("store/layer")).unwrap();
+    std::os::unix::fs::symlink("../../store/layer", &layer).unwrap();
+    let a = SourceArchive::open(&dir, work.path()).unwrap();
+    let loc = &a.images()[0].platforms[0].layers[0].location;
+    assert_eq!(loc.entry(), "store/layer");
+    std::fs::remove_file(&layer).unwrap();
+    std::os::unix::fs::symlink(work.path().join("elsewhere"), &layer).unwrap();
+    assert_eq!(read_blob(&a, loc), o.layer.gz);
+}

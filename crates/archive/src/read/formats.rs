@@ -324,8 +324,18 @@ fn expand(
                 actual: location.len,
             });
         }
+        let compression = layer_compression(b, &location)?;
+        // An uncompressed tar layer is its own diff_id (Docker 25 stores them so).
+        let plain_tar = [media::OCI_LAYER_TAR, DOCKER_LAYER_TAR].contains(&l.media_type.as_str());
+        if plain_tar && compression == Compression::None && l.digest != diff_id {
+            return Err(ReadError::DiffIdMismatch {
+                entry: location.entry,
+                named: l.digest.clone(),
+                diff_id,
+            });
+        }
         layers.push(SourceLayer {
-            compression: layer_compression(b, &location)?,
+            compression,
             location,
             descriptor: l.clone(),
             diff_id,

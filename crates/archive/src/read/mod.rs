@@ -307,6 +307,7 @@ impl SourceArchive {
         match &self.backing {
             Backing::Tar { file, .. } => Ok(Box::new(Region {
                 file: Arc::clone(file),
+                entry: loc.entry.clone(),
                 pos: loc.start + offset,
                 left: remaining,
             })),
@@ -373,6 +374,8 @@ fn spool(
 /// A region of a shared file, read with positional reads so readers do not share a cursor.
 struct Region {
     file: Arc<File>,
+    /// For messages.
+    entry: String,
     pos: u64,
     left: u64,
 }
@@ -387,7 +390,7 @@ impl Read for Region {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the archive ended inside a blob",
+                format!("the archive ended inside {}", self.entry),
             ));
         }
         self.pos += n as u64;
@@ -427,8 +430,18 @@ impl Backing {
                 if !meta.is_file() {
                     return Err(ReadError::NotAFile { entry });
                 }
+                // Later opens use the path the links led to, not the links again: a link
+                // swapped after open cannot lead elsewhere.
+                let real = real
+                    .strip_prefix(root)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .ok_or_else(|| ReadError::Unsupported {
+                        entry: entry.clone(),
+                        reason: "the path its links lead to is not UTF-8".into(),
+                    })?;
                 Ok(BlobLocation {
-                    entry,
+                    entry: real.to_string(),
                     start: 0,
                     len: meta.len(),
                 })
@@ -448,6 +461,7 @@ impl Backing {
             Backing::Tar { file, .. } => {
                 Region {
                     file: Arc::clone(file),
+                    entry: loc.entry.clone(),
                     pos: loc.start,
                     left: n,
                 }
