@@ -156,7 +156,7 @@ fn ferry_legacy_archive_reads_without_manifests() {
 
 /// `docker save` of Docker 1.10 to 24 (moby's image/tarexport before v25): per layer a
 /// directory named by its v1 id holding `VERSION`, `json` and `layer.tar` (uncompressed);
-/// the config as `<config hex>.json`; `manifest.json`; `repositories`. Since Docker 18.x
+/// the config as `<config hex>.json`; `manifest.json`; `repositories`. In newer ones (17.x on),
 /// a layer already written under another v1 id is a symlink `../<first id>/layer.tar`.
 fn docker_legacy_save() -> (Vec<u8>, Layer, Layer, Vec<u8>, Vec<u8>) {
     let (a, b) = (layer("base"), layer("top"));
@@ -343,4 +343,277 @@ fn blobs_are_read_from_several_threads_at_once() {
             });
         }
     });
+}
+
+#[test]
+fn sha512_blobs_under_long_tar_names_are_found_and_verified() {
+    use sha2::Digest as _;
+    let sha512 = |mem: &mut Mem, media_type: &str, bytes: &[u8]| {
+        let d: Digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+            .parse()
+            .unwrap();
+        mem.0.insert(d.clone(), bytes.to_vec());
+        ferry_core::Descriptor::new(media_type, d, bytes.len() as u64)
+    };
+    let mut mem = Mem::default();
+    let l = layer("long");
+    let config = sha512(
+        &mut mem,
+        media::OCI_CONFIG,
+        &config_json("amd64", &[&l.diff_id]),
+    );
+    let layers = vec![sha512(&mut mem, media::OCI_LAYER_GZIP, &l.gz)];
+    let manifest = sha512(
+        &mut mem,
+        media::OCI_MANIFEST,
+        &manifest_json(&config, &layers),
+    );
+    let img = single(
+        "x:1",
+        ferry_archive::ImageParts {
+            manifest: manifest.clone(),
+            config,
+            layers,
+            platform: None,
+        },
+    );
+    let mut bytes = ferry_default(&mem, &[img]);
+    let (_d, a) = open(&bytes);
+    let a = a.unwrap();
+    let p = &a.images()[0].platforms[0];
+    assert_eq!(
+        p.manifest.as_ref().unwrap().descriptor.digest,
+        manifest.digest
+    );
+    assert_eq!(
+        p.layers[0].location.entry().len(),
+        "blobs/sha512/".len() + 128
+    );
+    assert_eq!(read_blob(&a, &p.layers[0].location), l.gz);
+    // The manifest's bytes are checked with sha512 too.
+    let at = bytes.windows(8).position(|w| w == b"\"layers\"").unwrap();
+    bytes[at + 1] = b'L';
+    let (_d, e) = open(&bytes);
+    let e = e.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "does not match its digest: expected {}",
+            manifest.digest
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_archive_read_from_a_pipe_is_spooled() {
+    let (bytes, _, b, _, _) = docker_legacy_save();
+    for data in [bytes.clone(), gzip(&bytes)] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, data).unwrap())
+        };
+        let a = SourceArchive::open(&fifo, dir.path()).unwrap();
+        writer.join().unwrap();
+        let loc = &a.images()[1].platforms[0].layers[0].location;
+        assert!(a.file_region(loc).is_none());
+        assert_eq!(read_blob(&a, loc), b.tar);
+    }
+}
+
+#[test]
+fn an_artifact_without_diff_ids_reads_with_its_layer_digests() {
+    let mut mem = Mem::default();
+    let config = mem.put(media::OCI_EMPTY, b"{}");
+    let statement = mem.put("application/vnd.in-toto+json", br#"{"_type":"x"}"#);
+    let manifest = mem.put(
+        media::OCI_MANIFEST,
+        &manifest_json(&config, std::slice::from_ref(&statement)),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let img = single(
+        "example.com/sbom:1",
+        ferry_archive::ImageParts {
+            manifest,
+            config,
+            layers: vec![statement.clone()],
+            platform: None,
+        },
+    );
+    ferry_archive::Plan::new(&[img])
+        .write_dir(&mem, &work.path().join(".tmp"), &dir)
+        .unwrap();
+    let a = SourceArchive::open(&dir, work.path()).unwrap();
+    let p = &a.select(None).unwrap().platforms[0];
+    assert_eq!(p.layers[0].diff_id, statement.digest);
+    assert!(p.platform.is_none());
+}
+
+#[test]
+fn a_directory_that_is_no_layout_is_not_an_archive() {
+    let work = tempfile::tempdir().unwrap();
+    let e = SourceArchive::open(work.path(), work.path())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{} is not an image archive: it is neither a tar file (plain, gzip or zstd) nor an OCI layout directory",
+            work.path().display()
+        )
+    );
+}
+
+/// Two images as Docker 25 saves them (uncompressed layers and configs under
+/// `blobs/sha256`, `manifest.json` naming both), with `index.json` and the manifests as
+/// `index` makes them from (manifest bytes, manifest digest) per image.
+fn docker25_two(
+    index: impl Fn(&[(Vec<u8>, Digest)]) -> String,
+    layerless: bool,
+) -> (Vec<u8>, [Layer; 2]) {
+    let ls = [layer("d25a"), layer("d25b")];
+    let mut entries = vec![file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#)];
+    let mut mans = Vec::new();
+    let mut items = Vec::new();
+    for (i, l) in ls.iter().enumerate() {
+        let cfg = config_json(if i == 0 { "amd64" } else { "arm64" }, &[&l.diff_id]);
+        let cfg_d = ferry_core::Descriptor::new(
+            media::OCI_CONFIG,
+            Digest::sha256_of(&cfg),
+            cfg.len() as u64,
+        );
+        let layer_d = ferry_core::Descriptor::new(
+            media::OCI_LAYER_TAR,
+            l.diff_id.clone(),
+            l.tar.len() as u64,
+        );
+        let man = manifest_json(
+            &cfg_d,
+            if layerless {
+                &[]
+            } else {
+                std::slice::from_ref(&layer_d)
+            },
+        );
+        let d = Digest::sha256_of(&man);
+        entries.push(file(&blob_path(&l.diff_id), l.tar.clone()));
+        entries.push(file(&blob_path(&cfg_d.digest), cfg));
+        entries.push(file(&blob_path(&d), man.clone()));
+        let tags = if i == 0 { r#""hello:1","hello:2""# } else { "" };
+        items.push(format!(
+            r#"{{"Config":"{}","RepoTags":[{tags}],"Layers":["{}"]}}"#,
+            blob_path(&cfg_d.digest),
+            blob_path(&l.diff_id)
+        ));
+        mans.push((man, d));
+    }
+    entries.push(file("index.json", index(&mans)));
+    entries.push(file("manifest.json", format!("[{}]", items.join(","))));
+    (tar_bytes(&entries), ls)
+}
+
+fn index_entry((man, d): &(Vec<u8>, Digest), tag: Option<&str>) -> String {
+    let ann = match tag {
+        Some(t) => format!(
+            r#","annotations":{{"io.containerd.image.name":"docker.io/library/hello:{t}","org.opencontainers.image.ref.name":"{t}"}}"#
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{}{ann}}}"#,
+        man.len()
+    )
+}
+
+fn index_of_entries(entries: &[String]) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    )
+}
+
+#[test]
+fn docker_save_25_of_an_image_under_two_tags_is_one_image_with_both_names() {
+    // Docker writes one index.json entry per tag, both naming the same manifest.
+    let (bytes, _) = docker25_two(
+        |m| {
+            index_of_entries(&[
+                index_entry(&m[0], Some("1")),
+                index_entry(&m[0], Some("2")),
+                index_entry(&m[1], None),
+            ])
+        },
+        false,
+    );
+    let (_d, a) = open(&bytes);
+    let a = a.unwrap();
+    let [one, two] = a.images() else {
+        panic!("{:?}", a.images())
+    };
+    assert_eq!(
+        one.names,
+        vec![
+            "docker.io/library/hello:1",
+            "1",
+            "docker.io/library/hello:2",
+            "2"
+        ]
+    );
+    assert!(two.names.is_empty());
+    assert_eq!(a.select(Some("hello:2")).unwrap(), one);
+}
+
+#[test]
+fn docker_save_25_images_left_out_of_index_json_are_read_from_manifest_json() {
+    // Untagged images saved by ID or digest are missing from index.json (moby#47210,
+    // moby#51389), or index.json says `"manifests": null`.
+    for nulled in [false, true] {
+        let (bytes, ls) = docker25_two(
+            |m| {
+                if nulled {
+                    r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#.into()
+                } else {
+                    index_of_entries(&[index_entry(&m[0], Some("1"))])
+                }
+            },
+            false,
+        );
+        let (_d, a) = open(&bytes);
+        let a = a.unwrap();
+        let [one, two] = a.images() else {
+            panic!("{:?}", a.images())
+        };
+        assert_eq!(one.root.is_some(), !nulled);
+        assert!(two.root.is_none() && two.platforms[0].manifest.is_none());
+        assert!(one.names.iter().any(|n| n == "hello:2"), "{:?}", one.names);
+        let p = &two.platforms[0];
+        assert_eq!(p.layers[0].diff_id, ls[1].diff_id);
+        assert_eq!(read_blob(&a, &p.layers[0].location), ls[1].tar);
+    }
+}
+
+#[test]
+fn docker_save_25_0_0_manifests_without_layers_are_read_from_manifest_json() {
+    // moby#47065: Docker 25.0.0 wrote `"layers": []` into the OCI manifests.
+    let (bytes, ls) = docker25_two(
+        |m| index_of_entries(&[index_entry(&m[0], Some("1")), index_entry(&m[1], None)]),
+        true,
+    );
+    let (_d, a) = open(&bytes);
+    let a = a.unwrap();
+    let [one, two] = a.images() else {
+        panic!("{:?}", a.images())
+    };
+    assert!(one.root.is_none() && one.platforms[0].manifest.is_none());
+    assert_eq!(one.names, vec!["hello:1", "hello:2"]);
+    for (img, l) in [one, two].into_iter().zip(&ls) {
+        assert_eq!(read_blob(&a, &img.platforms[0].layers[0].location), l.tar);
+    }
 }

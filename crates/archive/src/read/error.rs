@@ -16,8 +16,9 @@ pub enum ReadError {
     },
     #[error("{path} is not an image archive: it is neither a tar file (plain, gzip or zstd) nor an OCI layout directory")]
     NotAnArchive { path: String },
-    #[error("the archive is corrupt after entry {after:?}: {reason}")]
-    CorruptTar { after: String, reason: String },
+    /// `at` says where: "its first entry" or "the entry after NAME".
+    #[error("the archive is corrupt at {at}: {reason}")]
+    CorruptTar { at: String, reason: String },
     #[error("the archive is truncated: {entry} needs {needed} bytes but the file holds {have}")]
     Truncated {
         entry: String,
@@ -32,6 +33,10 @@ pub enum ReadError {
     LinkEscapes { entry: String, target: String },
     #[error("archive entry {entry:?} is a link loop (more than {hops} links followed)")]
     LinkLoop { entry: String, hops: u32 },
+    #[error("archive entry {entry:?} cannot be resolved: its links lead through too many paths; the archive is refused")]
+    TooManyLinks { entry: String },
+    #[error("the archive holds more than {max} entries (at {entry}); it is not an image archive")]
+    TooManyEntries { entry: String, max: usize },
     #[error("the archive has no {entry}, which {wanted_by} names")]
     Missing { entry: String, wanted_by: String },
     #[error("archive entry {entry} is not a regular file")]
@@ -73,6 +78,12 @@ pub enum ReadError {
     },
     #[error("archive entry {entry} cannot be read: {reason}")]
     Unsupported { entry: String, reason: String },
+    #[error("archive entry {entry} brings the image past {max} manifests; the index is refused")]
+    TooMany { entry: String, max: usize },
+    #[error("archive entry {entry} brings the manifests and configs read past {max} bytes; the archive is refused")]
+    TooMuchMetadata { entry: String, max: u64 },
+    #[error("the archive holds neither index.json (an OCI layout) nor manifest.json (docker save): it is not an image archive")]
+    NoImageIndex,
     #[error("the archive holds no image")]
     NoImages,
     #[error("the archive holds several images; choose one with --image NAME or --image INDEX (from 0): {available}")]

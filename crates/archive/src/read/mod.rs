@@ -191,8 +191,11 @@ impl SourceArchive {
             let root = path
                 .canonicalize()
                 .map_err(io_ctx(format!("opening {shown}")))?;
+            if !root.join("index.json").exists() {
+                return Err(ReadError::NotAnArchive { path: shown });
+            }
             let backing = Backing::Dir { root };
-            let images = formats::read_oci(&backing)?;
+            let images = formats::read_oci(&formats::Budgeted::new(&backing))?;
             return Ok(SourceArchive {
                 kind: ArchiveKind::OciLayoutDir,
                 wrapper: Compression::None,
@@ -204,9 +207,10 @@ impl SourceArchive {
         let mut head = [0u8; 4];
         let n = read_head(&mut file, &mut head).map_err(io_ctx(format!("reading {shown}")))?;
         let wrapper = sniff(&head[..n]);
+        // A pipe (`<(zcat …)`, /dev/stdin) cannot be read at random: spooled like a wrapper.
         let (file, named) = match wrapper {
-            Compression::None => (file, Some(path.to_path_buf())),
-            c => (spool(file, c, spool_dir, &shown)?, None),
+            Compression::None if meta.is_file() => (file, Some(path.to_path_buf())),
+            c => (spool(&head[..n], file, c, spool_dir, &shown)?, None),
         };
         let len = file
             .metadata()
@@ -215,7 +219,7 @@ impl SourceArchive {
         if len < 512 {
             return Err(ReadError::NotAnArchive { path: shown });
         }
-        let index = TarIndex::build(&file, len)?;
+        let index = TarIndex::build(&file, len, &shown)?;
         let backing = Backing::Tar {
             file: Arc::new(file),
             path: named,
@@ -303,6 +307,7 @@ impl SourceArchive {
         match &self.backing {
             Backing::Tar { file, .. } => Ok(Box::new(Region {
                 file: Arc::clone(file),
+                entry: loc.entry.clone(),
                 pos: loc.start + offset,
                 left: remaining,
             })),
@@ -338,39 +343,39 @@ fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Decompress `file` into an unnamed temporary file in `spool_dir`.
+/// Copy `head` then the rest of `file`, decompressed as `wrapper` says, into an unnamed
+/// temporary file in `spool_dir`.
 fn spool(
-    mut file: File,
+    head: &[u8],
+    file: File,
     wrapper: Compression,
     spool_dir: &Path,
     shown: &str,
 ) -> Result<File, ReadError> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(io_ctx(format!("reading {shown}")))?;
-    let what = if wrapper == Compression::Gzip {
-        "gzip"
-    } else {
-        "zstd"
+    let what = match wrapper {
+        Compression::Gzip => "decompressing",
+        Compression::Zstd => "decompressing",
+        Compression::None => "copying",
     };
-    let ctx = format!(
-        "decompressing {shown} ({what}) into {}",
-        spool_dir.display()
-    );
+    let ctx = format!("{what} {shown} into {}", spool_dir.display());
     let mut out = tempfile::tempfile_in(spool_dir).map_err(io_ctx(ctx.clone()))?;
-    let input = io::BufReader::with_capacity(1 << 20, file);
+    let input = io::BufReader::with_capacity(1 << 20, io::Cursor::new(head.to_vec()).chain(file));
     let mut reader: Box<dyn Read> = match wrapper {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        _ => {
+        Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(io_ctx(ctx.clone()))?)
         }
+        Compression::None => Box::new(input),
     };
-    io::copy(&mut reader, &mut out).map_err(io_ctx(ctx.clone()))?;
+    io::copy(&mut reader, &mut out).map_err(io_ctx(ctx))?;
     Ok(out)
 }
 
 /// A region of a shared file, read with positional reads so readers do not share a cursor.
 struct Region {
     file: Arc<File>,
+    /// For messages.
+    entry: String,
     pos: u64,
     left: u64,
 }
@@ -385,7 +390,7 @@ impl Read for Region {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the archive ended inside a blob",
+                format!("the archive ended inside {}", self.entry),
             ));
         }
         self.pos += n as u64;
@@ -425,8 +430,18 @@ impl Backing {
                 if !meta.is_file() {
                     return Err(ReadError::NotAFile { entry });
                 }
+                // Later opens use the path the links led to, not the links again: a link
+                // swapped after open cannot lead elsewhere.
+                let real = real
+                    .strip_prefix(root)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .ok_or_else(|| ReadError::Unsupported {
+                        entry: entry.clone(),
+                        reason: "the path its links lead to is not UTF-8".into(),
+                    })?;
                 Ok(BlobLocation {
-                    entry,
+                    entry: real.to_string(),
                     start: 0,
                     len: meta.len(),
                 })
@@ -446,6 +461,7 @@ impl Backing {
             Backing::Tar { file, .. } => {
                 Region {
                     file: Arc::clone(file),
+                    entry: loc.entry.clone(),
                     pos: loc.start,
                     left: n,
                 }

@@ -11,6 +11,17 @@ use super::error::ReadError;
 /// How many links one lookup may follow (Linux's `MAXSYMLINKS`).
 const MAX_HOPS: u32 = 40;
 const BLOCK: u64 = 512;
+/// The longest entry path or link target, and the longest path a lookup may build (Linux's
+/// `PATH_MAX`): no image archive names a blob with more.
+pub(crate) const MAX_PATH: usize = 4096;
+/// How many entries an archive may hold: an image archive has a few per layer, and the
+/// index is held in memory.
+pub(crate) const MAX_ENTRIES: usize = 100_000;
+/// How many bytes of paths link resolution may look up: at open, for all links together
+/// (a few per layer in real archives); then per lookup. Without it a hostile archive of
+/// many links with long targets costs hours of hashing.
+const LINK_WORK_AT_OPEN: u64 = 64 << 20;
+const LINK_WORK_PER_LOOKUP: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Node {
@@ -55,7 +66,8 @@ pub(crate) fn clean(entry: &str) -> Result<String, ReadError> {
 impl TarIndex {
     /// Index the tar `file` of `file_len` bytes. Fails on a corrupt or truncated tar, an
     /// unsafe entry path, or a link that escapes or loops.
-    pub(crate) fn build(file: &File, file_len: u64) -> Result<TarIndex, ReadError> {
+    /// `shown` names the file in messages.
+    pub(crate) fn build(file: &File, file_len: u64, shown: &str) -> Result<TarIndex, ReadError> {
         let mut nodes = HashMap::new();
         let mut f = file;
         f.seek(SeekFrom::Start(0)).map_err(|source| ReadError::Io {
@@ -63,10 +75,16 @@ impl TarIndex {
             source,
         })?;
         let mut ar = tar::Archive::new(file);
-        let mut last = String::from("(start of archive)");
-        let corrupt = |after: &str, e: std::io::Error| ReadError::CorruptTar {
-            after: after.to_string(),
-            reason: e.to_string(),
+        let mut last: Option<String> = None;
+        let corrupt = |last: &Option<String>, e: std::io::Error| match last {
+            // Not even one good header: not a tar at all.
+            None => ReadError::NotAnArchive {
+                path: shown.to_string(),
+            },
+            Some(l) => ReadError::CorruptTar {
+                at: format!("the entry after {l}"),
+                reason: e.to_string(),
+            },
         };
         let mut end = 0u64;
         let entries = ar.entries_with_seek().map_err(|e| corrupt(&last, e))?;
@@ -74,9 +92,21 @@ impl TarIndex {
             let entry = entry.map_err(|e| corrupt(&last, e))?;
             let raw = entry.path_bytes();
             let name = String::from_utf8(raw.into_owned()).map_err(|_| ReadError::Unsupported {
-                entry: last.clone(),
-                reason: "the entry after it has a name that is not UTF-8".into(),
+                entry: format!("after {}", last.as_deref().unwrap_or("the start")),
+                reason: "its name is not UTF-8".into(),
             })?;
+            if nodes.len() >= MAX_ENTRIES {
+                return Err(ReadError::TooManyEntries {
+                    entry: name,
+                    max: MAX_ENTRIES,
+                });
+            }
+            if name.len() > MAX_PATH {
+                return Err(ReadError::UnsafePath {
+                    entry: name,
+                    reason: "longer than 4096 bytes",
+                });
+            }
             let path = clean(&name)?;
             let start = entry.raw_file_position();
             let len = entry.size();
@@ -91,6 +121,12 @@ impl TarIndex {
                         entry: name.clone(),
                         reason: "a link without a target".into(),
                     })?;
+                if target.len() > MAX_PATH {
+                    return Err(ReadError::Unsupported {
+                        entry: name.clone(),
+                        reason: "its link target is longer than 4096 bytes".into(),
+                    });
+                }
                 String::from_utf8(target.into_owned()).map_err(|_| ReadError::Unsupported {
                     entry: name.clone(),
                     reason: "its link target is not UTF-8".into(),
@@ -121,8 +157,9 @@ impl TarIndex {
             if !path.is_empty() {
                 nodes.insert(path, node);
             }
-            last = name;
+            last = Some(name);
         }
+        let last = last.unwrap_or_else(|| "the archive".into());
         // The tar reader stops quietly at the end of the file; a tar that ends without its
         // end-of-archive block was cut short.
         if end.saturating_add(BLOCK) > file_len {
@@ -133,9 +170,10 @@ impl TarIndex {
             });
         }
         let index = TarIndex { nodes };
+        let mut work = LINK_WORK_AT_OPEN;
         for (path, node) in &index.nodes {
             if matches!(node, Node::Symlink(_) | Node::Hardlink(_)) {
-                index.resolve(path)?;
+                index.resolve(path, &mut work)?;
             }
         }
         Ok(index)
@@ -144,7 +182,7 @@ impl TarIndex {
     /// The file `path` names, links followed; `None` when there is no such entry.
     /// Returns the entry's real path, body offset and length.
     pub(crate) fn file(&self, path: &str) -> Result<Option<(String, u64, u64)>, ReadError> {
-        let real = self.resolve(path)?;
+        let real = self.resolve(path, &mut LINK_WORK_PER_LOOKUP.clone())?;
         match self.nodes.get(&real) {
             None => Ok(None),
             Some(Node::File { start, len }) => Ok(Some((real, *start, *len))),
@@ -154,27 +192,47 @@ impl TarIndex {
         }
     }
 
-    /// `path` with every link along it followed, as a clean path inside the archive.
-    fn resolve(&self, path: &str) -> Result<String, ReadError> {
-        let mut todo: Vec<String> = path.split('/').rev().map(str::to_string).collect();
-        let mut done: Vec<String> = Vec::new();
+    /// `path` with every link along it followed, as a clean path inside the archive. Each
+    /// step's path is looked up, and its length taken from `work`.
+    fn resolve<'a>(&'a self, path: &'a str, work: &mut u64) -> Result<String, ReadError> {
+        let mut todo: Vec<&'a str> = path.split('/').rev().collect();
+        // The path so far, and where each of its components starts (to drop the last).
+        let mut here = String::new();
+        let mut starts: Vec<usize> = Vec::new();
         let mut hops = 0;
         while let Some(c) = todo.pop() {
-            match c.as_str() {
+            match c {
                 "" | "." => continue,
                 ".." => {
-                    if done.pop().is_none() {
+                    let Some(start) = starts.pop() else {
                         return Err(ReadError::LinkEscapes {
                             entry: path.to_string(),
-                            target: done.join("/") + "/..",
+                            target: "..".into(),
                         });
-                    }
+                    };
+                    here.truncate(start.saturating_sub(1));
                     continue;
                 }
-                _ => done.push(c),
+                _ => {
+                    if !here.is_empty() {
+                        here.push('/');
+                    }
+                    starts.push(here.len());
+                    here.push_str(c);
+                }
             }
-            let here = done.join("/");
-            let (target, relative) = match self.nodes.get(&here) {
+            if here.len() > MAX_PATH {
+                return Err(ReadError::UnsafePath {
+                    entry: path.to_string(),
+                    reason: "its links lead to a path longer than 4096 bytes",
+                });
+            }
+            *work = work
+                .checked_sub(here.len() as u64)
+                .ok_or_else(|| ReadError::TooManyLinks {
+                    entry: path.to_string(),
+                })?;
+            let (target, relative) = match self.nodes.get(here.as_str()) {
                 Some(Node::Symlink(t)) => (t, true),
                 Some(Node::Hardlink(t)) => (t, false),
                 _ => continue,
@@ -192,18 +250,23 @@ impl TarIndex {
                     target: target.clone(),
                 });
             }
-            done.pop();
+            let link = here.clone();
+            // The link's own component goes: a symlink is relative to its directory, a
+            // hardlink to the archive's root.
+            let start = starts.pop().unwrap_or(0);
+            here.truncate(start.saturating_sub(1));
             if !relative {
-                done.clear();
+                here.clear();
+                starts.clear();
             }
             // A relative link's `..` may climb to the root but not past it.
-            let mut depth = done.len();
+            let mut depth = starts.len();
             for part in target.split('/') {
                 match part {
                     "" | "." => {}
                     ".." if depth == 0 => {
                         return Err(ReadError::LinkEscapes {
-                            entry: here,
+                            entry: link,
                             target: target.clone(),
                         })
                     }
@@ -211,8 +274,8 @@ impl TarIndex {
                     _ => depth += 1,
                 }
             }
-            todo.extend(target.split('/').rev().map(str::to_string));
+            todo.extend(target.split('/').rev());
         }
-        Ok(done.join("/"))
+        Ok(here)
     }
 }
