@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::*;
 use ferry_core::media;
+use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
 use ferry_testkit::image::{random_image, random_index, ImageSpec, TestImage};
 use ferry_testkit::real::{self, RealRegistry, RegistryAuth};
 
@@ -536,4 +537,175 @@ fn all_pushes_each_image_to_its_own_name_and_image_chooses_one() {
         &["--src-tls-verify=false"],
     )
     .expect("skopeo reads every blob back");
+}
+
+/// An image of one layer big enough to be cut mid-way.
+fn big_image(seed: u64) -> TestImage {
+    random_image(&ImageSpec {
+        seed,
+        layers: 1,
+        layer_size: 1_500_000,
+        ..Default::default()
+    })
+}
+
+/// Whether an upload was answered 500 (the cut) and its session asked where it stood.
+fn was_cut(reg: &FakeRegistry) -> bool {
+    let r = reg.requests();
+    let uploads = |m: &str| {
+        r.iter()
+            .filter(|q| q.method == m && q.path.contains("/blobs/uploads/"))
+            .collect::<Vec<_>>()
+    };
+    uploads("PATCH")
+        .iter()
+        .chain(&uploads("PUT"))
+        .any(|q| q.status == 500)
+        && !uploads("GET").is_empty()
+}
+
+async fn pull_from(reg: &FakeRegistry, cache: &Path, extra: &[&str], out: &Path) {
+    let mut args = vec!["pull", "-q"];
+    args.extend_from_slice(extra);
+    let reference = format!("{}/src/app:v1", reg.host());
+    args.extend([reference.as_str(), "-o", out.to_str().unwrap()]);
+    let out = run(cache, &s(&args)).await;
+    assert_ok(&out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_cut_mid_blob_resumes_from_the_registrys_offset() {
+    let img = big_image(720);
+    let reg = fake_registry(FakeAuth::None, "src/app", &[("v1", &img)]).await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a.tar");
+    pull_from(&reg, &work.path().join("cache"), &[], &archive).await;
+
+    // The config's body comes first (-j 1) and is too short to cut; the layer's is cut.
+    reg.add_fault(Fault::CutUpload {
+        after: 400_000,
+        times: 2,
+    });
+    let before = reg.upload_bytes();
+    // A fresh cache: one that knows where the blobs are would mount them.
+    let target = format!("{}/dst/app:v1", reg.host());
+    let out = run(
+        &work.path().join("fresh"),
+        &s(&[
+            "push",
+            "-q",
+            "-j",
+            "1",
+            "--chunk-size",
+            "1M",
+            archive.to_str().unwrap(),
+            &target,
+        ]),
+    )
+    .await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out), img.manifest_digest.to_string());
+    for b in img.blobs() {
+        assert_eq!(
+            reg.blob("dst/app", &b.digest).as_deref(),
+            Some(&b.bytes[..])
+        );
+    }
+    assert!(was_cut(&reg), "{:?}", reg.requests());
+    // Nothing was sent twice: the bytes kept before the cut were not sent again.
+    let blobs: u64 = img.blobs().map(|b| b.size()).sum();
+    assert_eq!(
+        reg.upload_bytes() - before,
+        blobs + img.manifest.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layer_compressed_on_the_way_resumes_after_a_cut_with_the_same_bytes() {
+    let img = big_image(721);
+    let reg = fake_registry(FakeAuth::None, "src/app", &[("v1", &img)]).await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("legacy.tar");
+    pull_from(
+        &reg,
+        &work.path().join("cache"),
+        &["--format", "legacy"],
+        &archive,
+    )
+    .await;
+
+    reg.add_fault(Fault::CutUpload {
+        after: 100_000,
+        times: 2,
+    });
+    let before = reg.upload_bytes();
+    let target = format!("{}/dst/app:v1", reg.host());
+    let out = run(
+        &work.path().join("fresh"),
+        &s(&[
+            "push",
+            "-q",
+            "-j",
+            "1",
+            "--chunk-size",
+            "256K",
+            archive.to_str().unwrap(),
+            &target,
+        ]),
+    )
+    .await;
+    assert_ok(&out);
+    let (_, manifest) = reg.manifest("dst/app", "v1").expect("the tag exists");
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = &m["layers"][0];
+    assert_eq!(layer["mediaType"], media::DOCKER_LAYER_GZIP);
+    let digest: ferry_core::Digest = layer["digest"].as_str().unwrap().parse().unwrap();
+    let blob = reg.blob("dst/app", &digest).expect("the layer is held");
+    assert_eq!(layer["size"], blob.len() as u64);
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&blob[..]), &mut tar).unwrap();
+    assert_eq!(ferry_core::Digest::sha256_of(&tar), img.diff_ids[0]);
+    assert!(was_cut(&reg), "{:?}", reg.requests());
+    // The compressed bytes after the cut continued the ones before it: nothing twice.
+    assert_eq!(
+        reg.upload_bytes() - before,
+        blob.len() as u64 + img.config.size() + manifest.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_refuses_chunks_gets_whole_blobs() {
+    let img = big_image(722);
+    let reg = fake_registry(FakeAuth::None, "src/app", &[("v1", &img)]).await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a.tar");
+    pull_from(&reg, &work.path().join("cache"), &[], &archive).await;
+    reg.add_fault(Fault::RejectPatch);
+    let target = format!("{}/dst/app:v1", reg.host());
+    let out = run(
+        &work.path().join("fresh"),
+        &s(&[
+            "push",
+            "-q",
+            "--chunk-size",
+            "64K",
+            archive.to_str().unwrap(),
+            &target,
+        ]),
+    )
+    .await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out), img.manifest_digest.to_string());
+    assert!(
+        reg.requests()
+            .iter()
+            .any(|q| q.method == "PATCH" && q.status == 405),
+        "a chunk was tried and refused first"
+    );
+    for b in img.blobs() {
+        assert_eq!(
+            reg.blob("dst/app", &b.digest).as_deref(),
+            Some(&b.bytes[..])
+        );
+    }
 }
