@@ -46,12 +46,13 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let source = Arc::new(ArchiveSource { archive });
     let reporter = Arc::new(Reporter::for_upload(args.quiet));
     reporter.expect_images(targets.len());
-    let mut lines = Vec::new();
+    let (mut lines, mut done) = (Vec::new(), Vec::new());
     for (image, target) in &targets {
         let copy = ferry_copy::archive_image(image, &choice)?;
         let sent = sender
             .send(source.clone(), &copy, target, reporter.clone())
             .await?;
+        done.push(format!("pushed {} ({})", target.shown(), sent.digest));
         lines.push(if args.all {
             format!("{}@{}", target.reference.name(), sent.digest)
         } else {
@@ -59,8 +60,8 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         });
     }
     reporter.finish_downloads();
-    for (_, t) in &targets {
-        reporter.line(&format!("pushed {}", t.shown()));
+    for line in &done {
+        reporter.line(line);
     }
     finish(&lines, args.digestfile.as_deref())
 }
@@ -81,9 +82,10 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn shown(&self) -> String {
-        let tags = self.tags.join(", ");
-        format!("{} ({tags})", self.reference.name())
+    /// `registry/repo:tag` and any further `:tag`s.
+    pub(crate) fn shown(&self) -> String {
+        let tags: Vec<String> = self.tags.iter().map(|t| format!(":{t}")).collect();
+        format!("{}{}", self.reference.name(), tags.join(", "))
     }
 }
 
