@@ -709,3 +709,40 @@ async fn a_registry_that_refuses_chunks_gets_whole_blobs() {
         );
     }
 }
+
+#[test]
+fn a_gzip_wrapped_archive_pushes_and_an_unknown_image_name_is_not_found() {
+    let Some(reg) = registry() else { return };
+    let img = image(711);
+    push_with_skopeo(&reg, "src/wrapped:v1", &img, None);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let archive = work.path().join("a.tar");
+    assert_ok(&pull_quiet(
+        &cache,
+        &[&format!("{}/src/wrapped:v1", reg.host)],
+        &archive,
+    ));
+    let wrapped = work.path().join("a.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&wrapped).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(&archive).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    let w = wrapped.to_str().unwrap();
+    let out = push(&cache, &[w, &format!("{}/dst/wrapped:v1", reg.host)]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), img.manifest_digest.to_string());
+
+    let out = push(
+        &cache,
+        &["--image", "nosuch:1", w, &format!("{}/dst/x:1", reg.host)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no image \"nosuch:1\""),
+        "{}",
+        stderr(&out)
+    );
+}
