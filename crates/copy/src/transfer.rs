@@ -167,10 +167,19 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
             media::OCI_LAYER_GZIP
         }
     };
-    let held = |digest: Digest, size: u64, media_type: &str| {
-        progress.event(Event::BlobCached {
-            digest: d.digest.clone(),
-            size: d.size,
+    let held = |digest: Digest, size: u64, media_type: &str, mounted: bool| {
+        // Reported under the source's name for the blob, as its progress was announced.
+        let (source_digest, source_size) = (d.digest.clone(), d.size);
+        progress.event(if mounted {
+            Event::BlobMounted {
+                digest: source_digest,
+                size: source_size,
+            }
+        } else {
+            Event::BlobCached {
+                digest: source_digest,
+                size: source_size,
+            }
         });
         Descriptor {
             media_type: media_type.to_string(),
@@ -193,10 +202,10 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
             &d.media_type
         };
         if dest.has_blob(digest).await? {
-            return Ok(held(digest.clone(), *size, media_type));
+            return Ok(held(digest.clone(), *size, media_type, false));
         }
         if dest.reuse_blob(digest).await? {
-            return Ok(held(digest.clone(), *size, media_type));
+            return Ok(held(digest.clone(), *size, media_type, true));
         }
     }
     source.prepare(&blob.at, d).await?;

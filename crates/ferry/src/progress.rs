@@ -396,6 +396,13 @@ impl Shared {
                 }
             }
             Event::Warning { message } => self.say(&st, &format!("warning: {message}"), false),
+            Event::BlobMounted { digest, size } => {
+                if self.settle(&mut st, &digest, size, true) {
+                    let label = self.label(&st, &digest, self.room(DONE_COLUMNS));
+                    let line = format!("{label} mounted ({})", HumanBytes(size));
+                    self.say(&st, &line, true);
+                }
+            }
         }
     }
 

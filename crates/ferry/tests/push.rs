@@ -156,6 +156,12 @@ fn a_second_push_skips_every_blob_and_another_repository_mounts_them() {
         "mounted, not uploaded:\n{}",
         reg.log()
     );
+    assert_eq!(
+        stderr(&out).matches(" mounted (").count(),
+        4,
+        "{}",
+        stderr(&out)
+    );
     // A cache that knows nothing uploads: the count above is not blind.
     let out = ferry(
         &work.path().join("fresh"),
