@@ -94,12 +94,18 @@ async fn suite<D: ImageDestination>(dest: D) {
         Digest::sha256_of(config),
         config.len() as u64,
     );
-    let body = Arc::new(SendBody::verbatim(
-        cd.clone(),
-        None,
-        source(config.to_vec()),
-    ));
+    // Sent as it is, it is read once: its digest and size are known without a pass.
+    let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = {
+        let (opens, inner) = (opens.clone(), source(config.to_vec()));
+        Arc::new(move || {
+            opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            inner.open()
+        })
+    };
+    let body = Arc::new(SendBody::verbatim(cd.clone(), None, counted));
     dest.put_blob(body, &noop).await.unwrap();
+    assert_eq!(opens.load(std::sync::atomic::Ordering::SeqCst), 1);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
         "config": cd, "layers": [d],
