@@ -28,6 +28,7 @@ mod progress;
 mod registry_dest;
 mod seam;
 mod sources;
+mod to_archive;
 mod transfer;
 
 use ferry_core::{Digest, Platform};
@@ -42,6 +43,7 @@ pub use progress::{Event, NoProgress, Progress};
 pub use registry_dest::{MountHints, RegistryDestination};
 pub use seam::{CopyBlob, CopyImage, CopyPlatform, ImageDestination, ImageSource, SourceManifest};
 pub use sources::{archive_image, registry_image, ArchiveSource, PlatformChoice, RegistrySource};
+pub use to_archive::{archive_output, ArchiveBlobs};
 pub use transfer::{send_image, SendOptions, Sent};
 
 /// What to pull.

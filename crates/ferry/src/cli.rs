@@ -118,7 +118,7 @@ Examples:
 
 Between registries blobs stream through the verified cache; within one registry
 they are mounted, never downloaded. To an archive, the output is written as
-ferry pull writes it.
+ferry pull writes it; from an archive, every layer is checked as it is copied.
 
 ",
     exit_codes!()

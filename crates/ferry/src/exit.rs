@@ -116,6 +116,19 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
         if let Some(r) = cause.downcast_ref::<ferry_archive::ReadError>() {
             return read_hint(r);
         }
+        // A blob that failed its check while a writer copied it (an archive copied from a
+        // damaged one): the check's error rides inside the writer's I/O error.
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|e| e.is::<ferry_copy::ContentError>())
+            {
+                return (
+                    VERIFY,
+                    Some("the source is damaged; nothing was written".into()),
+                );
+            }
+        }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return store_hint(s);
         }

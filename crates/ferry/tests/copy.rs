@@ -196,3 +196,93 @@ fn copy_refuses_locations_it_cannot_use_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("names a digest"), "{}", stderr(&out));
 }
+
+#[test]
+fn copy_between_archives_checks_every_layer_and_writes_what_loaders_read() {
+    let Some(reg) = registry() else { return };
+    let img = image(805);
+    push_with_skopeo(&reg, "team/app:v1", &img, None);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let archive = work.path().join("app.tar");
+    let legacy = work.path().join("legacy.tar");
+    let reference = format!("{}/team/app:v1", reg.host);
+    assert_ok(&pull_quiet(&cache, &[&reference], &archive));
+    assert_ok(&pull_quiet(
+        &cache,
+        &["--format", "legacy", &reference],
+        &legacy,
+    ));
+    let diff_ids = serde_json::json!(digests(&img.diff_ids));
+
+    // ferry's archive to an OCI layout: the same manifest, byte for byte.
+    let layout = work.path().join("layout");
+    let out = copy(
+        &cache,
+        archive.to_str().unwrap(),
+        &format!("oci:{}", layout.display()),
+        &[],
+    );
+    assert_ok(&out);
+    let raw = real::skopeo_inspect(&format!("oci:{}", layout.display()), &["--raw"]).unwrap();
+    assert_eq!(raw["config"]["digest"], img.config.digest.to_string());
+    assert_eq!(
+        layers_of(&format!("oci:{}", layout.display())),
+        layer_digests(&img)
+    );
+
+    // An archive without manifests to a docker archive, named anew: the layers as they are
+    // (uncompressed) under a made OCI manifest; skopeo reads it and pushes it.
+    let out_tar = work.path().join("renamed.tar");
+    let out = copy(
+        &cache,
+        &format!("docker-archive:{}", legacy.display()),
+        &format!("docker-archive:{}:renamed/app:v2", out_tar.display()),
+        &[],
+    );
+    assert_ok(&out);
+    let target = format!("docker-archive:{}", out_tar.display());
+    assert_eq!(skopeo_config(&target)["rootfs"]["diff_ids"], diff_ids);
+    let manifest = tar_json(&tar_files(&out_tar), "manifest.json");
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["renamed/app:v2"])
+    );
+    real::skopeo_copy(
+        &target,
+        &format!("docker://{}/from/legacy:v1", reg.host),
+        &["--dest-tls-verify=false"],
+    )
+    .expect("skopeo pushes what the copy wrote");
+
+    // A damaged layer: the copy fails and leaves no output.
+    let files = tar_files(&legacy);
+    let m = tar_json(&files, "manifest.json");
+    let entry = m[0]["Layers"][0].as_str().unwrap().to_string();
+    let bytes = std::fs::read(&legacy).unwrap();
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let pos = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some(entry.as_str()))
+        .map(|e| e.raw_file_position())
+        .unwrap();
+    let mut bytes = bytes;
+    bytes[pos as usize + 700] ^= 0x21;
+    std::fs::write(&legacy, bytes).unwrap();
+    let bad_out = work.path().join("bad-layout");
+    let out = copy(
+        &cache,
+        legacy.to_str().unwrap(),
+        &format!("oci:{}", bad_out.display()),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match its digest"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!bad_out.exists(), "no output is left behind");
+}

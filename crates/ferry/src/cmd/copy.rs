@@ -100,12 +100,14 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         (Location::Registry(from), Location::Archive { path, kind, name }) => {
             registry_to_archive(args, from, path, kind, name).await
         }
-        (Location::Archive { .. }, Location::Archive { .. }) => Err(exit::usage(
-            "copying from an archive to an archive is not supported yet",
-            Some(
-                "push the archive to a registry (ferry push), then pull it in the format you need",
-            ),
-        )),
+        (
+            Location::Archive {
+                path: from,
+                name: from_name,
+                ..
+            },
+            Location::Archive { path, kind, name },
+        ) => archive_to_archive(args, from, from_name, path, kind, name).await,
     }
 }
 
@@ -286,6 +288,77 @@ async fn registry_to_archive(
         net: args.net,
     })
     .await
+}
+
+/// Archive to archive: the image read (and checked while it is copied) and written by the
+/// writers `ferry pull` uses.
+async fn archive_to_archive(
+    args: CopyArgs,
+    from: PathBuf,
+    from_name: Option<String>,
+    path: PathBuf,
+    kind: ArchiveKind,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    if args.digestfile.is_some() {
+        return Err(exit::usage(
+            "--digestfile applies to registry destinations",
+            None,
+        ));
+    }
+    let choice = push::platform_choice(args.platform.as_deref(), args.all_platforms)?;
+    let store = push::open_cache(args.cache_dir.as_deref())?;
+    let format = match kind {
+        ArchiveKind::Oci => Format::Oci,
+        _ => Format::Archive,
+    };
+    let quiet = args.quiet;
+    // Checked before anything is read, as a pull does.
+    let output = super::output::output_for(
+        &PullArgs {
+            images: Vec::new(),
+            output: Some(path.clone()),
+            format,
+            platform: None,
+            all_platforms: false,
+            jobs: args.jobs,
+            cache_dir: None,
+            quiet,
+            force: args.force,
+            max_size: None,
+            net: args.net,
+        },
+        &[],
+    )?;
+    let archive = push::open_archive(&from, &store).await?;
+    let image = archive.select(from_name.as_deref())?.clone();
+    let own = image.names.iter().find_map(|n| n.parse::<Reference>().ok());
+    let reference = match (name, own) {
+        // oci:DIR:TAG names a tag; the other locations a reference.
+        (Some(tag), Some(own)) if kind == ArchiveKind::Oci => own.with_tag(&tag)?,
+        (Some(n), _) => n.parse::<Reference>()?,
+        (None, Some(own)) => own,
+        (None, None) => {
+            return Err(exit::usage(
+                format!("the image in {} has no name to record", from.display()),
+                Some("name it in the destination, e.g. docker-archive:OUT.tar:app:1"),
+            ))
+        }
+    };
+    let copy = ferry_copy::archive_image(&image, &choice)?;
+    let source = Arc::new(ferry_copy::ArchiveSource { archive });
+    let (img, blobs) = ferry_copy::archive_output(source, &copy, reference)?;
+    let scratch = store.root().join("ingest");
+    let cache = store.root().to_path_buf();
+    let force = args.force;
+    let written = tokio::task::spawn_blocking(move || {
+        super::pull::write_output(&[img], &blobs, &scratch, format, &output, &cache, force)
+    })
+    .await??;
+    if let (Some(p), false) = (written, quiet) {
+        crate::progress::notice(&format!("wrote {}", p.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -263,7 +263,7 @@ fn missing_bytes(store: &Store, images: &[ArchiveImage]) -> u64 {
 /// Write the output; `Some(path)` when a file or directory was made. Errors that mean the
 /// output cannot take more (standard output closed, disk full) come back as the one
 /// sentence that says so.
-fn write_output(
+pub(super) fn write_output(
     images: &[ArchiveImage],
     blobs: &dyn BlobReader,
     scratch: &Path,
