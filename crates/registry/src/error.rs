@@ -270,6 +270,13 @@ impl RegistryError {
                         .iter()
                         .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
             }
+            RegistryError::Rejected { status, codes, .. } => {
+                *status == 401
+                    || *status == 403
+                    || codes
+                        .iter()
+                        .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
+            }
             RegistryError::Auth { .. }
             | RegistryError::CredentialsRefused { .. }
             | RegistryError::PushDenied { .. }

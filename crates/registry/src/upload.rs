@@ -165,6 +165,18 @@ impl Client {
                 return Err(err);
             }
             if restart {
+                // The commit may have gone through with its answer lost: then the blob is
+                // there and nothing needs sending again.
+                if let Some((digest, size)) = body.finished() {
+                    if self.blob_exists(host, repo, &digest).await.ok().flatten() == Some(size) {
+                        progress(size);
+                        let sent = run.sent.load(Ordering::Relaxed);
+                        return Ok((digest, size, Pushed::Uploaded { sent }));
+                    }
+                }
+            }
+            if restart || run.monolithic_only {
+                // A whole-blob PUT always starts at byte 0, so it needs an empty session.
                 session = None;
             } else if let Some(s) = &mut session {
                 s.needs_status = true;

@@ -633,6 +633,27 @@ async fn a_registry_refusing_chunks_gets_the_blob_in_one_put() {
 }
 
 #[tokio::test]
+async fn a_whole_blob_put_cut_short_starts_again_on_a_new_session() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    fake.add_fault(Fault::RejectPatch);
+    fake.add_fault(Fault::CutUpload {
+        after: 100_000,
+        times: 1,
+    });
+    let blob = data(500_000, 24);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "recut/app", &body, &opts(200_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("recut/app", &digest).unwrap(), blob);
+    // The cut PUT's 100 000 bytes, then the whole blob on a fresh session.
+    assert_eq!(fake.upload_bytes(), 600_000);
+    assert_eq!(uploads_to(&fake, "POST", "recut/app").len(), 3);
+}
+
+#[tokio::test]
 async fn a_refused_mount_falls_back_to_an_upload() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = client();
