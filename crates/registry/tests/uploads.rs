@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_core::{Descriptor, Digest};
 use ferry_registry::{
-    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, UploadBody,
-    UploadOptions,
+    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, RegistryError,
+    UploadBody, UploadOptions,
 };
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
 use ferry_testkit::image::sized_image;
@@ -651,6 +651,39 @@ async fn a_whole_blob_put_cut_short_starts_again_on_a_new_session() {
     // The cut PUT's 100 000 bytes, then the whole blob on a fresh session.
     assert_eq!(fake.upload_bytes(), 600_000);
     assert_eq!(uploads_to(&fake, "POST", "recut/app").len(), 3);
+}
+
+#[tokio::test]
+async fn an_upload_the_registry_never_answers_times_out_within_the_budget() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        max_attempts: 2,
+        request_timeout: Duration::from_millis(300),
+        stall_timeout: Duration::from_millis(300),
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::HangUploads);
+    let body = BytesBody::new(data(100_000, 25));
+    let started = std::time::Instant::now();
+    let err = c
+        .push_blob(&fake.host(), "hang/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        matches!(
+            err,
+            RegistryError::Timeout { .. } | RegistryError::SendStalled { .. }
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        uploads_to(&fake, "PUT", "hang/app").len(),
+        0,
+        "never answered"
+    );
 }
 
 #[tokio::test]

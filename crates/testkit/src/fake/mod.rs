@@ -135,6 +135,9 @@ pub enum Fault {
     /// In Bearer mode, the token endpoint grants only `pull`, whatever actions are asked:
     /// the credentials are good, the account may not write.
     PullOnlyTokens,
+    /// PATCH and PUT on upload sessions are accepted and never answered (nor their bodies
+    /// read).
+    HangUploads,
 }
 
 /// One request the fake saw (on either listener).

@@ -104,6 +104,13 @@ pub(crate) async fn handle(state: &Shared, target: WriteTarget, req: Request) ->
             if let Some(resp) = forgotten(state, &id) {
                 return resp;
             }
+            let hang = lock(state)
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::HangUploads));
+            if hang && matches!(m, Method::PATCH | Method::PUT) {
+                std::future::pending::<()>().await;
+            }
             match m {
                 Method::GET => status(state, &name, &id),
                 Method::PATCH => patch(state, &name, &id, req).await,
