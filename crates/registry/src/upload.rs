@@ -282,7 +282,7 @@ impl Client {
             )
             .await
             .and_then(not_redirected)?;
-        let held = range_end(&resp).unwrap_or(0);
+        let held = range_end(resp.headers()).unwrap_or(0);
         if resp.headers().contains_key(reqwest::header::LOCATION) {
             s.location = self.location(run.host, &resp).await?;
         }
@@ -419,7 +419,7 @@ impl Client {
                 .and_then(not_redirected)
                 .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
             let pos = lock(&cursor).pos;
-            let held = range_end(&resp);
+            let held = range_end(resp.headers());
             s.location = self.location(run.host, &resp).await?;
             match held {
                 Some(held) if held != pos => {
@@ -733,8 +733,8 @@ fn header_digest(resp: &Response) -> Option<Digest> {
 /// How many bytes an upload answer's `Range: 0-N` says the registry holds (`N + 1`). `0-0`
 /// is read as nothing held: distribution writes it for an empty session, and a single byte
 /// sent again costs nothing.
-fn range_end(resp: &Response) -> Option<u64> {
-    let v = resp.headers().get(reqwest::header::RANGE)?.to_str().ok()?;
+fn range_end(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(reqwest::header::RANGE)?.to_str().ok()?;
     let v = v.trim().trim_start_matches("bytes=");
     let (start, end) = v.split_once('-')?;
     if start.trim() != "0" {
@@ -813,5 +813,28 @@ impl Stream for ChunkStream {
         c.pos += n as u64;
         self.remaining -= n as u64;
         Poll::Ready(Some(Ok(piece)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(range: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(r) = range {
+            h.insert(reqwest::header::RANGE, HeaderValue::from_str(r).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_range_of_an_upload_answer_says_how_much_is_held() {
+        assert_eq!(range_end(&answer(Some("0-99"))), Some(100));
+        assert_eq!(range_end(&answer(Some("bytes=0-99"))), Some(100));
+        assert_eq!(range_end(&answer(Some("0-0"))), Some(0));
+        assert_eq!(range_end(&answer(Some("5-99"))), None);
+        assert_eq!(range_end(&answer(Some("0-x"))), None);
+        assert_eq!(range_end(&answer(None)), None);
     }
 }

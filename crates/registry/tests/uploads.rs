@@ -687,6 +687,57 @@ async fn an_upload_the_registry_never_answers_times_out_within_the_budget() {
 }
 
 #[tokio::test]
+async fn chunks_are_sent_again_whole_when_a_token_expires_midway() {
+    let fake = FakeRegistry::start(bearer(USER)).await;
+    fake.add_fault(Fault::ExpireTokensAfter { requests: 2 });
+    let c = client_with_credentials(&fake.host());
+    let blob = data(400_000, 26);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, pushed) = c
+        .push_blob(&fake.host(), "expire/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("expire/app", &digest).unwrap(), blob);
+    assert_eq!(fake.upload_bytes(), 400_000);
+    let refused = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.status == 401)
+        .count();
+    assert!(refused >= 1, "a token expired during the chunks");
+    let Pushed::Uploaded { sent } = pushed else {
+        panic!("{pushed:?}")
+    };
+    assert!(sent >= 400_000, "{sent}");
+}
+
+#[tokio::test]
+async fn a_file_shorter_than_declared_is_a_local_error() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short");
+    std::fs::write(&path, data(1000, 27)).unwrap();
+    let body = FileBody::new(&path, 0, 5000, Digest::sha256_of(b"x"));
+    let err = c
+        .push_blob(&fake.host(), "short/app", &body, &opts(2000), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "reading the data to upload to http://{}/v2/short/app/blobs/uploads/",
+            fake.host()
+        )) && text.ends_with(&format!(
+            "failed: {} ended 4000 bytes early",
+            path.display()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_mount_falls_back_to_an_upload() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = client();
