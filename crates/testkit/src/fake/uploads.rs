@@ -98,7 +98,10 @@ pub(crate) async fn handle(state: &Shared, target: WriteTarget, req: Request) ->
     let method = req.method().clone();
     match (target, method) {
         (WriteTarget::Start { name }, Method::POST) => {
-            start(state, &name, param("mount"), param("from"))
+            // A token without pull on the source gets a session, not a mount, as Docker
+            // Hub answers.
+            let from = param("from").filter(|f| auth::may_pull(&lock(state), req.headers(), f));
+            start(state, &name, param("mount"), from)
         }
         (WriteTarget::Session { name, id }, m) => {
             if let Some(resp) = forgotten(state, &id) {
