@@ -24,9 +24,12 @@ mod api;
 mod auth;
 mod body;
 pub mod challenge;
+mod chunks;
 mod client;
 pub mod credentials;
 pub mod error;
+mod manifest_write;
+mod refusal;
 mod scope;
 mod upload;
 

@@ -1,5 +1,5 @@
-//! The write side of the API: blob uploads (cross-repository mount, monolithic PUT, chunked
-//! PATCHes resumed from the registry's offset), manifest PUT and manifest DELETE.
+//! Blob uploads: cross-repository mount, monolithic PUT, chunked PATCHes resumed from the
+//! registry's offset (manifest PUT and DELETE are in `manifest_write`).
 //!
 //! An upload is one session (`POST …/blobs/uploads/` → `Location`) that every request
 //! continues with the `Location` the previous answer gave. A chunk cut short is not sent
@@ -9,10 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::Stream;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
@@ -20,9 +18,11 @@ use url::Url;
 use ferry_core::Digest;
 
 use crate::api::ProgressFn;
-use crate::body::{BodySource, ByteStream, BytesBody, UploadBody};
+use crate::body::{BodySource, ByteStream, UploadBody};
+use crate::chunks::{lock, ChunkStream, Cursor};
 use crate::client::Client;
 use crate::error::{redact, RegistryError};
+use crate::refusal::{explain, header_digest, not_redirected, Write};
 use crate::scope::Scopes;
 
 /// How a blob is uploaded.
@@ -531,86 +531,6 @@ impl Client {
                 reason: format!("the upload Location is not a URL: {e}"),
             })
     }
-
-    /// Store `bytes` as manifest `reference` (a tag or a digest) of `repo` with Content-Type
-    /// `media_type`. Returns the digest, checked against the registry's
-    /// `Docker-Content-Digest`.
-    pub async fn put_manifest(
-        &self,
-        host: &str,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: Bytes,
-    ) -> Result<Digest, RegistryError> {
-        let body = BytesBody::new(bytes);
-        let digest = body.known_digest().expect("a bytes body knows its digest");
-        let path = format!("v2/{repo}/manifests/{reference}");
-        if let Ok(named) = reference.parse::<Digest>() {
-            if named != digest {
-                return Err(RegistryError::Config(format!(
-                    "the manifest to push as {host}/{repo}@{named} hashes to {digest}"
-                )));
-            }
-        }
-        let content_type = HeaderValue::from_str(media_type).map_err(|_| {
-            RegistryError::Config(format!("{media_type:?} is not a valid media type"))
-        })?;
-        let scopes = Scopes::push(repo);
-        let sent = Arc::new(AtomicU64::new(0));
-        let resp = self
-            .with_retries(|| async {
-                let mut headers = HeaderMap::new();
-                headers.insert(CONTENT_TYPE, content_type.clone());
-                headers.insert(
-                    CONTENT_LENGTH,
-                    header_value(&body.bytes().len().to_string()),
-                );
-                let b = &body;
-                let mut open = || {
-                    b.open(0).map_err(|source| RegistryError::Source {
-                        url: path.clone(),
-                        source,
-                    })
-                };
-                let mut src = BodySource {
-                    open: &mut open,
-                    sent: sent.clone(),
-                };
-                self.send_body(host, &scopes, Method::PUT, &path, headers, Some(&mut src))
-                    .await
-            })
-            .await
-            .and_then(not_redirected)
-            .map_err(|e| explain(e, host, repo, Write::Manifest(reference)))?;
-        if let Some(d) = header_digest(&resp) {
-            if d != digest {
-                return Err(RegistryError::Protocol {
-                    url: redact(resp.url()),
-                    reason: format!(
-                        "the registry stored the manifest as {d}, but its bytes hash to {digest}"
-                    ),
-                });
-            }
-        }
-        Ok(digest)
-    }
-
-    /// Delete manifest `digest` of `repo` (and so every tag pointing at it).
-    pub async fn delete_manifest(
-        &self,
-        host: &str,
-        repo: &str,
-        digest: &Digest,
-    ) -> Result<(), RegistryError> {
-        let path = format!("v2/{repo}/manifests/{digest}");
-        let scopes = Scopes::delete(repo);
-        self.with_retries(|| self.send(host, &scopes, Method::DELETE, &path, HeaderMap::new()))
-            .await
-            .and_then(not_redirected)
-            .map_err(|e| explain(e, host, repo, Write::Delete))?;
-        Ok(())
-    }
 }
 
 /// The session failed in a way that says the registry does not take PATCH: a 405 or 501,
@@ -628,89 +548,6 @@ fn refuses_chunks(err: &RegistryError, session: &Option<Session>) -> bool {
         && (matches!(status, 405 | 501) || (at_start && matches!(status, 400 | 411 | 416)))
 }
 
-/// What a write was about, for the sentence explaining a refusal.
-enum Write<'a> {
-    Blob(Option<&'a Digest>),
-    Manifest(&'a str),
-    Delete,
-}
-
-/// Turn a refusal carrying the registry's error codes into a sentence saying what it means.
-fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> RegistryError {
-    let RegistryError::Status {
-        method,
-        url,
-        status,
-        codes,
-        retry_after,
-    } = e
-    else {
-        return e;
-    };
-    let code = |c: &str| codes.iter().any(|x| x.code == c);
-    let at = format!("{host}/{repo}");
-    let reason = match &what {
-        Write::Delete if status == 405 || code("UNSUPPORTED") => Some(format!(
-            "{host} does not allow deleting manifests (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
-        )),
-        Write::Manifest(r) if code("MANIFEST_BLOB_UNKNOWN") || code("BLOB_UNKNOWN") => Some(format!(
-            "{at} refused manifest {r}: it names a blob the repository does not hold; push the blobs first"
-        )),
-        Write::Manifest(r) if code("MANIFEST_INVALID") => {
-            Some(format!("{at} refused manifest {r} as invalid"))
-        }
-        Write::Manifest(r) if code("TAG_INVALID") => {
-            Some(format!("{at} refused the tag of manifest {r}"))
-        }
-        Write::Manifest(r) if code("DIGEST_INVALID") => Some(format!(
-            "{at} says manifest {r} does not match its digest"
-        )),
-        Write::Blob(Some(d)) if code("DIGEST_INVALID") => Some(format!(
-            "{at} received blob {d} with other content than its digest: the bytes were changed or cut on the way"
-        )),
-        Write::Blob(_) if code("SIZE_INVALID") => Some(format!(
-            "{at} received a blob of another size than declared"
-        )),
-        _ if code("NAME_INVALID") => Some(format!("{host} refuses the repository name {repo}")),
-        _ if code("DENIED") => Some(format!("{host} denied the request to write to {repo}")),
-        _ if code("UNSUPPORTED") || status == 405 => Some(format!(
-            "{host} does not support this operation on {repo}"
-        )),
-        _ => None,
-    };
-    match reason {
-        Some(reason) => RegistryError::Rejected {
-            reason,
-            method,
-            url,
-            status,
-            codes,
-        },
-        None => RegistryError::Status {
-            method,
-            url,
-            status,
-            codes,
-            retry_after,
-        },
-    }
-}
-
-/// A redirect answered to a write: ferry does not send uploads elsewhere than the registry
-/// (a streamed body cannot follow it, and credentials must not).
-fn not_redirected(resp: Response) -> Result<Response, RegistryError> {
-    if resp.status().is_redirection() {
-        return Err(RegistryError::Protocol {
-            url: redact(resp.url()),
-            reason: format!(
-                "the registry answered a write with a redirect ({}), which ferry does not follow",
-                resp.status()
-            ),
-        });
-    }
-    Ok(resp)
-}
-
 /// A new stream of `body` from `offset`, its failure told as the source's.
 fn open_at(body: &dyn UploadBody, offset: u64, url: &Url) -> Result<ByteStream, RegistryError> {
     body.open(offset).map_err(|source| RegistryError::Source {
@@ -719,15 +556,8 @@ fn open_at(body: &dyn UploadBody, offset: u64, url: &Url) -> Result<ByteStream, 
     })
 }
 
-fn header_value(v: &str) -> HeaderValue {
+pub(crate) fn header_value(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-fn header_digest(resp: &Response) -> Option<Digest> {
-    resp.headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<Digest>().ok())
 }
 
 /// How many bytes an upload answer's `Range: 0-N` says the registry holds (`N + 1`). `0-0`
@@ -747,73 +577,6 @@ fn range_end(headers: &HeaderMap) -> Option<u64> {
 /// A repository name in a query string.
 fn url_escape(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn lock(c: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The body stream shared by the chunks of one upload, and the bytes read ahead of them.
-struct Cursor {
-    stream: ByteStream,
-    /// Read from the stream, not yet handed to a chunk (at most one piece of the stream).
-    leftover: Bytes,
-    /// Body offset of the next byte to hand out.
-    pos: u64,
-    eof: bool,
-}
-
-impl Cursor {
-    fn is_empty(&self) -> bool {
-        self.leftover.is_empty() && self.eof
-    }
-
-    /// Have a piece at hand, or know the stream has ended.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while self.leftover.is_empty() && !self.eof {
-            match self.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(b))) => self.leftover = b,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(None) => self.eof = true,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// One chunk: the next `remaining` bytes of the shared cursor.
-struct ChunkStream {
-    cursor: Arc<Mutex<Cursor>>,
-    remaining: u64,
-}
-
-impl Stream for ChunkStream {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Self::Item>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let cursor = self.cursor.clone();
-        let mut c = lock(&cursor);
-        match c.poll_fill(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {}
-        }
-        if c.leftover.is_empty() {
-            return Poll::Ready(None);
-        }
-        let n = (c.leftover.len() as u64).min(self.remaining) as usize;
-        let piece = c.leftover.split_to(n);
-        c.pos += n as u64;
-        self.remaining -= n as u64;
-        Poll::Ready(Some(Ok(piece)))
-    }
 }
 
 #[cfg(test)]
