@@ -414,7 +414,11 @@ impl Client {
             let watch = match body.as_deref_mut() {
                 Some(src) => {
                     let stream = (src.open)()?;
-                    let watch = Arc::new(BodyWatch::default());
+                    let declared = headers
+                        .get(reqwest::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let watch = Arc::new(BodyWatch::new(declared));
                     let counted = CountingStream {
                         inner: stream,
                         watch: watch.clone(),

@@ -686,6 +686,29 @@ async fn an_upload_the_registry_never_answers_times_out_within_the_budget() {
     );
 }
 
+/// hyper stops polling a body once its `Content-Length` is written, so the end of the stream
+/// is never seen: a body sent whole must still count as sent, and an answer that never comes
+/// is a timeout waiting for it, not a stall of the body.
+#[tokio::test]
+async fn a_body_sent_whole_then_unanswered_is_a_timeout_not_a_stall() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        max_attempts: 1,
+        request_timeout: Duration::from_millis(300),
+        stall_timeout: Duration::from_millis(200),
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::HangUploads);
+    // Small enough to fit in the socket buffers even though the fake never reads it.
+    let body = BytesBody::new(data(2_000, 27));
+    let err = c
+        .push_blob(&fake.host(), "hang/small", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Timeout { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn chunks_are_sent_again_whole_when_a_token_expires_midway() {
     let fake = FakeRegistry::start(bearer(USER)).await;
