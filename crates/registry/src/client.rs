@@ -456,6 +456,18 @@ impl Client {
                     r?
                 }
             };
+            // reqwest follows a redirect of a request without a body (an upload's commit, a
+            // DELETE) and hands back the answer of wherever it led: a write must be answered
+            // by the URL it was sent to, or it did not happen where we meant it to.
+            if !matches!(method, Method::GET | Method::HEAD) && resp.url() != &url {
+                return Err(RegistryError::Protocol {
+                    url: redact(&url),
+                    reason: format!(
+                        "the registry redirected {method} to {}, which ferry does not follow for a write",
+                        redact(resp.url())
+                    ),
+                });
+            }
             // Only the registry itself may ask for new credentials: a 401 from a host it
             // redirected to must not steer tokens or passwords elsewhere.
             let own = same_origin(resp.url(), &state.base);

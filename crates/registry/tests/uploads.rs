@@ -1010,3 +1010,71 @@ async fn push_refused_to_accepted_credentials_says_the_account_may_not_push() {
         "{err}"
     );
 }
+
+/// A server that answers `/v2/` with 200, any write with a 307 to `/moved`, and `/moved`
+/// with `moved_status`: a registry redirecting writes.
+async fn redirecting_server(moved_status: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let mut parts = line.split(' ');
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let answer = if path == "/v2/" {
+                    "HTTP/1.1 200 OK\r\n".to_string()
+                } else if path == "/moved" {
+                    format!("HTTP/1.1 {moved_status} Moved\r\nDocker-Content-Digest: x\r\n")
+                } else if method != "GET" && method != "HEAD" {
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: /moved\r\n".to_string()
+                } else {
+                    "HTTP/1.1 404 Not Found\r\n".to_string()
+                };
+                let _ = conn
+                    .write_all(
+                        format!("{answer}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn a_write_the_registry_redirects_is_not_taken_for_done() {
+    let host = redirecting_server(202).await;
+    let c = client();
+    let digest = Digest::sha256_of(b"m");
+    let err = c
+        .delete_manifest(&host, "moved/app", &digest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the registry redirected DELETE to http://"),
+        "{err}"
+    );
+    let body = BytesBody::new(data(1_000, 28));
+    let err = c
+        .push_blob(&host, "moved/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("redirect"), "{err}");
+}
