@@ -488,6 +488,7 @@ impl Client {
                 // The credentials let us in (a ping, a pull), but not to write here.
                 if scopes.writes() && (state.auth.uses_tokens() || status == 403) {
                     return Err(RegistryError::PushDenied {
+                        action: scopes.denied_action(),
                         registry: state.name.clone(),
                         repository: scopes.target(),
                         method: method.to_string(),

@@ -192,11 +192,13 @@ pub enum RegistryError {
         window: std::time::Duration,
     },
     /// The credentials were accepted (for pulling) but the registry refuses to let this
-    /// account write to the repository.
+    /// account write to the repository. `action` says what was refused: "push to" or
+    /// "delete from".
     #[error(
-        "the account may not push to {repository} on {registry} ({method} {url} returned {status})"
+        "the account may not {action} {repository} on {registry} ({method} {url} returned {status})"
     )]
     PushDenied {
+        action: &'static str,
         registry: String,
         repository: String,
         method: String,

@@ -1009,6 +1009,15 @@ async fn push_refused_to_accepted_credentials_says_the_account_may_not_push() {
             .starts_with("the account may not push to ro/app"),
         "{err}"
     );
+    let err = c
+        .delete_manifest(&fake.host(), "ro/app", &img.manifest_digest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the account may not delete from ro/app"),
+        "{err}"
+    );
 }
 
 /// A server that answers `/v2/` with 200, any write with a 307 to `/moved`, and `/moved`
