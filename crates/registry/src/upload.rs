@@ -57,6 +57,16 @@ pub enum Pushed {
     Uploaded { sent: u64 },
 }
 
+/// What a mount request did.
+enum Mount {
+    /// The blob is in the repository now.
+    Done,
+    /// Not mounted; the registry opened an upload session at this URL instead.
+    Session(Url),
+    /// Not mounted, and no session to go on with.
+    Refused,
+}
+
 /// Makes a request body, again for each send of the request.
 type OpenFn<'a> = dyn FnMut() -> Result<ByteStream, RegistryError> + Send + 'a;
 
@@ -99,12 +109,28 @@ impl Client {
         opts: &UploadOptions,
         progress: ProgressFn<'_>,
     ) -> Result<(Digest, u64, Pushed), RegistryError> {
+        // A registry that does not mount opens an upload session instead (202, as the
+        // distribution spec asks): the upload goes on in the last such session, as docker's
+        // and containerd's do, rather than leaving it to expire and opening another.
+        let mut session: Option<Session> = None;
         if let Some(digest) = body.known_digest() {
             for from in opts.mount_from.iter().filter(|f| f.as_str() != repo) {
                 // A mount is an optimisation: one refused for any reason (no access to the
                 // source, say) leaves the upload to report what is really wrong.
                 let mounted = match self.mount(host, repo, from, &digest).await {
-                    Ok(m) => m,
+                    Ok(Mount::Done) => true,
+                    Ok(Mount::Session(location)) => {
+                        if let Some(old) = session.take() {
+                            self.cancel_session(host, repo, &old.location).await;
+                        }
+                        session = Some(Session {
+                            location,
+                            offset: 0,
+                            needs_status: false,
+                        });
+                        false
+                    }
+                    Ok(Mount::Refused) => false,
                     Err(e) if e.is_connect() => return Err(e),
                     Err(e) => {
                         tracing::debug!("mounting {digest} from {from} failed: {e}");
@@ -112,6 +138,9 @@ impl Client {
                     }
                 };
                 if mounted {
+                    if let Some(old) = session.take() {
+                        self.cancel_session(host, repo, &old.location).await;
+                    }
                     let size = match body.size() {
                         Some(s) => s,
                         None => self.blob_exists(host, repo, &digest).await?.unwrap_or(0),
@@ -130,7 +159,6 @@ impl Client {
             sent: Arc::new(AtomicU64::new(0)),
             monolithic_only: false,
         };
-        let mut session: Option<Session> = None;
         let mut attempt = 0u32;
         let mut furthest = 0u64;
         loop {
@@ -186,15 +214,15 @@ impl Client {
         }
     }
 
-    /// Try to mount `digest` from `from` into `repo`: true when mounted. A registry that
-    /// cannot mount opens an upload session instead, which is left to expire.
+    /// Try to mount `digest` from `from` into `repo`. A registry that cannot mount opens an
+    /// upload session instead.
     async fn mount(
         &self,
         host: &str,
         repo: &str,
         from: &str,
         digest: &Digest,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<Mount, RegistryError> {
         let path = format!(
             "v2/{repo}/blobs/uploads/?mount={digest}&from={}",
             url_escape(from)
@@ -205,8 +233,14 @@ impl Client {
             .await
             .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Blob(Some(digest))))?;
+        if resp.status() == StatusCode::ACCEPTED {
+            return Ok(match self.location(host, &resp).await {
+                Ok(location) => Mount::Session(location),
+                Err(_) => Mount::Refused,
+            });
+        }
         if resp.status() != StatusCode::CREATED {
-            return Ok(false);
+            return Ok(Mount::Refused);
         }
         if let Some(d) = header_digest(&resp) {
             if d != *digest {
@@ -216,7 +250,25 @@ impl Client {
                 });
             }
         }
-        Ok(true)
+        Ok(Mount::Done)
+    }
+
+    /// Cancel an upload session that will not be used (`DELETE` on its URL), so it does not
+    /// linger until the registry purges it. Best effort: a failure only delays that.
+    async fn cancel_session(&self, host: &str, repo: &str, location: &Url) {
+        let scopes = Scopes::push(repo);
+        let sent = self
+            .send(
+                host,
+                &scopes,
+                Method::DELETE,
+                location.as_str(),
+                HeaderMap::new(),
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!("cancelling an unused upload session failed: {e}");
+        }
     }
 
     /// One attempt: open (or continue) the session, send what the registry lacks, commit.

@@ -792,6 +792,10 @@ async fn a_refused_mount_falls_back_to_an_upload() {
     assert_eq!(pushed, Pushed::Uploaded { sent: 200_000 });
     assert_eq!((fake.mounts(), fake.upload_bytes()), (1, 200_000));
     assert_eq!(fake.blob("two/app", &digest).unwrap(), blob);
+    // The session the last refused mount opened carries the upload: no other is opened,
+    // and those not used are cancelled rather than left to expire.
+    assert_eq!(uploads_to(&fake, "POST", "two/app").len(), 2);
+    assert_eq!(fake.open_uploads(), 0);
 }
 
 #[tokio::test]
