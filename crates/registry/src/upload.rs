@@ -471,7 +471,9 @@ impl Client {
                 .and_then(not_redirected)
                 .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
             let pos = lock(&cursor).pos;
-            let held = range_end(resp.headers());
+            // A chunk carried at least one byte, so the session holds at least one: `0-0`
+            // here can only mean one byte, not the empty session it also stands for.
+            let held = range_end(resp.headers()).map(|h| if h == 0 && pos > 0 { 1 } else { h });
             s.location = self.location(run.host, &resp).await?;
             match held {
                 Some(held) if held != pos => {

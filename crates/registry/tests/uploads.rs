@@ -939,6 +939,22 @@ async fn a_body_of_unknown_length_resumes_after_a_cut() {
         .all(|r| r.content_range.is_none()));
 }
 
+/// distribution answers `Range: 0-0` for a session holding one byte as for an empty one:
+/// after a chunk of one byte it means the byte arrived, and it is not sent again.
+#[tokio::test]
+async fn a_one_byte_chunk_answered_0_0_is_not_sent_again() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let body = Streamed::new(vec![42]);
+    let (digest, size, _) = c
+        .push_blob(&fake.host(), "one/byte", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((digest.clone(), size), (Digest::sha256_of(&[42]), 1));
+    assert_eq!(fake.blob("one/byte", &digest).unwrap(), vec![42]);
+    assert_eq!(fake.upload_bytes(), 1);
+}
+
 fn bearer(fake_user: &str) -> FakeAuth {
     FakeAuth::Bearer {
         credentials: Some((fake_user.into(), PASS.into())),
