@@ -546,6 +546,7 @@ impl Client {
             }
             if w.sent().saturating_sub(before) < self.opts.stall_min_bytes {
                 return RegistryError::SendStalled {
+                    method: method.to_string(),
                     url: redact(url),
                     sent: w.sent(),
                     min_bytes: self.opts.stall_min_bytes,

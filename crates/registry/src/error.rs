@@ -186,6 +186,7 @@ pub enum RegistryError {
     /// An upload's body stopped moving: the registry took too little for too long.
     #[error("the upload to {url} stalled: the registry took fewer than {min_bytes} bytes in {} (after {sent} bytes; --timeout)", secs(*window))]
     SendStalled {
+        method: String,
         url: String,
         sent: u64,
         min_bytes: u64,
@@ -354,8 +355,8 @@ impl RegistryError {
             RegistryError::Status { method, url, .. }
             | RegistryError::Transport { method, url, .. }
             | RegistryError::Timeout { method, url, .. } => (method.clone(), url.clone()),
-            RegistryError::SendStalled { url, .. } => ("PATCH".into(), url.clone()),
             RegistryError::Rejected { method, url, .. }
+            | RegistryError::SendStalled { method, url, .. }
             | RegistryError::PushDenied { method, url, .. } => (method.clone(), url.clone()),
             RegistryError::Body { url, .. }
             | RegistryError::Stalled { url, .. }
