@@ -102,7 +102,9 @@ pub trait UploadBody: Send + Sync {
     /// The bytes from `offset` to the end; may be called again after a failure.
     fn open(&self, offset: u64) -> std::io::Result<ByteStream>;
     /// Digest and length of the whole body: known up front, or once a stream from `open`
-    /// was read to its end.
+    /// was read to its end — from any offset: a body that learns its digest on the way
+    /// (a layer compressed while it streams) must hash the bytes before the offset too, as
+    /// an upload resumed mid-blob reads only from there.
     fn finished(&self) -> Option<(ferry_core::Digest, u64)>;
 }
 

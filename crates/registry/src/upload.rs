@@ -577,14 +577,31 @@ impl Client {
                 url: redact(resp.url()),
                 reason: "the upload answer has no Location".into(),
             })?;
-        resp.url()
+        let location = resp
+            .url()
             .join(value)
             .or_else(|_| base.join(value))
             .map_err(|e| RegistryError::Protocol {
                 url: redact(resp.url()),
                 reason: format!("the upload Location is not a URL: {e}"),
-            })
+            })?;
+        if downgrades(&base, &location) {
+            return Err(RegistryError::Protocol {
+                url: redact(resp.url()),
+                reason: format!(
+                    "the registry named a plain-HTTP upload URL ({}) although it is reached over HTTPS; ferry does not send image data unencrypted",
+                    redact(&location)
+                ),
+            });
+        }
+        Ok(location)
     }
+}
+
+/// A `Location` that would move an upload from HTTPS to plain HTTP (a registry behind a TLS
+/// proxy that does not say so, typically): the body would cross the network in the clear.
+fn downgrades(base: &Url, location: &Url) -> bool {
+    base.scheme() == "https" && location.scheme() == "http"
 }
 
 /// The session failed in a way that says the registry does not take PATCH: a 405 or 501,
@@ -643,6 +660,25 @@ mod tests {
             h.insert(reqwest::header::RANGE, HeaderValue::from_str(r).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn an_upload_location_may_not_leave_https_for_http() {
+        let https = Url::parse("https://r.example/").unwrap();
+        let http = Url::parse("http://127.0.0.1:5000/").unwrap();
+        let to = |s: &str| Url::parse(s).unwrap();
+        assert!(downgrades(
+            &https,
+            &to("http://r.example/v2/a/blobs/uploads/1")
+        ));
+        assert!(!downgrades(
+            &https,
+            &to("https://up.example/v2/a/blobs/uploads/1")
+        ));
+        assert!(!downgrades(
+            &http,
+            &to("http://127.0.0.1:5000/v2/a/blobs/uploads/1")
+        ));
     }
 
     #[test]
