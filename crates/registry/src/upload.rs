@@ -36,6 +36,9 @@ pub struct UploadOptions {
     pub mount_from: Vec<String>,
 }
 
+/// The slowest a registry is expected to hash or copy a blob when an upload is committed.
+const COMMIT_BYTES_PER_SEC: u64 = 16 * 1024 * 1024;
+
 /// The default chunk size: 16 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
 
@@ -518,7 +521,9 @@ impl Client {
             }
             None => {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-                self.send(run.host, &run.scopes, Method::PUT, url.as_str(), headers)
+                let wait = self.commit_wait(s.offset);
+                let (host, scopes) = (run.host, &run.scopes);
+                self.send_waiting(host, scopes, Method::PUT, url.as_str(), headers, None, wait)
                     .await
             }
         }
@@ -533,6 +538,13 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// How long the commit of a `size`-byte upload may take to be answered: the request
+    /// deadline, plus a second per 16 MiB, as a registry may hash or copy the whole blob
+    /// before it answers (distribution on S3 storage does both for a large one).
+    fn commit_wait(&self, size: u64) -> std::time::Duration {
+        self.opts.request_timeout + std::time::Duration::from_secs(size / COMMIT_BYTES_PER_SEC)
     }
 
     /// Send a request with a body, telling `progress` the blob offset reached as the body

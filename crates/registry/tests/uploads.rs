@@ -709,6 +709,31 @@ async fn a_body_sent_whole_then_unanswered_is_a_timeout_not_a_stall() {
     assert!(matches!(err, RegistryError::Timeout { .. }), "{err}");
 }
 
+/// A registry may hash or copy a whole blob before it answers the commit: a big blob's
+/// commit is given longer than the request deadline, not timed out and committed again.
+#[tokio::test]
+async fn a_big_blob_commit_is_given_time_to_answer() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::SlowCommit { ms: 700 });
+    let blob = data(16 << 20, 29);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "big/app", &body, &opts(4 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(digest, Digest::sha256_of(&blob));
+    assert_eq!(
+        uploads_to(&fake, "PUT", "big/app").len(),
+        1,
+        "one commit, waited for"
+    );
+}
+
 #[tokio::test]
 async fn chunks_are_sent_again_whole_when_a_token_expires_midway() {
     let fake = FakeRegistry::start(bearer(USER)).await;

@@ -338,6 +338,13 @@ async fn put(
         );
     };
     let (bytes, cut) = read_body(state, req).await;
+    let slow = lock(state).faults.iter().find_map(|f| match f {
+        Fault::SlowCommit { ms } => Some(*ms),
+        _ => None,
+    });
+    if let (Some(ms), true) = (slow, bytes.is_empty()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let mut st = lock(state);
     let Some(u) = st.uploads.get_mut(id) else {
         return upload_unknown();
