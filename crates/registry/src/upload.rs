@@ -565,7 +565,18 @@ impl Client {
             open,
             sent: run.sent.clone(),
         };
-        let sending = self.send_body(run.host, &run.scopes, method, url, headers, Some(&mut src));
+        // A whole-blob PUT is a commit too: its answer may wait for the blob to be hashed.
+        let wait = if method == Method::PUT {
+            let len = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            self.commit_wait(len.unwrap_or(0))
+        } else {
+            self.opts.request_timeout
+        };
+        let (host, scopes) = (run.host, &run.scopes);
+        let sending = self.send_waiting(host, scopes, method, url, headers, Some(&mut src), wait);
         tokio::pin!(sending);
         loop {
             tokio::select! {

@@ -732,6 +732,15 @@ async fn a_big_blob_commit_is_given_time_to_answer() {
         1,
         "one commit, waited for"
     );
+    // The same blob in one PUT: the whole-blob commit is waited for too.
+    c.push_blob(&fake.host(), "big/mono", &body, &opts(32 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        uploads_to(&fake, "PUT", "big/mono").len(),
+        1,
+        "one whole-blob PUT, waited for"
+    );
 }
 
 #[tokio::test]

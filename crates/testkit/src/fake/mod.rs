@@ -138,8 +138,9 @@ pub enum Fault {
     /// PATCH and PUT on upload sessions are accepted and never answered (nor their bodies
     /// read).
     HangUploads,
-    /// The commit of a chunked upload (a `PUT ?digest=` with no body) takes `ms` before it
-    /// is done and answered, as a registry re-reading or copying a large blob does.
+    /// The commit of an upload (a `PUT ?digest=`, with the whole blob or after chunks)
+    /// takes `ms` before it is done and answered, as a registry re-reading or copying a
+    /// large blob does.
     SlowCommit { ms: u64 },
 }
 

@@ -342,7 +342,7 @@ async fn put(
         Fault::SlowCommit { ms } => Some(*ms),
         _ => None,
     });
-    if let (Some(ms), true) = (slow, bytes.is_empty()) {
+    if let (Some(ms), false) = (slow, cut) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let mut st = lock(state);
