@@ -149,14 +149,20 @@ impl ImageDestination for RegistryDestination {
 
     async fn reuse_blob(&self, digest: &Digest) -> Result<bool, CopyError> {
         for from in self.hints.holders(digest, &self.repo) {
-            let mounted = self
+            // A hint is only a hint: a mount that fails (the source repository is gone, the
+            // account may not read it) leaves the blob to be uploaded, and the upload says
+            // what is really wrong, if anything.
+            let mounted = match self
                 .client
-                .mount(&self.host, &self.repo, &from, digest)
+                .try_mount(&self.host, &self.repo, &from, digest)
                 .await
-                .map_err(self.err(format!(
-                    "mounting blob {digest} from {from} into {}/{}",
-                    self.host, self.repo
-                )))?;
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(%digest, from, "mount failed: {e}");
+                    false
+                }
+            };
             if mounted {
                 tracing::debug!(%digest, from, "mounted");
                 self.hints.note(digest, &self.repo);

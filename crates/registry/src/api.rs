@@ -31,7 +31,8 @@ impl FetchedManifest {
     }
 }
 
-/// Progress of one blob download, as bytes held so far.
+/// Progress of one blob: bytes held so far (a download), or the offset of the blob the
+/// upload has reached (an upload; it may go back after a restart).
 pub type ProgressFn<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
 fn pull_scope(repo: &str) -> Scopes {

@@ -29,18 +29,31 @@ pub(crate) struct BodySource<'a> {
 pub(crate) struct BodyWatch {
     sent: AtomicU64,
     done: AtomicBool,
+    /// The body's declared length (`Content-Length`): hyper stops polling a body once it
+    /// has written that many bytes, so the stream's end is never seen and the count must
+    /// say the body is through.
+    expected: Option<u64>,
     /// A failure reading the body (a local file), kept so it is not mistaken for the
     /// network's.
     error: Mutex<Option<std::io::Error>>,
 }
 
 impl BodyWatch {
+    pub(crate) fn new(expected: Option<u64>) -> BodyWatch {
+        BodyWatch {
+            expected,
+            ..BodyWatch::default()
+        }
+    }
+
     pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// The whole body has been handed to the connection: the stream ended, or the declared
+    /// length was reached.
     pub(crate) fn is_done(&self) -> bool {
-        self.done.load(Ordering::Relaxed)
+        self.done.load(Ordering::Relaxed) || self.expected.is_some_and(|e| self.sent() >= e)
     }
 
     pub(crate) fn take_error(&self) -> Option<std::io::Error> {
@@ -89,7 +102,9 @@ pub trait UploadBody: Send + Sync {
     /// The bytes from `offset` to the end; may be called again after a failure.
     fn open(&self, offset: u64) -> std::io::Result<ByteStream>;
     /// Digest and length of the whole body: known up front, or once a stream from `open`
-    /// was read to its end.
+    /// was read to its end — from any offset: a body that learns its digest on the way
+    /// (a layer compressed while it streams) must hash the bytes before the offset too, as
+    /// an upload resumed mid-blob reads only from there.
     fn finished(&self) -> Option<(ferry_core::Digest, u64)>;
 }
 

@@ -387,7 +387,26 @@ impl Client {
         method: Method,
         path: &str,
         headers: HeaderMap,
+        body: Option<&mut BodySource<'_>>,
+    ) -> Result<Response, RegistryError> {
+        let wait = self.opts.request_timeout;
+        self.send_waiting(registry, scopes, method, path, headers, body, wait)
+            .await
+    }
+
+    /// [`Client::send_body`] whose answer may take up to `answer_within` once the request
+    /// is sent (an upload's commit, which some registries answer only after re-reading or
+    /// copying the whole blob).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_waiting(
+        &self,
+        registry: &str,
+        scopes: &Scopes,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
         mut body: Option<&mut BodySource<'_>>,
+        answer_within: Duration,
     ) -> Result<Response, RegistryError> {
         let state = self.registry(registry).await?;
         let url = state
@@ -414,7 +433,11 @@ impl Client {
             let watch = match body.as_deref_mut() {
                 Some(src) => {
                     let stream = (src.open)()?;
-                    let watch = Arc::new(BodyWatch::default());
+                    let declared = headers
+                        .get(reqwest::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let watch = Arc::new(BodyWatch::new(declared));
                     let counted = CountingStream {
                         inner: stream,
                         watch: watch.clone(),
@@ -426,21 +449,27 @@ impl Client {
                 None => None,
             };
             // The error body read below counts against the same deadline as the headers.
-            let mut until = tokio::time::Instant::now() + self.opts.request_timeout;
+            let mut until = tokio::time::Instant::now() + answer_within;
             let sending = async {
                 req.send()
                     .await
                     .map_err(|e| transport_error(method.as_str(), &url, e))
             };
             let resp = match &watch {
-                None => {
-                    self.deadline_until(until, method.as_str(), &url, sending)
-                        .await?
-                }
+                None => match tokio::time::timeout_at(until, sending).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(RegistryError::Timeout {
+                            method: method.to_string(),
+                            url: redact(&url),
+                            after: answer_within,
+                        })
+                    }
+                },
                 Some(w) => {
                     let r = tokio::select! {
                         r = sending => r,
-                        e = self.watch_body(w, method.as_str(), &url) => Err(e),
+                        e = self.watch_body(w, method.as_str(), &url, answer_within) => Err(e),
                     };
                     if let Some(e) = w.take_error() {
                         return Err(RegistryError::Source {
@@ -448,10 +477,22 @@ impl Client {
                             source: e,
                         });
                     }
-                    until = tokio::time::Instant::now() + self.opts.request_timeout;
+                    until = tokio::time::Instant::now() + answer_within;
                     r?
                 }
             };
+            // reqwest follows a redirect of a request without a body (an upload's commit, a
+            // DELETE) and hands back the answer of wherever it led: a write must be answered
+            // by the URL it was sent to, or it did not happen where we meant it to.
+            if !matches!(method, Method::GET | Method::HEAD) && resp.url() != &url {
+                return Err(RegistryError::Protocol {
+                    url: redact(&url),
+                    reason: format!(
+                        "the registry redirected {method} to {}, which ferry does not follow for a write",
+                        redact(resp.url())
+                    ),
+                });
+            }
             // Only the registry itself may ask for new credentials: a 401 from a host it
             // redirected to must not steer tokens or passwords elsewhere.
             let own = same_origin(resp.url(), &state.base);
@@ -472,6 +513,7 @@ impl Client {
                 // The credentials let us in (a ping, a pull), but not to write here.
                 if scopes.writes() && (state.auth.uses_tokens() || status == 403) {
                     return Err(RegistryError::PushDenied {
+                        action: scopes.denied_action(),
                         registry: state.name.clone(),
                         repository: scopes.target(),
                         method: method.to_string(),
@@ -511,7 +553,13 @@ impl Client {
     /// Resolve with an error when a request body stops moving (fewer than `stall_min_bytes`
     /// taken in a `stall_timeout` window), or when the answer does not come within the
     /// request deadline after the body was sent; never resolves otherwise.
-    async fn watch_body(&self, w: &BodyWatch, method: &str, url: &Url) -> RegistryError {
+    async fn watch_body(
+        &self,
+        w: &BodyWatch,
+        method: &str,
+        url: &Url,
+        answer_within: Duration,
+    ) -> RegistryError {
         let window = self.opts.stall_timeout;
         loop {
             let before = w.sent();
@@ -520,15 +568,16 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(50).min(window)).await;
             }
             if w.is_done() {
-                tokio::time::sleep(self.opts.request_timeout).await;
+                tokio::time::sleep(answer_within).await;
                 return RegistryError::Timeout {
                     method: method.to_string(),
                     url: redact(url),
-                    after: self.opts.request_timeout,
+                    after: answer_within,
                 };
             }
             if w.sent().saturating_sub(before) < self.opts.stall_min_bytes {
                 return RegistryError::SendStalled {
+                    method: method.to_string(),
                     url: redact(url),
                     sent: w.sent(),
                     min_bytes: self.opts.stall_min_bytes,

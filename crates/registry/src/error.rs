@@ -186,17 +186,20 @@ pub enum RegistryError {
     /// An upload's body stopped moving: the registry took too little for too long.
     #[error("the upload to {url} stalled: the registry took fewer than {min_bytes} bytes in {} (after {sent} bytes; --timeout)", secs(*window))]
     SendStalled {
+        method: String,
         url: String,
         sent: u64,
         min_bytes: u64,
         window: std::time::Duration,
     },
     /// The credentials were accepted (for pulling) but the registry refuses to let this
-    /// account write to the repository.
+    /// account write to the repository. `action` says what was refused: "push to" or
+    /// "delete from".
     #[error(
-        "the account may not push to {repository} on {registry} ({method} {url} returned {status})"
+        "the account may not {action} {repository} on {registry} ({method} {url} returned {status})"
     )]
     PushDenied {
+        action: &'static str,
         registry: String,
         repository: String,
         method: String,
@@ -264,6 +267,13 @@ impl RegistryError {
     pub fn is_unauthorized(&self) -> bool {
         match self {
             RegistryError::Status { status, codes, .. } => {
+                *status == 401
+                    || *status == 403
+                    || codes
+                        .iter()
+                        .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
+            }
+            RegistryError::Rejected { status, codes, .. } => {
                 *status == 401
                     || *status == 403
                     || codes
@@ -345,8 +355,8 @@ impl RegistryError {
             RegistryError::Status { method, url, .. }
             | RegistryError::Transport { method, url, .. }
             | RegistryError::Timeout { method, url, .. } => (method.clone(), url.clone()),
-            RegistryError::SendStalled { url, .. } => ("PATCH".into(), url.clone()),
             RegistryError::Rejected { method, url, .. }
+            | RegistryError::SendStalled { method, url, .. }
             | RegistryError::PushDenied { method, url, .. } => (method.clone(), url.clone()),
             RegistryError::Body { url, .. }
             | RegistryError::Stalled { url, .. }

@@ -102,6 +102,15 @@ impl Scopes {
             .to_string()
     }
 
+    /// What a refusal of these scopes refused, in words: "delete from" or "push to".
+    pub(crate) fn denied_action(&self) -> &'static str {
+        if self.0.iter().any(|s| matches!(s, Scope::Delete(_))) {
+            "delete from"
+        } else {
+            "push to"
+        }
+    }
+
     /// Whether any scope asks for more than reading.
     pub(crate) fn writes(&self) -> bool {
         self.0.iter().any(Scope::writes)
@@ -125,5 +134,7 @@ mod tests {
             Scopes::pull("x")
         );
         assert!(!Scopes::pull("x").writes());
+        assert_eq!(Scopes::delete("x").denied_action(), "delete from");
+        assert_eq!(m.denied_action(), "push to");
     }
 }

@@ -1,5 +1,5 @@
-//! The write side of the API: blob uploads (cross-repository mount, monolithic PUT, chunked
-//! PATCHes resumed from the registry's offset), manifest PUT and manifest DELETE.
+//! Blob uploads: cross-repository mount, monolithic PUT, chunked PATCHes resumed from the
+//! registry's offset (manifest PUT and DELETE are in `manifest_write`).
 //!
 //! An upload is one session (`POST …/blobs/uploads/` → `Location`) that every request
 //! continues with the `Location` the previous answer gave. A chunk cut short is not sent
@@ -9,10 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::Stream;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
@@ -20,9 +18,11 @@ use url::Url;
 use ferry_core::Digest;
 
 use crate::api::ProgressFn;
-use crate::body::{BodySource, ByteStream, BytesBody, UploadBody};
+use crate::body::{BodySource, ByteStream, UploadBody};
+use crate::chunks::{lock, ChunkStream, Cursor};
 use crate::client::Client;
 use crate::error::{redact, RegistryError};
+use crate::refusal::{explain, header_digest, not_redirected, Write};
 use crate::scope::Scopes;
 
 /// How a blob is uploaded.
@@ -35,6 +35,9 @@ pub struct UploadOptions {
     /// of them is tried before any byte is sent.
     pub mount_from: Vec<String>,
 }
+
+/// The slowest a registry is expected to hash or copy a blob when an upload is committed.
+const COMMIT_BYTES_PER_SEC: u64 = 16 * 1024 * 1024;
 
 /// The default chunk size: 16 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
@@ -55,6 +58,16 @@ pub enum Pushed {
     Mounted { from: String },
     /// The blob was uploaded; `sent` counts the body bytes sent, retries included.
     Uploaded { sent: u64 },
+}
+
+/// What a mount request did.
+enum Mount {
+    /// The blob is in the repository now.
+    Done,
+    /// Not mounted; the registry opened an upload session at this URL instead.
+    Session(Url),
+    /// Not mounted, and no session to go on with.
+    Refused,
 }
 
 /// Makes a request body, again for each send of the request.
@@ -99,12 +112,28 @@ impl Client {
         opts: &UploadOptions,
         progress: ProgressFn<'_>,
     ) -> Result<(Digest, u64, Pushed), RegistryError> {
+        // A registry that does not mount opens an upload session instead (202, as the
+        // distribution spec asks): the upload goes on in the last such session, as docker's
+        // and containerd's do, rather than leaving it to expire and opening another.
+        let mut session: Option<Session> = None;
         if let Some(digest) = body.known_digest() {
             for from in opts.mount_from.iter().filter(|f| f.as_str() != repo) {
                 // A mount is an optimisation: one refused for any reason (no access to the
                 // source, say) leaves the upload to report what is really wrong.
                 let mounted = match self.mount(host, repo, from, &digest).await {
-                    Ok(m) => m,
+                    Ok(Mount::Done) => true,
+                    Ok(Mount::Session(location)) => {
+                        if let Some(old) = session.take() {
+                            self.cancel_session(host, repo, &old.location).await;
+                        }
+                        session = Some(Session {
+                            location,
+                            offset: 0,
+                            needs_status: false,
+                        });
+                        false
+                    }
+                    Ok(Mount::Refused) => false,
                     Err(e) if e.is_connect() => return Err(e),
                     Err(e) => {
                         tracing::debug!("mounting {digest} from {from} failed: {e}");
@@ -112,6 +141,9 @@ impl Client {
                     }
                 };
                 if mounted {
+                    if let Some(old) = session.take() {
+                        self.cancel_session(host, repo, &old.location).await;
+                    }
                     let size = match body.size() {
                         Some(s) => s,
                         None => self.blob_exists(host, repo, &digest).await?.unwrap_or(0),
@@ -130,7 +162,6 @@ impl Client {
             sent: Arc::new(AtomicU64::new(0)),
             monolithic_only: false,
         };
-        let mut session: Option<Session> = None;
         let mut attempt = 0u32;
         let mut furthest = 0u64;
         loop {
@@ -165,6 +196,18 @@ impl Client {
                 return Err(err);
             }
             if restart {
+                // The commit may have gone through with its answer lost: then the blob is
+                // there and nothing needs sending again.
+                if let Some((digest, size)) = body.finished() {
+                    if self.blob_exists(host, repo, &digest).await.ok().flatten() == Some(size) {
+                        progress(size);
+                        let sent = run.sent.load(Ordering::Relaxed);
+                        return Ok((digest, size, Pushed::Uploaded { sent }));
+                    }
+                }
+            }
+            if restart || run.monolithic_only {
+                // A whole-blob PUT always starts at byte 0, so it needs an empty session.
                 session = None;
             } else if let Some(s) = &mut session {
                 s.needs_status = true;
@@ -174,15 +217,34 @@ impl Client {
         }
     }
 
-    /// Try to mount `digest` from `from` into `repo`: true when mounted. A registry that
-    /// cannot mount opens an upload session instead, which is left to expire.
-    pub async fn mount(
+    /// Try to mount `digest` from `from` into `repo` without uploading anything: true when
+    /// mounted. A session the registry opened instead is cancelled.
+    pub async fn try_mount(
         &self,
         host: &str,
         repo: &str,
         from: &str,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
+        match self.mount(host, repo, from, digest).await? {
+            Mount::Done => Ok(true),
+            Mount::Session(location) => {
+                self.cancel_session(host, repo, &location).await;
+                Ok(false)
+            }
+            Mount::Refused => Ok(false),
+        }
+    }
+
+    /// Try to mount `digest` from `from` into `repo`. A registry that cannot mount opens an
+    /// upload session instead.
+    async fn mount(
+        &self,
+        host: &str,
+        repo: &str,
+        from: &str,
+        digest: &Digest,
+    ) -> Result<Mount, RegistryError> {
         let path = format!(
             "v2/{repo}/blobs/uploads/?mount={digest}&from={}",
             url_escape(from)
@@ -193,8 +255,14 @@ impl Client {
             .await
             .and_then(not_redirected)
             .map_err(|e| explain(e, host, repo, Write::Blob(Some(digest))))?;
+        if resp.status() == StatusCode::ACCEPTED {
+            return Ok(match self.location(host, &resp).await {
+                Ok(location) => Mount::Session(location),
+                Err(_) => Mount::Refused,
+            });
+        }
         if resp.status() != StatusCode::CREATED {
-            return Ok(false);
+            return Ok(Mount::Refused);
         }
         if let Some(d) = header_digest(&resp) {
             if d != *digest {
@@ -204,7 +272,25 @@ impl Client {
                 });
             }
         }
-        Ok(true)
+        Ok(Mount::Done)
+    }
+
+    /// Cancel an upload session that will not be used (`DELETE` on its URL), so it does not
+    /// linger until the registry purges it. Best effort: a failure only delays that.
+    async fn cancel_session(&self, host: &str, repo: &str, location: &Url) {
+        let scopes = Scopes::push(repo);
+        let sent = self
+            .send(
+                host,
+                &scopes,
+                Method::DELETE,
+                location.as_str(),
+                HeaderMap::new(),
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!("cancelling an unused upload session failed: {e}");
+        }
     }
 
     /// One attempt: open (or continue) the session, send what the registry lacks, commit.
@@ -270,7 +356,7 @@ impl Client {
             )
             .await
             .and_then(not_redirected)?;
-        let held = range_end(&resp).unwrap_or(0);
+        let held = range_end(resp.headers()).unwrap_or(0);
         if resp.headers().contains_key(reqwest::header::LOCATION) {
             s.location = self.location(run.host, &resp).await?;
         }
@@ -407,7 +493,9 @@ impl Client {
                 .and_then(not_redirected)
                 .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
             let pos = lock(&cursor).pos;
-            let held = range_end(&resp);
+            // A chunk carried at least one byte, so the session holds at least one: `0-0`
+            // here can only mean one byte, not the empty session it also stands for.
+            let held = range_end(resp.headers()).map(|h| if h == 0 && pos > 0 { 1 } else { h });
             s.location = self.location(run.host, &resp).await?;
             match held {
                 Some(held) if held != pos => {
@@ -452,7 +540,9 @@ impl Client {
             }
             None => {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-                self.send(run.host, &run.scopes, Method::PUT, url.as_str(), headers)
+                let wait = self.commit_wait(s.offset);
+                let (host, scopes) = (run.host, &run.scopes);
+                self.send_waiting(host, scopes, Method::PUT, url.as_str(), headers, None, wait)
                     .await
             }
         }
@@ -467,6 +557,13 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// How long the commit of a `size`-byte upload may take to be answered: the request
+    /// deadline, plus a second per 16 MiB, as a registry may hash or copy the whole blob
+    /// before it answers (distribution on S3 storage does both for a large one).
+    fn commit_wait(&self, size: u64) -> std::time::Duration {
+        self.opts.request_timeout + std::time::Duration::from_secs(size / COMMIT_BYTES_PER_SEC)
     }
 
     /// Send a request with a body, telling `progress` the blob offset reached as the body
@@ -487,7 +584,18 @@ impl Client {
             open,
             sent: run.sent.clone(),
         };
-        let sending = self.send_body(run.host, &run.scopes, method, url, headers, Some(&mut src));
+        // A whole-blob PUT is a commit too: its answer may wait for the blob to be hashed.
+        let wait = if method == Method::PUT {
+            let len = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            self.commit_wait(len.unwrap_or(0))
+        } else {
+            self.opts.request_timeout
+        };
+        let (host, scopes) = (run.host, &run.scopes);
+        let sending = self.send_waiting(host, scopes, method, url, headers, Some(&mut src), wait);
         tokio::pin!(sending);
         loop {
             tokio::select! {
@@ -511,94 +619,31 @@ impl Client {
                 url: redact(resp.url()),
                 reason: "the upload answer has no Location".into(),
             })?;
-        resp.url()
+        let location = resp
+            .url()
             .join(value)
             .or_else(|_| base.join(value))
             .map_err(|e| RegistryError::Protocol {
                 url: redact(resp.url()),
                 reason: format!("the upload Location is not a URL: {e}"),
-            })
-    }
-
-    /// Store `bytes` as manifest `reference` (a tag or a digest) of `repo` with Content-Type
-    /// `media_type`. Returns the digest, checked against the registry's
-    /// `Docker-Content-Digest`.
-    pub async fn put_manifest(
-        &self,
-        host: &str,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: Bytes,
-    ) -> Result<Digest, RegistryError> {
-        let body = BytesBody::new(bytes);
-        let digest = body.known_digest().expect("a bytes body knows its digest");
-        let path = format!("v2/{repo}/manifests/{reference}");
-        if let Ok(named) = reference.parse::<Digest>() {
-            if named != digest {
-                return Err(RegistryError::Config(format!(
-                    "the manifest to push as {host}/{repo}@{named} hashes to {digest}"
-                )));
-            }
+            })?;
+        if downgrades(&base, &location) {
+            return Err(RegistryError::Protocol {
+                url: redact(resp.url()),
+                reason: format!(
+                    "the registry named a plain-HTTP upload URL ({}) although it is reached over HTTPS; ferry does not send image data unencrypted",
+                    redact(&location)
+                ),
+            });
         }
-        let content_type = HeaderValue::from_str(media_type).map_err(|_| {
-            RegistryError::Config(format!("{media_type:?} is not a valid media type"))
-        })?;
-        let scopes = Scopes::push(repo);
-        let sent = Arc::new(AtomicU64::new(0));
-        let resp = self
-            .with_retries(|| async {
-                let mut headers = HeaderMap::new();
-                headers.insert(CONTENT_TYPE, content_type.clone());
-                headers.insert(
-                    CONTENT_LENGTH,
-                    header_value(&body.bytes().len().to_string()),
-                );
-                let b = &body;
-                let mut open = || {
-                    b.open(0).map_err(|source| RegistryError::Source {
-                        url: path.clone(),
-                        source,
-                    })
-                };
-                let mut src = BodySource {
-                    open: &mut open,
-                    sent: sent.clone(),
-                };
-                self.send_body(host, &scopes, Method::PUT, &path, headers, Some(&mut src))
-                    .await
-            })
-            .await
-            .and_then(not_redirected)
-            .map_err(|e| explain(e, host, repo, Write::Manifest(reference)))?;
-        if let Some(d) = header_digest(&resp) {
-            if d != digest {
-                return Err(RegistryError::Protocol {
-                    url: redact(resp.url()),
-                    reason: format!(
-                        "the registry stored the manifest as {d}, but its bytes hash to {digest}"
-                    ),
-                });
-            }
-        }
-        Ok(digest)
+        Ok(location)
     }
+}
 
-    /// Delete manifest `digest` of `repo` (and so every tag pointing at it).
-    pub async fn delete_manifest(
-        &self,
-        host: &str,
-        repo: &str,
-        digest: &Digest,
-    ) -> Result<(), RegistryError> {
-        let path = format!("v2/{repo}/manifests/{digest}");
-        let scopes = Scopes::delete(repo);
-        self.with_retries(|| self.send(host, &scopes, Method::DELETE, &path, HeaderMap::new()))
-            .await
-            .and_then(not_redirected)
-            .map_err(|e| explain(e, host, repo, Write::Delete))?;
-        Ok(())
-    }
+/// A `Location` that would move an upload from HTTPS to plain HTTP (a registry behind a TLS
+/// proxy that does not say so, typically): the body would cross the network in the clear.
+fn downgrades(base: &Url, location: &Url) -> bool {
+    base.scheme() == "https" && location.scheme() == "http"
 }
 
 /// The session failed in a way that says the registry does not take PATCH: a 405 or 501,
@@ -616,89 +661,6 @@ fn refuses_chunks(err: &RegistryError, session: &Option<Session>) -> bool {
         && (matches!(status, 405 | 501) || (at_start && matches!(status, 400 | 411 | 416)))
 }
 
-/// What a write was about, for the sentence explaining a refusal.
-enum Write<'a> {
-    Blob(Option<&'a Digest>),
-    Manifest(&'a str),
-    Delete,
-}
-
-/// Turn a refusal carrying the registry's error codes into a sentence saying what it means.
-fn explain(e: RegistryError, host: &str, repo: &str, what: Write<'_>) -> RegistryError {
-    let RegistryError::Status {
-        method,
-        url,
-        status,
-        codes,
-        retry_after,
-    } = e
-    else {
-        return e;
-    };
-    let code = |c: &str| codes.iter().any(|x| x.code == c);
-    let at = format!("{host}/{repo}");
-    let reason = match &what {
-        Write::Delete if status == 405 || code("UNSUPPORTED") => Some(format!(
-            "{host} does not allow deleting manifests (docker-registry allows it with REGISTRY_STORAGE_DELETE_ENABLED=true)"
-        )),
-        Write::Manifest(r) if code("MANIFEST_BLOB_UNKNOWN") || code("BLOB_UNKNOWN") => Some(format!(
-            "{at} refused manifest {r}: it names a blob the repository does not hold; push the blobs first"
-        )),
-        Write::Manifest(r) if code("MANIFEST_INVALID") => {
-            Some(format!("{at} refused manifest {r} as invalid"))
-        }
-        Write::Manifest(r) if code("TAG_INVALID") => {
-            Some(format!("{at} refused the tag of manifest {r}"))
-        }
-        Write::Manifest(r) if code("DIGEST_INVALID") => Some(format!(
-            "{at} says manifest {r} does not match its digest"
-        )),
-        Write::Blob(Some(d)) if code("DIGEST_INVALID") => Some(format!(
-            "{at} received blob {d} with other content than its digest: the bytes were changed or cut on the way"
-        )),
-        Write::Blob(_) if code("SIZE_INVALID") => Some(format!(
-            "{at} received a blob of another size than declared"
-        )),
-        _ if code("NAME_INVALID") => Some(format!("{host} refuses the repository name {repo}")),
-        _ if code("DENIED") => Some(format!("{host} denied the request to write to {repo}")),
-        _ if code("UNSUPPORTED") || status == 405 => Some(format!(
-            "{host} does not support this operation on {repo}"
-        )),
-        _ => None,
-    };
-    match reason {
-        Some(reason) => RegistryError::Rejected {
-            reason,
-            method,
-            url,
-            status,
-            codes,
-        },
-        None => RegistryError::Status {
-            method,
-            url,
-            status,
-            codes,
-            retry_after,
-        },
-    }
-}
-
-/// A redirect answered to a write: ferry does not send uploads elsewhere than the registry
-/// (a streamed body cannot follow it, and credentials must not).
-fn not_redirected(resp: Response) -> Result<Response, RegistryError> {
-    if resp.status().is_redirection() {
-        return Err(RegistryError::Protocol {
-            url: redact(resp.url()),
-            reason: format!(
-                "the registry answered a write with a redirect ({}), which ferry does not follow",
-                resp.status()
-            ),
-        });
-    }
-    Ok(resp)
-}
-
 /// A new stream of `body` from `offset`, its failure told as the source's.
 fn open_at(body: &dyn UploadBody, offset: u64, url: &Url) -> Result<ByteStream, RegistryError> {
     body.open(offset).map_err(|source| RegistryError::Source {
@@ -707,22 +669,15 @@ fn open_at(body: &dyn UploadBody, offset: u64, url: &Url) -> Result<ByteStream, 
     })
 }
 
-fn header_value(v: &str) -> HeaderValue {
+pub(crate) fn header_value(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-fn header_digest(resp: &Response) -> Option<Digest> {
-    resp.headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<Digest>().ok())
 }
 
 /// How many bytes an upload answer's `Range: 0-N` says the registry holds (`N + 1`). `0-0`
 /// is read as nothing held: distribution writes it for an empty session, and a single byte
 /// sent again costs nothing.
-fn range_end(resp: &Response) -> Option<u64> {
-    let v = resp.headers().get(reqwest::header::RANGE)?.to_str().ok()?;
+fn range_end(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(reqwest::header::RANGE)?.to_str().ok()?;
     let v = v.trim().trim_start_matches("bytes=");
     let (start, end) = v.split_once('-')?;
     if start.trim() != "0" {
@@ -737,69 +692,44 @@ fn url_escape(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn lock(c: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The body stream shared by the chunks of one upload, and the bytes read ahead of them.
-struct Cursor {
-    stream: ByteStream,
-    /// Read from the stream, not yet handed to a chunk (at most one piece of the stream).
-    leftover: Bytes,
-    /// Body offset of the next byte to hand out.
-    pos: u64,
-    eof: bool,
-}
-
-impl Cursor {
-    fn is_empty(&self) -> bool {
-        self.leftover.is_empty() && self.eof
+    fn answer(range: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(r) = range {
+            h.insert(reqwest::header::RANGE, HeaderValue::from_str(r).unwrap());
+        }
+        h
     }
 
-    /// Have a piece at hand, or know the stream has ended.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while self.leftover.is_empty() && !self.eof {
-            match self.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(b))) => self.leftover = b,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(None) => self.eof = true,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
+    #[test]
+    fn an_upload_location_may_not_leave_https_for_http() {
+        let https = Url::parse("https://r.example/").unwrap();
+        let http = Url::parse("http://127.0.0.1:5000/").unwrap();
+        let to = |s: &str| Url::parse(s).unwrap();
+        assert!(downgrades(
+            &https,
+            &to("http://r.example/v2/a/blobs/uploads/1")
+        ));
+        assert!(!downgrades(
+            &https,
+            &to("https://up.example/v2/a/blobs/uploads/1")
+        ));
+        assert!(!downgrades(
+            &http,
+            &to("http://127.0.0.1:5000/v2/a/blobs/uploads/1")
+        ));
     }
-}
 
-/// One chunk: the next `remaining` bytes of the shared cursor.
-struct ChunkStream {
-    cursor: Arc<Mutex<Cursor>>,
-    remaining: u64,
-}
-
-impl Stream for ChunkStream {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Self::Item>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let cursor = self.cursor.clone();
-        let mut c = lock(&cursor);
-        match c.poll_fill(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {}
-        }
-        if c.leftover.is_empty() {
-            return Poll::Ready(None);
-        }
-        let n = (c.leftover.len() as u64).min(self.remaining) as usize;
-        let piece = c.leftover.split_to(n);
-        c.pos += n as u64;
-        self.remaining -= n as u64;
-        Poll::Ready(Some(Ok(piece)))
+    #[test]
+    fn the_range_of_an_upload_answer_says_how_much_is_held() {
+        assert_eq!(range_end(&answer(Some("0-99"))), Some(100));
+        assert_eq!(range_end(&answer(Some("bytes=0-99"))), Some(100));
+        assert_eq!(range_end(&answer(Some("0-0"))), Some(0));
+        assert_eq!(range_end(&answer(Some("5-99"))), None);
+        assert_eq!(range_end(&answer(Some("0-x"))), None);
+        assert_eq!(range_end(&answer(None)), None);
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_core::{Descriptor, Digest};
 use ferry_registry::{
-    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, UploadBody,
-    UploadOptions,
+    ByteStream, BytesBody, Client, ClientOptions, Credential, FileBody, Pushed, RegistryError,
+    UploadBody, UploadOptions,
 };
 use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
 use ferry_testkit::image::sized_image;
@@ -633,6 +633,168 @@ async fn a_registry_refusing_chunks_gets_the_blob_in_one_put() {
 }
 
 #[tokio::test]
+async fn a_whole_blob_put_cut_short_starts_again_on_a_new_session() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    fake.add_fault(Fault::RejectPatch);
+    fake.add_fault(Fault::CutUpload {
+        after: 100_000,
+        times: 1,
+    });
+    let blob = data(500_000, 24);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "recut/app", &body, &opts(200_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("recut/app", &digest).unwrap(), blob);
+    // The cut PUT's 100 000 bytes, then the whole blob on a fresh session.
+    assert_eq!(fake.upload_bytes(), 600_000);
+    assert_eq!(uploads_to(&fake, "POST", "recut/app").len(), 3);
+}
+
+#[tokio::test]
+async fn an_upload_the_registry_never_answers_times_out_within_the_budget() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        max_attempts: 2,
+        request_timeout: Duration::from_millis(300),
+        stall_timeout: Duration::from_millis(300),
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::HangUploads);
+    let body = BytesBody::new(data(100_000, 25));
+    let started = std::time::Instant::now();
+    let err = c
+        .push_blob(&fake.host(), "hang/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        matches!(
+            err,
+            RegistryError::Timeout { .. } | RegistryError::SendStalled { .. }
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        uploads_to(&fake, "PUT", "hang/app").len(),
+        0,
+        "never answered"
+    );
+}
+
+/// hyper stops polling a body once its `Content-Length` is written, so the end of the stream
+/// is never seen: a body sent whole must still count as sent, and an answer that never comes
+/// is a timeout waiting for it, not a stall of the body.
+#[tokio::test]
+async fn a_body_sent_whole_then_unanswered_is_a_timeout_not_a_stall() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        max_attempts: 1,
+        request_timeout: Duration::from_millis(300),
+        stall_timeout: Duration::from_millis(200),
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::HangUploads);
+    // Small enough to fit in the socket buffers even though the fake never reads it.
+    let body = BytesBody::new(data(2_000, 27));
+    let err = c
+        .push_blob(&fake.host(), "hang/small", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Timeout { .. }), "{err}");
+}
+
+/// A registry may hash or copy a whole blob before it answers the commit: a big blob's
+/// commit is given longer than the request deadline, not timed out and committed again.
+#[tokio::test]
+async fn a_big_blob_commit_is_given_time_to_answer() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = Client::new(ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        ..fast_opts()
+    })
+    .unwrap();
+    fake.add_fault(Fault::SlowCommit { ms: 700 });
+    let blob = data(16 << 20, 29);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "big/app", &body, &opts(4 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(digest, Digest::sha256_of(&blob));
+    assert_eq!(
+        uploads_to(&fake, "PUT", "big/app").len(),
+        1,
+        "one commit, waited for"
+    );
+    // The same blob in one PUT: the whole-blob commit is waited for too.
+    c.push_blob(&fake.host(), "big/mono", &body, &opts(32 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        uploads_to(&fake, "PUT", "big/mono").len(),
+        1,
+        "one whole-blob PUT, waited for"
+    );
+}
+
+#[tokio::test]
+async fn chunks_are_sent_again_whole_when_a_token_expires_midway() {
+    let fake = FakeRegistry::start(bearer(USER)).await;
+    fake.add_fault(Fault::ExpireTokensAfter { requests: 2 });
+    let c = client_with_credentials(&fake.host());
+    let blob = data(400_000, 26);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, pushed) = c
+        .push_blob(&fake.host(), "expire/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("expire/app", &digest).unwrap(), blob);
+    assert_eq!(fake.upload_bytes(), 400_000);
+    let refused = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.status == 401)
+        .count();
+    assert!(refused >= 1, "a token expired during the chunks");
+    let Pushed::Uploaded { sent } = pushed else {
+        panic!("{pushed:?}")
+    };
+    assert!(sent >= 400_000, "{sent}");
+}
+
+#[tokio::test]
+async fn a_file_shorter_than_declared_is_a_local_error() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short");
+    std::fs::write(&path, data(1000, 27)).unwrap();
+    let body = FileBody::new(&path, 0, 5000, Digest::sha256_of(b"x"));
+    let err = c
+        .push_blob(&fake.host(), "short/app", &body, &opts(2000), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "reading the data to upload to http://{}/v2/short/app/blobs/uploads/",
+            fake.host()
+        )) && text.ends_with(&format!(
+            "failed: {} ended 4000 bytes early",
+            path.display()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_mount_falls_back_to_an_upload() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = client();
@@ -664,6 +826,10 @@ async fn a_refused_mount_falls_back_to_an_upload() {
     assert_eq!(pushed, Pushed::Uploaded { sent: 200_000 });
     assert_eq!((fake.mounts(), fake.upload_bytes()), (1, 200_000));
     assert_eq!(fake.blob("two/app", &digest).unwrap(), blob);
+    // The session the last refused mount opened carries the upload: no other is opened,
+    // and those not used are cancelled rather than left to expire.
+    assert_eq!(uploads_to(&fake, "POST", "two/app").len(), 2);
+    assert_eq!(fake.open_uploads(), 0);
 }
 
 #[tokio::test]
@@ -807,6 +973,22 @@ async fn a_body_of_unknown_length_resumes_after_a_cut() {
         .all(|r| r.content_range.is_none()));
 }
 
+/// distribution answers `Range: 0-0` for a session holding one byte as for an empty one:
+/// after a chunk of one byte it means the byte arrived, and it is not sent again.
+#[tokio::test]
+async fn a_one_byte_chunk_answered_0_0_is_not_sent_again() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let c = client();
+    let body = Streamed::new(vec![42]);
+    let (digest, size, _) = c
+        .push_blob(&fake.host(), "one/byte", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((digest.clone(), size), (Digest::sha256_of(&[42]), 1));
+    assert_eq!(fake.blob("one/byte", &digest).unwrap(), vec![42]);
+    assert_eq!(fake.upload_bytes(), 1);
+}
+
 fn bearer(fake_user: &str) -> FakeAuth {
     FakeAuth::Bearer {
         credentials: Some((fake_user.into(), PASS.into())),
@@ -881,4 +1063,81 @@ async fn push_refused_to_accepted_credentials_says_the_account_may_not_push() {
             .starts_with("the account may not push to ro/app"),
         "{err}"
     );
+    let err = c
+        .delete_manifest(&fake.host(), "ro/app", &img.manifest_digest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the account may not delete from ro/app"),
+        "{err}"
+    );
+}
+
+/// A server that answers `/v2/` with 200, any write with a 307 to `/moved`, and `/moved`
+/// with `moved_status`: a registry redirecting writes.
+async fn redirecting_server(moved_status: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let mut parts = line.split(' ');
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let answer = if path == "/v2/" {
+                    "HTTP/1.1 200 OK\r\n".to_string()
+                } else if path == "/moved" {
+                    format!("HTTP/1.1 {moved_status} Moved\r\nDocker-Content-Digest: x\r\n")
+                } else if method != "GET" && method != "HEAD" {
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: /moved\r\n".to_string()
+                } else {
+                    "HTTP/1.1 404 Not Found\r\n".to_string()
+                };
+                let _ = conn
+                    .write_all(
+                        format!("{answer}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn a_write_the_registry_redirects_is_not_taken_for_done() {
+    let host = redirecting_server(202).await;
+    let c = client();
+    let digest = Digest::sha256_of(b"m");
+    let err = c
+        .delete_manifest(&host, "moved/app", &digest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the registry redirected DELETE to http://"),
+        "{err}"
+    );
+    let body = BytesBody::new(data(1_000, 28));
+    let err = c
+        .push_blob(&host, "moved/app", &body, &opts(1 << 20), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("redirect"), "{err}");
 }

@@ -138,6 +138,17 @@ pub(crate) fn check(st: &mut State, headers: &HeaderMap, scope: Scope<'_>) -> Re
     }
 }
 
+/// Whether the request may read `name`: always unless in Bearer mode, where its token must
+/// grant `pull` there (a mount needs it on the repository mounted from).
+pub(crate) fn may_pull(st: &State, headers: &HeaderMap, name: &str) -> bool {
+    if !matches!(st.auth, FakeAuth::Bearer { .. }) {
+        return true;
+    }
+    bearer_token(headers)
+        .and_then(|t| st.tokens.get(t))
+        .is_some_and(|token| token.scopes.iter().any(|s| scope_allows_pull(s, name)))
+}
+
 /// `GET /token?service=&scope=`: hand out an opaque token for the requested scopes.
 pub(crate) fn token_endpoint(state: &Shared, req: &Request) -> Response {
     let mut st = lock(state);

@@ -135,6 +135,13 @@ pub enum Fault {
     /// In Bearer mode, the token endpoint grants only `pull`, whatever actions are asked:
     /// the credentials are good, the account may not write.
     PullOnlyTokens,
+    /// PATCH and PUT on upload sessions are accepted and never answered (nor their bodies
+    /// read).
+    HangUploads,
+    /// The commit of an upload (a `PUT ?digest=`, with the whole blob or after chunks)
+    /// takes `ms` before it is done and answered, as a registry re-reading or copying a
+    /// large blob does.
+    SlowCommit { ms: u64 },
 }
 
 /// One request the fake saw (on either listener).

@@ -98,11 +98,21 @@ pub(crate) async fn handle(state: &Shared, target: WriteTarget, req: Request) ->
     let method = req.method().clone();
     match (target, method) {
         (WriteTarget::Start { name }, Method::POST) => {
-            start(state, &name, param("mount"), param("from"))
+            // A token without pull on the source gets a session, not a mount, as Docker
+            // Hub answers.
+            let from = param("from").filter(|f| auth::may_pull(&lock(state), req.headers(), f));
+            start(state, &name, param("mount"), from)
         }
         (WriteTarget::Session { name, id }, m) => {
             if let Some(resp) = forgotten(state, &id) {
                 return resp;
+            }
+            let hang = lock(state)
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::HangUploads));
+            if hang && matches!(m, Method::PATCH | Method::PUT) {
+                std::future::pending::<()>().await;
             }
             match m {
                 Method::GET => status(state, &name, &id),
@@ -328,6 +338,13 @@ async fn put(
         );
     };
     let (bytes, cut) = read_body(state, req).await;
+    let slow = lock(state).faults.iter().find_map(|f| match f {
+        Fault::SlowCommit { ms } => Some(*ms),
+        _ => None,
+    });
+    if let (Some(ms), false) = (slow, cut) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let mut st = lock(state);
     let Some(u) = st.uploads.get_mut(id) else {
         return upload_unknown();
