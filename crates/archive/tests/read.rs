@@ -7,6 +7,7 @@ use common::*;
 use ferry_archive::{ArchiveKind, SourceArchive};
 use ferry_core::media::Compression;
 use ferry_core::{media, Digest};
+use std::io::Read;
 
 fn open(
     bytes: &[u8],
@@ -615,5 +616,93 @@ fn docker_save_25_0_0_manifests_without_layers_are_read_from_manifest_json() {
     assert_eq!(one.names, vec!["hello:1", "hello:2"]);
     for (img, l) in [one, two].into_iter().zip(&ls) {
         assert_eq!(read_blob(&a, &img.platforms[0].layers[0].location), l.tar);
+    }
+}
+
+#[test]
+fn blob_names_in_pax_headers_and_gnu_long_names_are_the_entry_names() {
+    // Go's archive/tar (docker, podman, skopeo) writes a long name into a PAX header and a
+    // shortened one into the ustar header; GNU tar writes an `L` entry. The real name wins.
+    let mut mem = Mem::default();
+    let l = layer("names");
+    let p = parts(&mut mem, "amd64", &[&l]);
+    let layer_path = blob_path(&p.layers[0].digest);
+    let plain = ferry_default(&mem, &[single("x:1", p.clone())]);
+    let (_d, a) = open(&plain);
+    let a = a.unwrap();
+    let loc = a.images()[0].platforms[0].layers[0].location.clone();
+    let mut whole = Vec::new();
+    a.open_blob(&loc, 0)
+        .unwrap()
+        .read_to_end(&mut whole)
+        .unwrap();
+    // Every entry but the layer as it was, then the layer under each kind of long name.
+    let mut rest = tar::Archive::new(&plain[..]);
+    let mut others = Vec::new();
+    for e in rest.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if name != layer_path && e.header().entry_type().is_file() {
+            others.push(file(&name, data));
+        }
+    }
+    let mut base = tar_bytes(&others);
+    base.truncate(base.len() - 1024);
+
+    // PAX: a `x` entry with `path=`, then a ustar header with a wrong short name.
+    let record = {
+        let body = format!(" path={layer_path}\n");
+        let mut n = body.len() + 1;
+        while format!("{n}{body}").len() != n {
+            n += 1;
+        }
+        format!("{n}{body}")
+    };
+    let mut pax = base.clone();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("PaxHeaders.0/layer").unwrap();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(record.len() as u64);
+    h.set_cksum();
+    pax.extend_from_slice(h.as_bytes());
+    pax.extend_from_slice(record.as_bytes());
+    pax.resize(pax.len().next_multiple_of(512), 0);
+    let mut h = tar::Header::new_ustar();
+    h.set_path("blobs/sha256/short").unwrap();
+    h.set_size(whole.len() as u64);
+    h.set_cksum();
+    pax.extend_from_slice(h.as_bytes());
+    pax.extend_from_slice(&whole);
+    pax.resize(pax.len().next_multiple_of(512) + 1024, 0);
+
+    // GNU: an `L` entry holding the name (with `./` segments that clean away, to make it
+    // long), then a header with the name cut short.
+    let mut gnu = base;
+    let long = format!("./{}{layer_path}\0", "./".repeat(40));
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(long.len() as u64);
+    h.set_cksum();
+    gnu.extend_from_slice(h.as_bytes());
+    gnu.extend_from_slice(long.as_bytes());
+    gnu.resize(gnu.len().next_multiple_of(512), 0);
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..100].copy_from_slice(&long.as_bytes()[..100]);
+    h.set_size(whole.len() as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    gnu.extend_from_slice(h.as_bytes());
+    gnu.extend_from_slice(&whole);
+    gnu.resize(gnu.len().next_multiple_of(512) + 1024, 0);
+
+    for bytes in [pax, gnu] {
+        let (_d, a) = open(&bytes);
+        let a = a.unwrap();
+        let loc = &a.images()[0].platforms[0].layers[0].location;
+        assert_eq!(loc.entry(), layer_path);
+        assert_eq!(read_blob(&a, loc), whole);
     }
 }

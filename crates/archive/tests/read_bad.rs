@@ -599,3 +599,32 @@ fn a_layout_directory_blob_linked_inside_is_opened_where_the_link_led_at_open() 
     std::os::unix::fs::symlink(work.path().join("elsewhere"), &layer).unwrap();
     assert_eq!(read_blob(&a, loc), o.layer.gz);
 }
+
+#[test]
+fn a_pax_header_or_long_name_over_1_mib_is_refused_unread() {
+    // The tar crate would read it whole into memory: a 2 MiB header in an archive of any
+    // size must not cost its size in memory.
+    for kind in [tar::EntryType::XHeader, tar::EntryType::GNULongName] {
+        let mut bytes = tar_bytes(&Oci::new().entries());
+        bytes.truncate(bytes.len() - 1024);
+        let body = vec![b'a'; 2 << 20];
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(kind);
+        h.set_size(body.len() as u64);
+        h.set_cksum();
+        bytes.extend_from_slice(h.as_bytes());
+        bytes.extend_from_slice(&body);
+        let mut h = tar::Header::new_gnu();
+        h.set_path("x").unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        bytes.extend_from_slice(h.as_bytes());
+        bytes.resize(bytes.len() + 1024, 0);
+        let e = open_err(&bytes).to_string();
+        assert!(
+            e.ends_with("a GNU long name or PAX header holds more than 1 MiB"),
+            "{e}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use super::error::ReadError;
 
@@ -22,6 +22,41 @@ pub(crate) const MAX_ENTRIES: usize = 100_000;
 /// many links with long targets costs hours of hashing.
 const LINK_WORK_AT_OPEN: u64 = 64 << 20;
 const LINK_WORK_PER_LOOKUP: u64 = 1 << 20;
+
+/// The most a GNU long name, long link or PAX header may hold. The `tar` crate reads them
+/// whole into memory; real ones are a path or a few attributes.
+const MAX_EXTENSION: u64 = 1 << 20;
+
+/// The archive file for the `tar` crate, which seeks over every body and reads only
+/// headers and header extensions (GNU long names, PAX): more than one extension's worth
+/// read between two seeks is an extension over [`MAX_EXTENSION`], refused before it is
+/// held in memory.
+struct Capped<'a> {
+    file: &'a File,
+    since_seek: u64,
+}
+
+impl Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = (MAX_EXTENSION + BLOCK).saturating_sub(self.since_seek);
+        if room == 0 && !buf.is_empty() {
+            return Err(io::Error::other(
+                "a GNU long name or PAX header holds more than 1 MiB",
+            ));
+        }
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        self.since_seek += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Capped<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.since_seek = 0;
+        self.file.seek(pos)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Node {
@@ -74,7 +109,10 @@ impl TarIndex {
             context: "reading the archive".into(),
             source,
         })?;
-        let mut ar = tar::Archive::new(file);
+        let mut ar = tar::Archive::new(Capped {
+            file,
+            since_seek: 0,
+        });
         let mut last: Option<String> = None;
         let corrupt = |last: &Option<String>, e: std::io::Error| match last {
             // Not even one good header: not a tar at all.
