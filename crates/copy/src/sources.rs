@@ -90,6 +90,23 @@ pub fn archive_image(
                 reason: "it holds no image".into(),
             });
         };
+        // A single image names its platform in its config: one asked for explicitly must
+        // match, as for a pull.
+        if let PlatformChoice::One {
+            platform: want,
+            explicit: true,
+        } = choice
+        {
+            if let Some(actual) = config_platform(&p.config.bytes) {
+                if !want.matches(&actual) {
+                    return Err(CopyError::WrongPlatform {
+                        reference: name,
+                        wanted: want.clone(),
+                        actual: actual.to_string(),
+                    });
+                }
+            }
+        }
         return Ok(CopyImage {
             name,
             index: None,
@@ -132,6 +149,16 @@ pub fn archive_image(
             })
         }
     }
+}
+
+/// The platform an image config names, when it names one.
+fn config_platform(config: &[u8]) -> Option<Platform> {
+    let c = ferry_core::manifest::ImageConfig::parse(config).ok()?;
+    Some(Platform::new(
+        c.os.as_deref()?,
+        c.architecture.as_deref()?,
+        c.variant.as_deref(),
+    ))
 }
 
 /// A registry as a source, through the store: a blob is fetched (verified, resumable) into

@@ -752,3 +752,37 @@ fn a_gzip_wrapped_archive_pushes_and_an_unknown_image_name_is_not_found() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_asked_for_that_a_single_image_archive_lacks_is_refused() {
+    let img = image(723);
+    let reg = fake_registry(FakeAuth::None, "src/app", &[("v1", &img)]).await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a.tar");
+    pull_from(&reg, &work.path().join("cache"), &[], &archive).await;
+    let other = if img.platform.architecture == "s390x" {
+        "linux/ppc64le"
+    } else {
+        "linux/s390x"
+    };
+    let target = format!("{}/dst/app:v1", reg.host());
+    let out = run(
+        &work.path().join("cache"),
+        &s(&[
+            "push",
+            "-q",
+            "--platform",
+            other,
+            archive.to_str().unwrap(),
+            &target,
+        ]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("is an image for {}, not {other}", img.platform)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(reg.manifest("dst/app", "v1").is_none());
+}
