@@ -85,6 +85,8 @@ pub struct SendBody {
     source: Arc<dyn OpenBlob>,
     kind: Kind,
     state: Arc<Mutex<PassState>>,
+    /// Source bytes the latest pass of a layer being compressed has read.
+    consumed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Default)]
@@ -110,6 +112,7 @@ impl SendBody {
                 descriptor: Box::new(descriptor),
             },
             state: Arc::default(),
+            consumed: Arc::default(),
         }
     }
 
@@ -119,6 +122,7 @@ impl SendBody {
             source,
             kind: Kind::Gzip { layer, diff_id },
             state: Arc::default(),
+            consumed: Arc::default(),
         }
     }
 
@@ -141,6 +145,12 @@ impl SendBody {
     /// Digest and size of the complete pass that last ended with every check passed.
     pub fn finished(&self) -> Option<(Digest, u64)> {
         self.state.lock().ok()?.finished.clone()
+    }
+
+    /// For a layer being compressed: how much of the source the latest pass has read, which
+    /// says how far it is better than the compressed bytes sent (whose total is not known).
+    pub fn consumed(&self) -> u64 {
+        self.consumed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the last failed pass found wrong with the content, if that is why it failed.
@@ -171,9 +181,11 @@ impl SendBody {
                 )
             }
             Kind::Gzip { layer, diff_id } => {
+                self.consumed.store(0, std::sync::atomic::Ordering::Relaxed);
                 let input = Hashing {
                     inner: raw,
                     verifier: diff_id.clone().map(|d| Verifier::new(d, None)),
+                    consumed: self.consumed.clone(),
                 };
                 let enc =
                     flate2::GzBuilder::new().read(input, flate2::Compression::new(GZIP_LEVEL));
@@ -201,11 +213,14 @@ impl SendBody {
 struct Hashing {
     inner: Box<dyn Read + Send>,
     verifier: Option<Verifier>,
+    consumed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Read for Hashing {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.consumed
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(v) = &mut self.verifier {
             // No size is declared, so this cannot fail.
             let _ = v.update(&buf[..n]);
@@ -461,6 +476,11 @@ mod tests {
         let body = SendBody::gzip(diff_id.clone(), Some(diff_id.clone()), source(data.clone()));
         assert_eq!(body.known_digest(), None);
         let first = read_all(&body, 0).unwrap();
+        assert_eq!(
+            body.consumed(),
+            data.len() as u64,
+            "progress counts the source"
+        );
         let (digest, size) = body.finished().expect("finished");
         assert_eq!(digest, Digest::sha256_of(&first));
         assert_eq!(size, first.len() as u64);

@@ -223,10 +223,12 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
         size: d.size,
         held: 0,
     });
+    // A layer being compressed is measured by the source bytes read: its compressed size,
+    // what is sent, is not known until the end.
     let report = |n: u64| {
         progress.event(Event::BlobProgress {
             digest: d.digest.clone(),
-            held: n,
+            held: if compress { body.consumed() } else { n },
         })
     };
     let put = dest.put_blob(body.clone(), &report).await;
