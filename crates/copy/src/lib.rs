@@ -4,6 +4,13 @@
 //! verified, resumable, reported as progress events — and hands back the [`ArchiveImage`]s
 //! an archive writer needs.
 //!
+//! The send side copies an image from an [`ImageSource`] (an archive, or a registry through
+//! the store) to an [`ImageDestination`] (a registry repository): [`send_image`] takes every
+//! blob through one pipeline — held? mountable? else sent, checked while it streams, an
+//! uncompressed layer gzip-compressed on the way — and stores the manifests last, so a
+//! failure never leaves a tag naming a broken image. `ferry push` and `ferry copy` are
+//! this; `ferry pull` is the download side above.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;

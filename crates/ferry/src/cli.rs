@@ -93,7 +93,7 @@ the way; compressed layers and unchanged manifests go byte for byte, so a pulled
 image keeps its digest. Every layer is checked against its digest and the
 config's diff_ids while it is sent: a damaged archive fails before any manifest
 is pushed, so the tag never names a broken image. Blobs the registry holds are
-skipped; blobs another repository of the registry holds are mounted.
+skipped; blobs ferry sent to another repository of the registry are mounted.
 Without a tag in TARGET the image's own tag is used, else latest. The pushed
 manifest digest is printed on standard output.
 
