@@ -786,3 +786,62 @@ async fn a_platform_asked_for_that_a_single_image_archive_lacks_is_refused() {
     );
     assert!(reg.manifest("dst/app", "v1").is_none());
 }
+
+#[test]
+fn push_and_copy_with_credentials_on_token_and_htpasswd_registries() {
+    const USER: &str = "pusher";
+    const PASS: &str = "p4ss:word";
+    for auth in [
+        RegistryAuth::Htpasswd {
+            user: USER.into(),
+            pass: PASS.into(),
+        },
+        RegistryAuth::Token {
+            user: USER.into(),
+            pass: PASS.into(),
+        },
+    ] {
+        let Some(reg) = RealRegistry::start(auth.clone()) else {
+            return;
+        };
+        if real::tool("skopeo").is_none() {
+            return;
+        }
+        let img = image(712);
+        push_with_skopeo(&reg, "src/private:v1", &img, Some((USER, PASS)));
+        let work = tempfile::tempdir().unwrap();
+        let cache = work.path().join("cache");
+        let archive = work.path().join("a.tar");
+        let creds = ["--username", USER, "--password-stdin"];
+        let mut pull = vec!["pull", "-q", "-o", archive.to_str().unwrap()];
+        pull.extend(creds);
+        let src = format!("{}/src/private:v1", reg.host);
+        pull.push(&src);
+        assert_ok(&run_with_stdin(ferry_cmd(&cache, &pull), PASS.as_bytes()));
+
+        // Without credentials: refused (exit 4), nothing stored.
+        let dst = format!("{}/dst/private:v1", reg.host);
+        let out = push(&cache, &[archive.to_str().unwrap(), &dst]);
+        assert_eq!(out.status.code(), Some(4), "{auth:?}: {}", stderr(&out));
+
+        let mut args = vec!["push", "-q"];
+        args.extend(creds);
+        args.extend([archive.to_str().unwrap(), dst.as_str()]);
+        let out = run_with_stdin(ferry_cmd(&cache, &args), PASS.as_bytes());
+        assert_ok(&out);
+        assert_eq!(stdout(&out), img.manifest_digest.to_string());
+        assert!(!stderr(&out).contains(PASS));
+
+        // A copy within the registry mounts with a token that also reads the source.
+        let mut args = vec!["copy", "-q"];
+        args.extend(creds);
+        let (from, to) = (
+            format!("docker://{dst}"),
+            format!("docker://{}/third/private:v1", reg.host),
+        );
+        args.extend([from.as_str(), to.as_str()]);
+        let out = run_with_stdin(ferry_cmd(&cache, &args), PASS.as_bytes());
+        assert_ok(&out);
+        assert_eq!(stdout(&out), img.manifest_digest.to_string(), "{auth:?}");
+    }
+}
