@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ferry_core::{Descriptor, Digest, Platform};
 
-use crate::{CopyError, SendBody};
+use crate::{CopyError, Progress, SendBody};
 
 /// Where blobs come from.
 pub trait ImageSource: Send + Sync + 'static {
@@ -22,14 +22,16 @@ pub trait ImageSource: Send + Sync + 'static {
     fn open_blob(&self, at: &Self::Location) -> io::Result<Box<dyn Read + Send>>;
 
     /// Make the blob `d` at `at` ready for [`open_blob`](Self::open_blob) (a registry
-    /// source fetches it into its cache). Called once per blob, only for a blob that is to
-    /// be sent: not for one the destination holds or can reuse.
+    /// source fetches it into its cache), reporting the work to `progress` as download
+    /// events. Called once per blob, only for a blob that is to be sent: not for one the
+    /// destination holds or can reuse.
     fn prepare(
         &self,
         at: &Self::Location,
         d: &Descriptor,
+        progress: &dyn Progress,
     ) -> impl Future<Output = Result<(), CopyError>> + Send {
-        let _ = (at, d);
+        let _ = (at, d, progress);
         async { Ok(()) }
     }
 }

@@ -11,7 +11,7 @@ use ferry_registry::Client;
 use ferry_store::Store;
 
 use crate::seam::{CopyBlob, CopyImage, CopyPlatform, ImageSource, SourceManifest};
-use crate::{ArchiveImage, CopyError, NoProgress};
+use crate::{ArchiveImage, CopyError, Progress};
 
 /// Which platforms of a multi-platform image to copy.
 #[derive(Debug, Clone)]
@@ -179,13 +179,18 @@ impl ImageSource for RegistrySource {
         ))
     }
 
-    async fn prepare(&self, _at: &Digest, d: &Descriptor) -> Result<(), CopyError> {
+    async fn prepare(
+        &self,
+        _at: &Digest,
+        d: &Descriptor,
+        progress: &dyn Progress,
+    ) -> Result<(), CopyError> {
         crate::engine::download_one(
             &self.client,
             &self.store,
             &self.reference,
             d,
-            &NoProgress,
+            progress,
             None,
         )
         .await

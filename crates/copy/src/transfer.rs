@@ -208,7 +208,14 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
             return Ok(held(digest.clone(), *size, media_type, true));
         }
     }
-    source.prepare(&blob.at, d).await?;
+    // A blob fetched first (a registry source) shows its download as the first half of its
+    // progress and its upload as the second.
+    let fetching = Fetching {
+        inner: progress.as_ref(),
+        fetched: std::sync::atomic::AtomicBool::new(false),
+    };
+    source.prepare(&blob.at, d, &fetching).await?;
+    let halves = fetching.fetched.load(std::sync::atomic::Ordering::Relaxed);
     let open: Arc<dyn OpenBlob> = Arc::new(Opener {
         source: source.clone(),
         at: blob.at.clone(),
@@ -218,17 +225,23 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
     } else {
         SendBody::verbatim(d.clone(), blob.diff_id.clone(), open)
     });
-    progress.event(Event::BlobStarted {
-        digest: d.digest.clone(),
-        size: d.size,
-        held: 0,
-    });
+    if !halves {
+        progress.event(Event::BlobStarted {
+            digest: d.digest.clone(),
+            size: d.size,
+            held: 0,
+        });
+    }
     // A layer being compressed is measured by the source bytes read: its compressed size,
     // what is sent, is not known until the end.
     let report = |n: u64| {
         progress.event(Event::BlobProgress {
             digest: d.digest.clone(),
-            held: if compress { body.consumed() } else { n },
+            held: match (compress, halves) {
+                (true, _) => body.consumed(),
+                (false, true) => d.size / 2 + n.min(d.size) / 2,
+                (false, false) => n,
+            },
         })
     };
     let put = dest.put_blob(body.clone(), &report).await;
@@ -260,6 +273,36 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
         size,
         ..d.clone()
     })
+}
+
+/// A source's download events for one blob, as the first half of its progress: the blob
+/// is announced (its bar starts) and moves to half way; its end is the upload's to report.
+struct Fetching<'a> {
+    inner: &'a dyn Progress,
+    fetched: std::sync::atomic::AtomicBool,
+}
+
+impl Progress for Fetching<'_> {
+    fn event(&self, event: Event) {
+        match event {
+            Event::BlobStarted { digest, size, held } => {
+                self.fetched
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.inner.event(Event::BlobStarted {
+                    digest,
+                    size,
+                    held: held / 2,
+                });
+            }
+            Event::BlobProgress { digest, held } => self.inner.event(Event::BlobProgress {
+                digest,
+                held: held / 2,
+            }),
+            Event::Warning { message } => self.inner.event(Event::Warning { message }),
+            // Fetched (or found in the cache): the upload goes on from here.
+            _ => {}
+        }
+    }
 }
 
 /// A manifest ready to store.
