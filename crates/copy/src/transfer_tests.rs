@@ -304,3 +304,96 @@ async fn an_index_is_sent_whole_or_rewritten_when_a_child_changed() {
         }
     }
 }
+
+/// A source that "downloads" each blob in `prepare`, reporting it as a registry source does.
+struct FetchingSource(MemSource);
+
+impl ImageSource for FetchingSource {
+    type Location = Digest;
+    fn open_blob(&self, at: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        self.0.open_blob(at)
+    }
+    async fn prepare(
+        &self,
+        _at: &Digest,
+        d: &Descriptor,
+        progress: &dyn crate::Progress,
+    ) -> Result<(), CopyError> {
+        progress.event(crate::Event::BlobStarted {
+            digest: d.digest.clone(),
+            size: d.size,
+            held: 0,
+        });
+        progress.event(crate::Event::BlobProgress {
+            digest: d.digest.clone(),
+            held: d.size,
+        });
+        progress.event(crate::Event::BlobDone {
+            digest: d.digest.clone(),
+            size: d.size,
+        });
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<crate::Event>>);
+
+impl crate::Progress for Recorder {
+    fn event(&self, e: crate::Event) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+#[tokio::test]
+async fn a_fetched_blob_reports_one_start_one_end_and_progress_that_only_grows() {
+    let mut src = MemSource::default();
+    let img = image(&mut src, true, true);
+    let dest = Arc::new(MemDest::default());
+    let rec = Arc::new(Recorder::default());
+    send_image(
+        Arc::new(FetchingSource(src)),
+        &img,
+        dest,
+        &SendOptions {
+            compress: false,
+            ..opts(&["v1"])
+        },
+        rec.clone(),
+    )
+    .await
+    .unwrap();
+    let events = rec.0.lock().unwrap().clone();
+    for l in &img.platforms[0].layers {
+        let d = &l.descriptor.digest;
+        let mine: Vec<&crate::Event> = events
+            .iter()
+            .filter(|e| match e {
+                crate::Event::BlobStarted { digest, .. }
+                | crate::Event::BlobProgress { digest, .. }
+                | crate::Event::BlobDone { digest, .. }
+                | crate::Event::BlobCached { digest, .. } => digest == d,
+                _ => false,
+            })
+            .collect();
+        let starts = mine
+            .iter()
+            .filter(|e| matches!(e, crate::Event::BlobStarted { .. }))
+            .count();
+        let ends = mine
+            .iter()
+            .filter(|e| matches!(e, crate::Event::BlobDone { .. }))
+            .count();
+        assert_eq!((starts, ends), (1, 1), "{mine:?}");
+        let held: Vec<u64> = mine
+            .iter()
+            .filter_map(|e| match e {
+                crate::Event::BlobProgress { held, .. } => Some(*held),
+                _ => None,
+            })
+            .collect();
+        assert!(held.windows(2).all(|w| w[0] <= w[1]), "{held:?}");
+        assert!(held.iter().all(|&h| h <= l.descriptor.size), "{held:?}");
+        assert!(matches!(mine.last(), Some(crate::Event::BlobDone { .. })));
+    }
+}
