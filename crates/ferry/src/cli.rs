@@ -393,6 +393,10 @@ pub struct PullArgs {
     pub max_size: Option<u64>,
     #[command(flatten)]
     pub net: NetArgs,
+    /// The name to record the (one) image under instead of its reference: `ferry copy`'s
+    /// `docker-archive:PATH:REF`. Not an option of `ferry pull`.
+    #[arg(skip)]
+    pub record_as: Option<ferry_core::Reference>,
 }
 
 #[derive(Debug, Args)]

@@ -286,3 +286,38 @@ fn copy_between_archives_checks_every_layer_and_writes_what_loaders_read() {
     );
     assert!(!bad_out.exists(), "no output is left behind");
 }
+
+#[test]
+fn copy_from_a_registry_records_the_name_the_destination_gives() {
+    let Some(reg) = registry() else { return };
+    let img = image(806);
+    push_with_skopeo(&reg, "team/app:v1", &img, None);
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let src = format!("docker://{}/team/app:v1", reg.host);
+    let tar = work.path().join("named.tar");
+    let out = copy(
+        &cache,
+        &src,
+        &format!("docker-archive:{}:renamed/app:v9", tar.display()),
+        &[],
+    );
+    assert_ok(&out);
+    let manifest = tar_json(&tar_files(&tar), "manifest.json");
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["renamed/app:v9"])
+    );
+    let layout = work.path().join("layout");
+    let out = copy(
+        &cache,
+        &src,
+        &format!("oci:{}:mytag", layout.display()),
+        &[],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        layers_of(&format!("oci:{}:mytag", layout.display())),
+        layer_digests(&img)
+    );
+}

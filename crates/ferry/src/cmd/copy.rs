@@ -255,12 +255,12 @@ async fn registry_to_archive(
     kind: ArchiveKind,
     name: Option<String>,
 ) -> anyhow::Result<()> {
-    if let Some(n) = name {
-        return Err(exit::usage(
-            format!("naming the image in the output ({n}) is not supported yet"),
-            Some("leave the name out: the image is recorded under its source name"),
-        ));
-    }
+    // oci:DIR:TAG names a tag (of the source's name); the other locations a reference.
+    let record_as = match name {
+        Some(tag) if kind == ArchiveKind::Oci => Some(from.with_tag(&tag)?),
+        Some(n) => Some(n.parse::<Reference>()?),
+        None => None,
+    };
     if args.digestfile.is_some() {
         return Err(exit::usage(
             "--digestfile applies to registry destinations",
@@ -286,6 +286,7 @@ async fn registry_to_archive(
         force: args.force,
         max_size: None,
         net: args.net,
+        record_as,
     })
     .await
 }
@@ -327,6 +328,7 @@ async fn archive_to_archive(
             force: args.force,
             max_size: None,
             net: args.net,
+            record_as: None,
         },
         &[],
     )?;
