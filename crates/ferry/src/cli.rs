@@ -185,7 +185,8 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Where from: docker://REF, docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH, PATH.
+    /// Where from: docker://REF, docker-archive:PATH[:NAME], oci:DIR[:TAG],
+    /// oci-archive:PATH[:TAG], PATH (the name chooses among an archive's images).
     #[arg(value_name = "SRC")]
     pub source: String,
     /// Where to: docker://REF, docker-archive:PATH[:REF], oci:DIR[:TAG], oci-archive:PATH[:TAG], PATH.
