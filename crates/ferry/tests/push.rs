@@ -845,3 +845,64 @@ fn push_and_copy_with_credentials_on_token_and_htpasswd_registries() {
         assert_eq!(stdout(&out), img.manifest_digest.to_string(), "{auth:?}");
     }
 }
+
+#[test]
+fn an_oci_layout_with_uncompressed_layers_pushes_with_an_oci_manifest_naming_gzip_layers() {
+    // What docker save writes from Docker 25 on: an OCI layout, layers as plain tars.
+    let Some(reg) = registry() else { return };
+    let img = image(713);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let tars: Vec<Vec<u8>> = img
+        .layers
+        .iter()
+        .map(|l| {
+            let mut t = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&l.bytes[..]), &mut t)
+                .unwrap();
+            t
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": img.config.digest.to_string(), "size": img.config.size()},
+        "layers": tars.iter().map(|t| serde_json::json!({
+            "mediaType": media::OCI_LAYER_TAR,
+            "digest": real::sha256_digest(t),
+            "size": t.len(),
+        })).collect::<Vec<_>>(),
+        "annotations": {"org.example.kept": "yes"},
+    }))
+    .unwrap();
+    let mut blobs: Vec<(String, &[u8])> =
+        vec![(img.config.digest.to_string(), &img.config.bytes[..])];
+    blobs.extend(tars.iter().map(|t| (real::sha256_digest(t), &t[..])));
+    real::write_oci_layout(&layout, media::OCI_MANIFEST, &manifest, &blobs).unwrap();
+
+    let target = format!("{}/dst/docker25:v1", reg.host);
+    let out = push(
+        &work.path().join("cache"),
+        &[layout.to_str().unwrap(), &target],
+    );
+    assert_ok(&out);
+    let docker = format!("docker://{target}");
+    let raw = inspect(&docker, &["--raw"]);
+    assert_eq!(raw["mediaType"], media::OCI_MANIFEST);
+    assert_eq!(raw["annotations"]["org.example.kept"], "yes");
+    for l in raw["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], media::OCI_LAYER_GZIP);
+    }
+    let config = inspect(&docker, &["--config"]);
+    assert_eq!(
+        config["rootfs"]["diff_ids"],
+        serde_json::json!(digests(&img.diff_ids))
+    );
+    let copy = work.path().join("copy");
+    real::skopeo_copy(
+        &docker,
+        &format!("oci:{}", copy.display()),
+        &["--src-tls-verify=false"],
+    )
+    .expect("skopeo reads every layer back");
+}
