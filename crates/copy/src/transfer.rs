@@ -56,6 +56,12 @@ pub async fn send_image<S: ImageSource, D: ImageDestination>(
     opts: &SendOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Sent, CopyError> {
+    let Some(first) = image.platforms.first() else {
+        return Err(CopyError::BadSource {
+            image: image.name.clone(),
+            reason: "it holds no image".into(),
+        });
+    };
     // Every blob once, configs before layers, in the order the image lists them.
     let mut blobs: Vec<(CopyBlob<S::Location>, bool)> = Vec::new();
     let mut seen = HashSet::new();
@@ -74,12 +80,12 @@ pub async fn send_image<S: ImageSource, D: ImageDestination>(
         digest: image
             .index
             .as_ref()
-            .or(image.platforms.first().and_then(|p| p.manifest.as_ref()))
+            .or(first.manifest.as_ref())
             .map(|m| m.digest())
-            .unwrap_or_else(|| image.platforms[0].config.descriptor.digest.clone()),
-        platform: match (&image.index, image.platforms.first()) {
-            (None, Some(p)) => p.platform.as_ref().map(ToString::to_string),
-            _ => None,
+            .unwrap_or_else(|| first.config.descriptor.digest.clone()),
+        platform: match &image.index {
+            None => first.platform.as_ref().map(ToString::to_string),
+            Some(_) => None,
         },
         blobs: blobs.len(),
         bytes: blobs
