@@ -194,9 +194,10 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
             ..d.clone()
         }
     };
+    // An uncompressed layer's own digest is its diff_id: the memo's key either way.
+    let diff = blob.diff_id.as_ref().unwrap_or(&d.digest);
     // What the blob is called at the destination, when known without sending it.
     let known = if compress {
-        let diff = blob.diff_id.as_ref().unwrap_or(&d.digest);
         memo.as_ref().and_then(|m| m.get(diff))
     } else {
         Some((d.digest.clone(), d.size))
@@ -259,11 +260,9 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
         });
     }
     let (digest, size) = put?;
-    if compress {
-        if let (Some(m), Some(diff)) = (&memo, &blob.diff_id) {
-            // Only a cache: a failure to remember costs a compression next time.
-            let _ = m.put(diff, &digest, size);
-        }
+    if let (true, Some(m)) = (compress, &memo) {
+        // Only a cache: a failure to remember costs a compression next time.
+        let _ = m.put(diff, &digest, size);
     }
     progress.event(Event::BlobDone {
         digest: d.digest.clone(),
