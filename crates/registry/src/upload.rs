@@ -407,6 +407,7 @@ impl Client {
             leftover: Bytes::new(),
             pos: s.offset,
             eof: false,
+            generation: 0,
         }));
         loop {
             let start = s.offset;
@@ -449,16 +450,16 @@ impl Client {
                 // A second send of the same chunk (after a 401) starts it again.
                 if !first {
                     let mut cur = lock(&c);
+                    // The first send's body may still be polled: cut it off before the
+                    // stream it reads from is replaced.
+                    cur.generation += 1;
                     cur.stream = open_at(body, start, &location)?;
                     cur.leftover = Bytes::new();
                     cur.pos = start;
                     cur.eof = false;
                 }
                 first = false;
-                Ok(Box::pin(ChunkStream {
-                    cursor: c.clone(),
-                    remaining: limit,
-                }) as ByteStream)
+                Ok(Box::pin(ChunkStream::next(&c, limit)) as ByteStream)
             };
             let resp = self
                 .send_tracked(
