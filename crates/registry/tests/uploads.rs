@@ -739,7 +739,7 @@ async fn a_body_sent_whole_then_unanswered_is_a_timeout_not_a_stall() {
 async fn a_big_blob_commit_is_given_time_to_answer() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = Client::new(ClientOptions {
-        request_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(500),
         ..fast_opts()
     })
     .unwrap();
