@@ -189,7 +189,9 @@ impl Client {
                     "the registry refuses chunked uploads ({err}); sending the blob in one request"
                 );
                 run.monolithic_only = true;
-                session = None;
+                if let Some(old) = session.take() {
+                    self.cancel_session(host, repo, &old.location).await;
+                }
                 continue;
             }
             if !(restart || resync || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {

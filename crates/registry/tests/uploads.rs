@@ -638,6 +638,11 @@ async fn a_registry_refusing_chunks_gets_the_blob_in_one_put() {
     assert!(sent <= 500_000 + 100_000, "{sent}");
     assert_eq!(uploads_to(&fake, "PATCH", "mono/app").len(), 1);
     assert_eq!(uploads_to(&fake, "PUT", "mono/app").len(), 1);
+    assert_eq!(
+        fake.open_uploads(),
+        0,
+        "the session refusing PATCH is cancelled"
+    );
 
     // A body of unknown digest is read once to learn it, then sent whole.
     let blob = data(300_000, 14);
