@@ -180,7 +180,12 @@ impl Client {
                     attempt = 0;
                 }
             }
-            let restart = err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID");
+            // A session that cannot say where it is (a registry without the status GET)
+            // is as good as lost: start over rather than give up.
+            let no_status =
+                err.request().0 == "GET" && matches!(err.status(), Some(404 | 405 | 501));
+            let restart =
+                err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID") || no_status;
             // A chunk the registry placed elsewhere than we counted: ask where it is.
             let resync = err.status() == Some(416);
             let chunks_refused = !run.monolithic_only && refuses_chunks(&err, &session);

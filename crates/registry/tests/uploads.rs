@@ -601,6 +601,26 @@ async fn a_forgotten_upload_session_starts_over_from_a_new_one() {
 }
 
 #[tokio::test]
+async fn a_registry_without_the_status_get_gets_the_blob_started_over() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    fake.add_fault(Fault::NoUploadStatus);
+    fake.add_fault(Fault::CutUpload {
+        after: 50_000,
+        times: 1,
+    });
+    let c = client();
+    let blob = data(400_000, 33);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "nostatus/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("nostatus/app", &digest).unwrap(), blob);
+    assert_eq!(uploads_to(&fake, "GET", "nostatus/app").len(), 1);
+    assert_eq!(uploads_to(&fake, "POST", "nostatus/app").len(), 2);
+}
+
+#[tokio::test]
 async fn upload_unknown_is_not_not_found() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = Client::new(ClientOptions {
