@@ -21,6 +21,10 @@ pub(crate) struct Cursor {
     /// Body offset of the next byte to hand out.
     pub(crate) pos: u64,
     pub(crate) eof: bool,
+    /// Bumped for every chunk handed out: a request's body may still be polled by its
+    /// connection after its answer came (a 401 answered before the body was read, with a
+    /// proxy draining the rest), and must then not take bytes from the chunk sent next.
+    pub(crate) generation: u64,
 }
 
 impl Cursor {
@@ -44,8 +48,26 @@ impl Cursor {
 
 /// One chunk: the next `remaining` bytes of the shared cursor.
 pub(crate) struct ChunkStream {
-    pub(crate) cursor: Arc<Mutex<Cursor>>,
-    pub(crate) remaining: u64,
+    cursor: Arc<Mutex<Cursor>>,
+    remaining: u64,
+    generation: u64,
+}
+
+impl ChunkStream {
+    /// The next chunk of `cursor`, `remaining` bytes long; any stream handed out before it
+    /// stops taking bytes.
+    pub(crate) fn next(cursor: &Arc<Mutex<Cursor>>, remaining: u64) -> ChunkStream {
+        let generation = {
+            let mut c = lock(cursor);
+            c.generation += 1;
+            c.generation
+        };
+        ChunkStream {
+            cursor: cursor.clone(),
+            remaining,
+            generation,
+        }
+    }
 }
 
 impl Stream for ChunkStream {
@@ -60,6 +82,11 @@ impl Stream for ChunkStream {
         }
         let cursor = self.cursor.clone();
         let mut c = lock(&cursor);
+        if c.generation != self.generation {
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "this chunk was superseded by a newer send of the upload",
+            ))));
+        }
         match c.poll_fill(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
@@ -73,5 +100,41 @@ impl Stream for ChunkStream {
         c.pos += n as u64;
         self.remaining -= n as u64;
         Poll::Ready(Some(Ok(piece)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn cursor(bytes: &'static [u8]) -> Arc<Mutex<Cursor>> {
+        let pieces = bytes.chunks(2).map(|p| Ok(Bytes::from_static(p)));
+        Arc::new(Mutex::new(Cursor {
+            stream: Box::pin(futures_util::stream::iter(pieces.collect::<Vec<_>>())),
+            leftover: Bytes::new(),
+            pos: 0,
+            eof: false,
+            generation: 0,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_superseded_chunk_takes_no_bytes_from_the_next() {
+        let c = cursor(b"abcdefgh");
+        let mut old = ChunkStream::next(&c, 8);
+        assert_eq!(
+            old.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"ab")
+        );
+        let mut new = ChunkStream::next(&c, 4);
+        // The old request's connection polls its body once more: it gets nothing.
+        assert!(old.next().await.unwrap().is_err());
+        let mut got = Vec::new();
+        while let Some(piece) = new.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(got, b"cdef");
+        assert_eq!(lock(&c).pos, 6);
     }
 }

@@ -29,6 +29,8 @@ mod client;
 pub mod credentials;
 pub mod error;
 mod manifest_write;
+mod mount;
+mod patch;
 mod refusal;
 mod scope;
 mod upload;

@@ -1,5 +1,6 @@
-//! Blob uploads: cross-repository mount, monolithic PUT, chunked PATCHes resumed from the
-//! registry's offset (manifest PUT and DELETE are in `manifest_write`).
+//! Blob uploads: cross-repository mount (in `mount`), monolithic PUT, chunked PATCHes (in
+//! `patch`) resumed from the registry's offset (manifest PUT and DELETE are in
+//! `manifest_write`).
 //!
 //! An upload is one session (`POST …/blobs/uploads/` → `Location`) that every request
 //! continues with the `Location` the previous answer gave. A chunk cut short is not sent
@@ -8,20 +9,19 @@
 //! is renewed only when the registry confirms bytes beyond the furthest point so far.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, Response};
 use url::Url;
 
 use ferry_core::Digest;
 
 use crate::api::ProgressFn;
 use crate::body::{BodySource, ByteStream, UploadBody};
-use crate::chunks::{lock, ChunkStream, Cursor};
 use crate::client::Client;
 use crate::error::{redact, RegistryError};
+use crate::mount::Mount;
 use crate::refusal::{explain, header_digest, not_redirected, Write};
 use crate::scope::Scopes;
 
@@ -60,36 +60,26 @@ pub enum Pushed {
     Uploaded { sent: u64 },
 }
 
-/// What a mount request did.
-enum Mount {
-    /// The blob is in the repository now.
-    Done,
-    /// Not mounted; the registry opened an upload session at this URL instead.
-    Session(Url),
-    /// Not mounted, and no session to go on with.
-    Refused,
-}
-
 /// Makes a request body, again for each send of the request.
 type OpenFn<'a> = dyn FnMut() -> Result<ByteStream, RegistryError> + Send + 'a;
 
 /// The upload session in progress.
-struct Session {
+pub(crate) struct Session {
     /// Where the next request goes (absolute, query kept).
-    location: Url,
+    pub(crate) location: Url,
     /// Bytes the registry holds.
-    offset: u64,
+    pub(crate) offset: u64,
     /// The last request failed midway: ask the registry what it kept before going on.
     needs_status: bool,
 }
 
 /// What one blob's attempts share.
-struct Run<'a> {
-    host: &'a str,
-    repo: &'a str,
-    scopes: Scopes,
-    body: &'a dyn UploadBody,
-    chunk_size: u64,
+pub(crate) struct Run<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) repo: &'a str,
+    pub(crate) scopes: Scopes,
+    pub(crate) body: &'a dyn UploadBody,
+    pub(crate) chunk_size: u64,
     /// Body bytes sent, all attempts.
     sent: Arc<AtomicU64>,
     /// The registry refused PATCH: send the whole blob in one PUT.
@@ -180,7 +170,12 @@ impl Client {
                     attempt = 0;
                 }
             }
-            let restart = err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID");
+            // A session that cannot say where it is (a registry without the status GET)
+            // is as good as lost: start over rather than give up.
+            let no_status =
+                err.request().0 == "GET" && matches!(err.status(), Some(404 | 405 | 501));
+            let restart =
+                err.is_upload_unknown() || err.has_code("BLOB_UPLOAD_INVALID") || no_status;
             // A chunk the registry placed elsewhere than we counted: ask where it is.
             let resync = err.status() == Some(416);
             let chunks_refused = !run.monolithic_only && refuses_chunks(&err, &session);
@@ -189,7 +184,9 @@ impl Client {
                     "the registry refuses chunked uploads ({err}); sending the blob in one request"
                 );
                 run.monolithic_only = true;
-                session = None;
+                if let Some(old) = session.take() {
+                    self.cancel_session(host, repo, &old.location).await;
+                }
                 continue;
             }
             if !(restart || resync || err.is_retryable()) || attempt + 1 >= self.opts.max_attempts {
@@ -214,82 +211,6 @@ impl Client {
             }
             self.wait_before_retry(attempt, &err).await?;
             attempt += 1;
-        }
-    }
-
-    /// Try to mount `digest` from `from` into `repo` without uploading anything: true when
-    /// mounted. A session the registry opened instead is cancelled.
-    pub async fn try_mount(
-        &self,
-        host: &str,
-        repo: &str,
-        from: &str,
-        digest: &Digest,
-    ) -> Result<bool, RegistryError> {
-        match self.mount(host, repo, from, digest).await? {
-            Mount::Done => Ok(true),
-            Mount::Session(location) => {
-                self.cancel_session(host, repo, &location).await;
-                Ok(false)
-            }
-            Mount::Refused => Ok(false),
-        }
-    }
-
-    /// Try to mount `digest` from `from` into `repo`. A registry that cannot mount opens an
-    /// upload session instead.
-    async fn mount(
-        &self,
-        host: &str,
-        repo: &str,
-        from: &str,
-        digest: &Digest,
-    ) -> Result<Mount, RegistryError> {
-        let path = format!(
-            "v2/{repo}/blobs/uploads/?mount={digest}&from={}",
-            url_escape(from)
-        );
-        let scopes = Scopes::mount(repo, from);
-        let resp = self
-            .with_retries(|| self.send(host, &scopes, Method::POST, &path, HeaderMap::new()))
-            .await
-            .and_then(not_redirected)
-            .map_err(|e| explain(e, host, repo, Write::Blob(Some(digest))))?;
-        if resp.status() == StatusCode::ACCEPTED {
-            return Ok(match self.location(host, &resp).await {
-                Ok(location) => Mount::Session(location),
-                Err(_) => Mount::Refused,
-            });
-        }
-        if resp.status() != StatusCode::CREATED {
-            return Ok(Mount::Refused);
-        }
-        if let Some(d) = header_digest(&resp) {
-            if d != *digest {
-                return Err(RegistryError::Protocol {
-                    url: redact(resp.url()),
-                    reason: format!("the registry mounted {d} when asked for {digest}"),
-                });
-            }
-        }
-        Ok(Mount::Done)
-    }
-
-    /// Cancel an upload session that will not be used (`DELETE` on its URL), so it does not
-    /// linger until the registry purges it. Best effort: a failure only delays that.
-    async fn cancel_session(&self, host: &str, repo: &str, location: &Url) {
-        let scopes = Scopes::push(repo);
-        let sent = self
-            .send(
-                host,
-                &scopes,
-                Method::DELETE,
-                location.as_str(),
-                HeaderMap::new(),
-            )
-            .await;
-        if let Err(e) = sent {
-            tracing::debug!("cancelling an unused upload session failed: {e}");
         }
     }
 
@@ -411,109 +332,6 @@ impl Client {
         })
     }
 
-    /// PATCH the body from the session's offset to its end, `chunk_size` bytes a request.
-    /// One stream serves all chunks (a body compressed on the way is compressed once); it is
-    /// reopened only after a failure, at the offset the registry reports.
-    async fn send_chunks(
-        &self,
-        run: &mut Run<'_>,
-        s: &mut Session,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), RegistryError> {
-        let size = run.body.size();
-        let cursor = Arc::new(Mutex::new(Cursor {
-            stream: open_at(run.body, s.offset, &s.location)?,
-            leftover: Bytes::new(),
-            pos: s.offset,
-            eof: false,
-        }));
-        loop {
-            let start = s.offset;
-            let len = match size {
-                Some(size) if start >= size => return Ok(()),
-                Some(size) => Some((size - start).min(run.chunk_size)),
-                None => {
-                    // Unknown length: the chunk is sent only when there is something left.
-                    let c = cursor.clone();
-                    futures_util::future::poll_fn(|cx| lock(&c).poll_fill(cx))
-                        .await
-                        .map_err(|source| RegistryError::Source {
-                            url: redact(&s.location),
-                            source,
-                        })?;
-                    if lock(&cursor).is_empty() {
-                        return Ok(());
-                    }
-                    None
-                }
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            if let Some(len) = len {
-                headers.insert(CONTENT_LENGTH, header_value(&len.to_string()));
-                headers.insert(
-                    CONTENT_RANGE,
-                    header_value(&format!("{start}-{}", start + len - 1)),
-                );
-            }
-            let limit = len.unwrap_or(run.chunk_size);
-            let body = run.body;
-            let location = s.location.clone();
-            let mut first = true;
-            let c = cursor.clone();
-            let mut open = move || {
-                // A second send of the same chunk (after a 401) starts it again.
-                if !first {
-                    let mut cur = lock(&c);
-                    cur.stream = open_at(body, start, &location)?;
-                    cur.leftover = Bytes::new();
-                    cur.pos = start;
-                    cur.eof = false;
-                }
-                first = false;
-                Ok(Box::pin(ChunkStream {
-                    cursor: c.clone(),
-                    remaining: limit,
-                }) as ByteStream)
-            };
-            let resp = self
-                .send_tracked(
-                    run,
-                    Method::PATCH,
-                    s.location.as_str(),
-                    headers,
-                    &mut open,
-                    start,
-                    progress,
-                )
-                .await
-                .and_then(not_redirected)
-                .map_err(|e| explain(e, run.host, run.repo, Write::Blob(None)))?;
-            let pos = lock(&cursor).pos;
-            // A chunk carried at least one byte, so the session holds at least one: `0-0`
-            // here can only mean one byte, not the empty session it also stands for.
-            let held = range_end(resp.headers()).map(|h| if h == 0 && pos > 0 { 1 } else { h });
-            s.location = self.location(run.host, &resp).await?;
-            match held {
-                Some(held) if held != pos => {
-                    // The registry kept other than what was sent: go on from what it holds.
-                    tracing::debug!("the registry holds {held} bytes after a chunk to {pos}");
-                    let mut cur = lock(&cursor);
-                    cur.stream = open_at(run.body, held, &s.location)?;
-                    cur.leftover = Bytes::new();
-                    cur.pos = held;
-                    cur.eof = false;
-                    s.offset = held;
-                }
-                _ => s.offset = pos,
-            }
-            progress(s.offset);
-        }
-    }
-
     /// `PUT <location>?digest=`: with the body (a monolithic upload), or empty after chunks.
     async fn commit(
         &self,
@@ -569,7 +387,7 @@ impl Client {
     /// Send a request with a body, telling `progress` the blob offset reached as the body
     /// goes (`base` plus what this request has sent).
     #[allow(clippy::too_many_arguments)]
-    async fn send_tracked(
+    pub(crate) async fn send_tracked(
         &self,
         run: &Run<'_>,
         method: Method,
@@ -609,7 +427,7 @@ impl Client {
 
     /// The absolute upload URL an answer's `Location` names (relative or absolute, query
     /// kept).
-    async fn location(&self, host: &str, resp: &Response) -> Result<Url, RegistryError> {
+    pub(crate) async fn location(&self, host: &str, resp: &Response) -> Result<Url, RegistryError> {
         let base = self.registry(host).await?.base.clone();
         let value = resp
             .headers()
@@ -662,7 +480,11 @@ fn refuses_chunks(err: &RegistryError, session: &Option<Session>) -> bool {
 }
 
 /// A new stream of `body` from `offset`, its failure told as the source's.
-fn open_at(body: &dyn UploadBody, offset: u64, url: &Url) -> Result<ByteStream, RegistryError> {
+pub(crate) fn open_at(
+    body: &dyn UploadBody,
+    offset: u64,
+    url: &Url,
+) -> Result<ByteStream, RegistryError> {
     body.open(offset).map_err(|source| RegistryError::Source {
         url: redact(url),
         source,
@@ -676,7 +498,7 @@ pub(crate) fn header_value(v: &str) -> HeaderValue {
 /// How many bytes an upload answer's `Range: 0-N` says the registry holds (`N + 1`). `0-0`
 /// is read as nothing held: distribution writes it for an empty session, and a single byte
 /// sent again costs nothing.
-fn range_end(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn range_end(headers: &HeaderMap) -> Option<u64> {
     let v = headers.get(reqwest::header::RANGE)?.to_str().ok()?;
     let v = v.trim().trim_start_matches("bytes=");
     let (start, end) = v.split_once('-')?;
@@ -685,11 +507,6 @@ fn range_end(headers: &HeaderMap) -> Option<u64> {
     }
     let end: u64 = end.trim().parse().ok()?;
     Some(if end == 0 { 0 } else { end + 1 })
-}
-
-/// A repository name in a query string.
-fn url_escape(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

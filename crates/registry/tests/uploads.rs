@@ -425,8 +425,9 @@ async fn delete_where_the_registry_forbids_it_says_so() {
 }
 
 /// A TCP forwarder to `upstream` that cuts the first connection to carry more than `cut`
-/// bytes from the client, once: a connection dropped in the middle of an upload.
-async fn cutting_forwarder(upstream: String, cut: u64) -> String {
+/// bytes from the client (every such connection unless `once`): a connection dropped in
+/// the middle of an upload.
+async fn cutting_forwarder(upstream: String, cut: u64, once: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -451,7 +452,7 @@ async fn cutting_forwarder(upstream: String, cut: u64) -> String {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if !done.load(Ordering::SeqCst) && total + n as u64 > cut {
+                    if !(once && done.load(Ordering::SeqCst)) && total + n as u64 > cut {
                         done.store(true, Ordering::SeqCst);
                         let keep = (cut - total) as usize;
                         let _ = sw.write_all(&buf[..keep]).await;
@@ -477,7 +478,7 @@ async fn an_upload_cut_by_a_dropped_connection_completes_on_a_real_registry() {
     let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
         return;
     };
-    let host = cutting_forwarder(reg.host.clone(), 250_000).await;
+    let host = cutting_forwarder(reg.host.clone(), 250_000, true).await;
     let c = client();
     let blob = data(1_000_000, 30);
     let body = BytesBody::new(blob.clone());
@@ -500,6 +501,29 @@ async fn an_upload_cut_by_a_dropped_connection_completes_on_a_real_registry() {
     // docker-registry keeps the bytes of the cut chunk but not a session state that agrees
     // ("upload resumed at wrong offset": BLOB_UPLOAD_INVALID): the blob starts over.
     assert_eq!(logged(&reg, "POST", "/v2/dropped/app/blobs/uploads/"), 2);
+}
+
+/// Every connection dropped after ~600 kB: docker-registry refuses the session after each
+/// cut (BLOB_UPLOAD_INVALID), the blob starts over, and the same 500 kB are confirmed again
+/// each time. Bytes confirmed again are not progress: the budget runs out instead of the
+/// upload going round for ever.
+#[tokio::test]
+async fn bytes_confirmed_again_after_a_restart_do_not_renew_the_budget() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let host = cutting_forwarder(reg.host.clone(), 600_000, false).await;
+    let c = client();
+    let body = BytesBody::new(data(1_000_000, 31));
+    let chunks = opts(250_000);
+    let pushing = c.push_blob(&host, "loop/app", &body, &chunks, &|_| {});
+    let err = tokio::time::timeout(Duration::from_secs(10), pushing)
+        .await
+        .expect("the upload gives up instead of going round for ever")
+        .unwrap_err();
+    assert!(err.has_code("BLOB_UPLOAD_INVALID"), "{err}");
+    // max_attempts is 4: cut, refused, (start over) cut, refused.
+    assert_eq!(logged(&reg, "POST", "/v2/loop/app/blobs/uploads/"), 2);
 }
 
 // ---- Against the fake registry's injected faults. ----
@@ -577,6 +601,26 @@ async fn a_forgotten_upload_session_starts_over_from_a_new_one() {
 }
 
 #[tokio::test]
+async fn a_registry_without_the_status_get_gets_the_blob_started_over() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    fake.add_fault(Fault::NoUploadStatus);
+    fake.add_fault(Fault::CutUpload {
+        after: 50_000,
+        times: 1,
+    });
+    let c = client();
+    let blob = data(400_000, 33);
+    let body = BytesBody::new(blob.clone());
+    let (digest, _, _) = c
+        .push_blob(&fake.host(), "nostatus/app", &body, &opts(100_000), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(fake.blob("nostatus/app", &digest).unwrap(), blob);
+    assert_eq!(uploads_to(&fake, "GET", "nostatus/app").len(), 1);
+    assert_eq!(uploads_to(&fake, "POST", "nostatus/app").len(), 2);
+}
+
+#[tokio::test]
 async fn upload_unknown_is_not_not_found() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = Client::new(ClientOptions {
@@ -614,6 +658,11 @@ async fn a_registry_refusing_chunks_gets_the_blob_in_one_put() {
     assert!(sent <= 500_000 + 100_000, "{sent}");
     assert_eq!(uploads_to(&fake, "PATCH", "mono/app").len(), 1);
     assert_eq!(uploads_to(&fake, "PUT", "mono/app").len(), 1);
+    assert_eq!(
+        fake.open_uploads(),
+        0,
+        "the session refusing PATCH is cancelled"
+    );
 
     // A body of unknown digest is read once to learn it, then sent whole.
     let blob = data(300_000, 14);
@@ -715,7 +764,7 @@ async fn a_body_sent_whole_then_unanswered_is_a_timeout_not_a_stall() {
 async fn a_big_blob_commit_is_given_time_to_answer() {
     let fake = FakeRegistry::start(FakeAuth::None).await;
     let c = Client::new(ClientOptions {
-        request_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(500),
         ..fast_opts()
     })
     .unwrap();

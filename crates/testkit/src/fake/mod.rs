@@ -142,6 +142,9 @@ pub enum Fault {
     /// takes `ms` before it is done and answered, as a registry re-reading or copying a
     /// large blob does.
     SlowCommit { ms: u64 },
+    /// A GET on an upload session (its status) answers 405 `UNSUPPORTED`, as registries
+    /// without that endpoint do.
+    NoUploadStatus,
 }
 
 /// One request the fake saw (on either listener).

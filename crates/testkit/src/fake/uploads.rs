@@ -114,7 +114,12 @@ pub(crate) async fn handle(state: &Shared, target: WriteTarget, req: Request) ->
             if hang && matches!(m, Method::PATCH | Method::PUT) {
                 std::future::pending::<()>().await;
             }
+            let no_status = lock(state)
+                .faults
+                .iter()
+                .any(|f| matches!(f, Fault::NoUploadStatus));
             match m {
+                Method::GET if no_status => unsupported(),
                 Method::GET => status(state, &name, &id),
                 Method::PATCH => patch(state, &name, &id, req).await,
                 Method::PUT => put(state, &name, &id, param("digest"), req).await,
