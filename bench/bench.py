@@ -11,7 +11,8 @@ on 127.0.0.1, then times, with a fresh cache/output every run:
           verified while it is copied into the archive)
   skopeo  skopeo copy docker://... oci:FRESH_DIR
 
-and reports medians, ratios and peak memory (max RSS from /usr/bin/time) into
+then pushes the 8-layer image (ferry push against skopeo copy, from ferry's archive and
+from an archive with uncompressed layers) to a fresh registry per run, and reports medians, ratios and peak memory (max RSS from /usr/bin/time) into
 docs/BENCHMARKS.md. Usage: python3 bench/bench.py [--runs N] [--quick]
 """
 
@@ -237,13 +238,55 @@ def main():
                 "bytes": total,
                 **{k: {"median_s": statistics.median(t for t, _ in v), "peak_mib": max(m for _, m in v)} for k, v in runs.items()},
             }
+        pushes = bench_push(ferry, host, work, args)
     finally:
         proc.kill()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
+    report(results, args, pushes)
 
 
-def report(results, args):
+def bench_push(ferry, host, work, args):
+    """Push of the 8-layer image to an empty repository of a fresh registry (each run its own,
+    so neither tool finds the blobs there nor mounts them from another repository): ferry from
+    its own archive against `skopeo copy oci-archive:`, and from a docker-save-style archive
+    with uncompressed layers (ferry --format legacy) against `skopeo copy docker-archive:`;
+    both tools gzip-compress those layers on the way."""
+    ref = f"{host}/bench/eight-64mib:v1"
+    src = tempfile.mkdtemp(dir=work)
+    archive = os.path.join(src, "eight.tar")
+    legacy = os.path.join(src, "eight-legacy.tar")
+    oci_archive = os.path.join(src, "eight-oci.tar")
+    cache = os.path.join(src, "cache")
+    subprocess.run([ferry, "pull", "-q", "--cache-dir", cache, "-o", archive, ref], check=True)
+    subprocess.run([ferry, "pull", "-q", "--cache-dir", cache, "--format", "legacy", "-o", legacy, ref], check=True)
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
+                    f"docker://{ref}", f"oci-archive:{oci_archive}"], check=True)
+    sizes = {"archive": os.path.getsize(archive), "legacy": os.path.getsize(legacy)}
+    runs = {"ferry": [], "skopeo": [], "ferry-legacy": [], "skopeo-legacy": []}
+    for i in range(args.runs):
+        for key, cmd in [
+            ("ferry", lambda h, d: [ferry, "push", "-q", "--cache-dir", os.path.join(d, "cache"), archive, f"{h}/push/app:v1"]),
+            ("skopeo", lambda h, d: ["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+                                     f"oci-archive:{oci_archive}", f"docker://{h}/push/app:v1"]),
+            ("ferry-legacy", lambda h, d: [ferry, "push", "-q", "--cache-dir", os.path.join(d, "cache"), legacy, f"{h}/push/app:v1"]),
+            ("skopeo-legacy", lambda h, d: ["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+                                            f"docker-archive:{legacy}", f"docker://{h}/push/app:v1"]),
+        ]:
+            d = tempfile.mkdtemp(dir=work)
+            reg, h = start_registry(d)
+            try:
+                runs[key].append(timed(cmd(h, d)))
+            finally:
+                reg.kill()
+                shutil.rmtree(d, ignore_errors=True)
+        print(f"  push run {i + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f}s" for k, v in runs.items()), flush=True)
+    return {
+        "sizes": sizes,
+        **{k: {"median_s": statistics.median(t for t, _ in v), "peak_mib": max(m for _, m in v)} for k, v in runs.items()},
+    }
+
+
+def report(results, args, pushes):
     lines = []
     for name, r in results.items():
         c, f, s = r["curl"]["median_s"], r["ferry"]["median_s"], r["skopeo"]["median_s"]
@@ -251,6 +294,13 @@ def report(results, args):
         lines.append(f"| {name} | {r['bytes'] / MiB:.0f} MiB | {c:.2f} | {f:.2f} | {w:.2f} | {s:.2f} | {f / c:.2f}x | {s / f:.2f}x | {r['ferry']['peak_mib']:.0f} MiB | {r['skopeo']['peak_mib']:.0f} MiB |")
     table = "\n".join(lines)
     print(table)
+    push_rows = []
+    for label, f, k, size in [("ferry's archive", "ferry", "skopeo", pushes["sizes"]["archive"]),
+                              ("uncompressed layers", "ferry-legacy", "skopeo-legacy", pushes["sizes"]["legacy"])]:
+        fs, ks = pushes[f]["median_s"], pushes[k]["median_s"]
+        push_rows.append(f"| {label} | {size / MiB:.0f} MiB | {fs:.2f} | {ks:.2f} | {ks / fs:.2f}x | {pushes[f]['peak_mib']:.0f} MiB | {pushes[k]['peak_mib']:.0f} MiB |")
+    push_table = "\n".join(push_rows)
+    print(push_table)
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
     body = f"""# Benchmarks
@@ -273,6 +323,23 @@ highest max-RSS seen.
 Targets (issue 2): the 8-layer pull within 1.5x of curl and at least 3x faster than skopeo;
 the 60-layer pull at least 2x faster than skopeo; ferry's peak memory under 50 MiB for the
 2 GiB image. See the notes below the table for where a target is met or missed.
+
+## Push
+
+The 8 x 64 MiB image pushed to an empty repository of a fresh docker-registry on 127.0.0.1
+(a new one per run, so no blob is found or mounted):
+
+- ferry: `ferry push -q --cache-dir FRESH eight.tar REF` (ferry's archive, compressed layers sent as they are)
+- skopeo: `skopeo copy oci-archive:eight-oci.tar docker://REF`
+- ferry legacy: `ferry push` of a docker-save-style archive (`--format legacy`, uncompressed layers gzip-compressed on the way)
+- skopeo legacy: `skopeo copy docker-archive:eight-legacy.tar docker://REF` (skopeo compresses too)
+
+| source | archive | ferry s | skopeo s | skopeo / ferry | ferry peak | skopeo peak |
+|---|---|---|---|---|---|---|
+{push_table}
+
+Targets (issue 7): ferry at least 1.5x faster than skopeo from ferry's archive; peak memory
+under 50 MiB.
 """
     notes_marker = "<!-- notes -->"
     old = open(path).read() if os.path.exists(path) else ""

@@ -1,7 +1,9 @@
 //! `ferry-archive` turns images held in a blob store into the files users load: ferry's
 //! default archive (one deterministic tar that is both a `docker load` archive and an OCI
 //! layout, with the registry's original compressed blobs), an OCI layout directory, and
-//! docker's legacy layout with uncompressed layers for old loaders.
+//! docker's legacy layout with uncompressed layers for old loaders. It also reads archives
+//! back ([`SourceArchive`]): its own formats, `docker save` (all versions), podman's and
+//! skopeo's `docker-archive` and `oci-archive`, OCI layout directories, plain or compressed.
 //!
 //! The default archive is planned before anything is written: [`Plan::new`] lists every entry
 //! with its size, so the archive's length is known up front and the bytes are a pure function
@@ -17,6 +19,7 @@
 
 mod legacy;
 mod plan;
+mod read;
 mod tarfmt;
 
 use std::io::{self, Read};
@@ -25,6 +28,10 @@ use ferry_core::{Descriptor, Digest, Platform, Reference, MAX_SMALL_BLOB, MAX_SM
 
 pub use legacy::write_legacy;
 pub use plan::{Entry, EntryBody, Plan};
+pub use read::{
+    ArchiveKind, BlobLocation, PlatformImage, ReadError, SourceArchive, SourceImage, SourceLayer,
+    StoredBlob,
+};
 
 /// Read access to verified blobs (the store).
 ///

@@ -722,7 +722,7 @@ enum Attempt {
 /// Bytes a previous run left that turn out wrong, or a cached copy found damaged while it
 /// is copied into `direct`, cost one more download from byte 0 before anything is blamed on
 /// the registry.
-async fn download_one(
+pub(crate) async fn download_one(
     client: &Client,
     store: &Store,
     r: &Reference,

@@ -4,6 +4,13 @@
 //! verified, resumable, reported as progress events — and hands back the [`ArchiveImage`]s
 //! an archive writer needs.
 //!
+//! The send side copies an image from an [`ImageSource`] (an archive, or a registry through
+//! the store) to an [`ImageDestination`] (a registry repository): [`send_image`] takes every
+//! blob through one pipeline — held? mountable? else sent, checked while it streams, an
+//! uncompressed layer gzip-compressed on the way — and stores the manifests last, so a
+//! failure never leaves a tag naming a broken image. `ferry push` and `ferry copy` are
+//! this; `ferry pull` is the download side above.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
@@ -20,17 +27,31 @@
 #![allow(clippy::result_large_err)]
 
 mod arrivals;
+mod body;
 mod direct;
 mod engine;
+mod memo;
 mod progress;
+mod registry_dest;
+mod seam;
+mod sources;
+mod to_archive;
+mod transfer;
 
 use ferry_core::{Digest, Platform};
 
 pub use arrivals::{Arrivals, ArrivingReader};
+pub use body::{ContentError, OpenBlob, SendBody};
 pub use direct::DirectArchive;
 pub use engine::{fetch_blobs, pull, resolve_all};
 pub use ferry_archive::{ArchiveImage, ImageParts};
+pub use memo::CompressedMemo;
 pub use progress::{Event, NoProgress, Progress};
+pub use registry_dest::{MountHints, RegistryDestination};
+pub use seam::{CopyBlob, CopyImage, CopyPlatform, ImageDestination, ImageSource, SourceManifest};
+pub use sources::{archive_image, registry_image, ArchiveSource, PlatformChoice, RegistrySource};
+pub use to_archive::{archive_output, ArchiveBlobs};
+pub use transfer::{send_image, SendOptions, Sent};
 
 /// What to pull.
 #[derive(Debug, Clone)]
@@ -132,6 +153,31 @@ pub enum CopyError {
         #[source]
         source: ferry_store::StoreError,
     },
+    /// A blob whose content is not what the image says: found while it was sent, before
+    /// any manifest was stored.
+    #[error("{image} is damaged: what it holds does not match its manifest and config")]
+    Content {
+        image: String,
+        #[source]
+        source: ContentError,
+    },
+    /// An image the source describes in a way ferry cannot store.
+    #[error("{image} cannot be copied: {reason}")]
+    BadSource { image: String, reason: String },
+    /// The destination refused or failed a request.
+    #[error("{what}")]
+    Destination {
+        what: String,
+        #[source]
+        source: ferry_registry::RegistryError,
+    },
+    /// The source could not be read.
+    #[error("{what}")]
+    Source {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// "it has: a, b", or "it lists no platforms" rather than an empty list.
@@ -142,3 +188,6 @@ fn platform_list(available: &[Platform]) -> String {
     let names: Vec<String> = available.iter().map(ToString::to_string).collect();
     format!("it has: {}", names.join(", "))
 }
+
+#[cfg(test)]
+mod transfer_tests;

@@ -32,6 +32,9 @@ pub enum Event {
     /// platform than this machine's, a tag that does not match the digest asked for). The
     /// text may hold strings from the registry: renderers sanitise it before printing.
     Warning { message: String },
+    /// A blob the destination lacked was mounted from another repository of the same
+    /// registry: nothing is sent.
+    BlobMounted { digest: Digest, size: u64 },
 }
 
 /// Receives events; called from several tasks at once.

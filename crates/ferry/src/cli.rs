@@ -66,6 +66,15 @@ pub enum Command {
     /// Show an image in a registry: digest, platforms, config, layers (no layer is downloaded).
     #[command(after_help = INSPECT_HELP)]
     Inspect(InspectArgs),
+    /// Push an image archive or OCI layout directory to a registry, without a Docker daemon.
+    #[command(after_help = PUSH_HELP)]
+    Push(PushArgs),
+    /// Copy an image between registries and archives (skopeo's location syntax).
+    #[command(after_help = COPY_HELP)]
+    Copy(CopyArgs),
+    /// Delete a manifest (and the tags pointing at it) from a registry, by digest.
+    #[command(after_help = DELETE_HELP)]
+    Delete(DeleteArgs),
     /// Check credentials against a registry and store them as docker login does.
     #[command(after_help = LOGIN_HELP)]
     Login(LoginArgs),
@@ -94,6 +103,30 @@ under podman's docker.io in any other file (auth.json).
     exit_codes!()
 );
 
+const PUSH_HELP: &str = concat!(
+    "\
+Examples:
+  ferry push alpine_3.20.tar 127.0.0.1:5000/alpine:3.20
+  ferry push app.tar registry.local/team/app --tag 1.4 --tag latest
+  ferry push saved.tar registry.local --all     every image, each to its own name
+  ferry push --image 1 saved.tar registry.local/app:v2
+  ferry push --all-platforms multi.tar registry.local/app:1   the whole index
+
+Reads ferry's archives (all three formats), docker save (every version), podman
+save and skopeo's docker-archive and oci-archive, OCI layout directories, and
+any of these wrapped in gzip or zstd. Uncompressed layers are gzip-compressed on
+the way; compressed layers and unchanged manifests go byte for byte, so a pulled
+image keeps its digest. Every layer is checked against its digest and the
+config's diff_ids while it is sent: a damaged archive fails before any manifest
+is pushed, so the tag never names a broken image. Blobs the registry holds are
+skipped; blobs ferry sent to another repository of the registry are mounted.
+Without a tag in TARGET the image's own tag is used, else latest. The pushed
+manifest digest is printed on standard output.
+
+",
+    exit_codes!()
+);
+
 const LOGOUT_HELP: &str = concat!(
     "\
 Examples:
@@ -109,6 +142,88 @@ as docker logout does.
     exit_codes!()
 );
 
+const COPY_HELP: &str = concat!(
+    "\
+Locations:
+  docker://REF                  an image in a registry
+  docker-archive:PATH[:REF]     a docker save archive (any version)
+  oci:DIR[:TAG]                 an OCI layout directory
+  oci-archive:PATH[:TAG]        an OCI layout in a tar
+  PATH                          ferry's archive (or any archive ferry push reads)
+
+Examples:
+  ferry copy docker://reg-a/app:1 docker://reg-b/app:1
+  ferry copy --all-platforms docker://reg/app:1 docker://reg/mirror/app:1
+  ferry copy docker://alpine:3.20 oci:alpine-oci
+  ferry copy docker-archive:saved.tar docker://registry.local/app:1
+
+Between registries blobs stream through the verified cache; within one registry
+they are mounted, never downloaded. To an archive, the output is written as
+ferry pull writes it; from an archive, every layer is checked as it is copied.
+
+",
+    exit_codes!()
+);
+
+const DELETE_HELP: &str = concat!(
+    "\
+Examples:
+  ferry digest 127.0.0.1:5000/team/app:v1      find the digest of a tag
+  ferry delete 127.0.0.1:5000/team/app@sha256:…   delete that manifest
+
+Only a digest is accepted: a tag may move between looking it up and deleting it.
+Every tag pointing at the manifest goes with it; its blobs stay until the registry's
+garbage collection. Registries may refuse deletes (docker-registry allows them with
+REGISTRY_STORAGE_DELETE_ENABLED=true).
+
+",
+    exit_codes!()
+);
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The archive file or OCI layout directory to push.
+    #[arg(value_name = "ARCHIVE|DIR")]
+    pub source: PathBuf,
+    /// Where to: [registry[:port]/]repository[:tag]; with --all, registry[:port][/prefix].
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The image of a multi-image archive to push: one of its names, or its position from 0.
+    #[arg(long, value_name = "NAME|INDEX", conflicts_with = "all")]
+    pub image: Option<String>,
+    /// Push every image of the archive, each to its own name under TARGET's registry.
+    #[arg(long)]
+    pub all: bool,
+    /// Another tag to push the image as (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Platform to push from a multi-platform archive: os/arch[/variant]. Default: this
+    /// machine's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Push every platform of a multi-platform archive (the whole index).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Blobs up to SIZE are uploaded in one request, larger ones in chunks of SIZE (e.g.
+    /// 16M, the default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Blobs uploaded in parallel.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Also write the pushed manifest digest to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// Cache directory: scratch space for compressed archives, and what layers compressed to.
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// No progress output (warnings and errors still print).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// The registry: host[:port] (docker.io for Docker Hub).
@@ -117,6 +232,52 @@ pub struct LoginArgs {
     /// The credentials file to write (podman's auth.json, or docker's config.json).
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where from: docker://REF, docker-archive:PATH[:NAME], oci:DIR[:TAG],
+    /// oci-archive:PATH[:TAG], PATH (the name chooses among an archive's images).
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// Where to: docker://REF, docker-archive:PATH[:REF], oci:DIR[:TAG], oci-archive:PATH[:TAG], PATH.
+    #[arg(value_name = "DST")]
+    pub destination: String,
+    /// Platform to copy from a multi-platform image: os/arch[/variant]. Default: this machine's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Copy every platform of a multi-platform image (the whole index).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Blobs up to SIZE are uploaded in one request, larger ones in chunks of SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Blobs copied in parallel.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Also write the copied manifest digest to FILE (registry destinations).
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// Blob cache directory.
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// No progress output (warnings and errors still print).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace an existing output archive or layout.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The manifest: [registry[:port]/]repository@digest.
+    #[arg(value_name = "IMAGE@DIGEST")]
+    pub image: String,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -217,10 +378,13 @@ Examples:
   ferry inspect --json alpine                   skopeo inspect's JSON fields
   ferry inspect --raw alpine > manifest.json    the manifest bytes as served
   ferry inspect --config alpine | jq .config    the image config as served
+  ferry inspect alpine_3.20.tar                 an archive (any kind ferry push reads)
 
 --json has skopeo inspect's field names; RepoTags lists the repository's tags (empty
 when the registry will not list them). Digest is that of the reference's manifest (the index for a
-multi-platform image). Inspecting archives is not supported yet.
+multi-platform image).
+An archive (a path, docker-archive:PATH[:NAME], oci:DIR[:TAG], oci-archive:PATH)
+shows the same fields; choose among several images with --image or :NAME.
 
 ",
     exit_codes!()
@@ -293,12 +457,17 @@ pub struct PullArgs {
     pub max_size: Option<u64>,
     #[command(flatten)]
     pub net: NetArgs,
+    /// The name to record the (one) image under instead of its reference: `ferry copy`'s
+    /// `docker-archive:PATH:REF`. Not an option of `ferry pull`.
+    #[arg(skip)]
+    pub record_as: Option<ferry_core::Reference>,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The image: [registry[:port]/]repository[:tag][@digest].
-    #[arg(value_name = "IMAGE")]
+    /// The image: [registry[:port]/]repository[:tag][@digest]; or an archive: a path,
+    /// docker-archive:PATH[:NAME], oci:DIR[:TAG], oci-archive:PATH[:TAG].
+    #[arg(value_name = "IMAGE|ARCHIVE")]
     pub image: String,
     /// Platform of a multi-platform image to show: os/arch[/variant]. Default: this
     /// machine's. With --raw, the platform's manifest instead of the index.
@@ -313,6 +482,10 @@ pub struct InspectArgs {
     /// Print JSON with the field names of `skopeo inspect`.
     #[arg(long, group = "mode")]
     pub json: bool,
+    /// For an archive holding several images: the one to show (a name, or its position
+    /// from 0).
+    #[arg(long = "image", value_name = "NAME|INDEX")]
+    pub archive_image: Option<String>,
     #[command(flatten)]
     pub net: NetArgs,
 }

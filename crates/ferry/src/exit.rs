@@ -105,11 +105,29 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
                     return (NOT_FOUND, Some("choose one with --platform os/arch[/variant], or keep them all with --all-platforms --format oci".into()))
                 }
                 CopyError::Store { source, .. } => return store_hint(source),
+                CopyError::Content { .. } => return (VERIFY, Some("no manifest was pushed, so no tag names the damaged image (blobs already uploaded are harmless); check where the archive came from".into())),
+                CopyError::BadSource { .. } => return (USAGE, None),
                 _ => {}
             }
         }
         if let Some(r) = cause.downcast_ref::<RegistryError>() {
             return registry_hint(r);
+        }
+        if let Some(r) = cause.downcast_ref::<ferry_archive::ReadError>() {
+            return read_hint(r);
+        }
+        // A blob that failed its check while a writer copied it (an archive copied from a
+        // damaged one): the check's error rides inside the writer's I/O error.
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|e| e.is::<ferry_copy::ContentError>())
+            {
+                return (
+                    VERIFY,
+                    Some("the source is damaged; nothing was written".into()),
+                );
+            }
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return store_hint(s);
@@ -125,6 +143,20 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
         }
     }
     (GENERAL, None)
+}
+
+fn read_hint(r: &ferry_archive::ReadError) -> (i32, Option<String>) {
+    use ferry_archive::ReadError as R;
+    match r {
+        R::DigestMismatch { .. } | R::SizeMismatch { .. } | R::DiffIdMismatch { .. } => (
+            VERIFY,
+            Some("the archive is damaged; nothing was pushed".into()),
+        ),
+        R::NoSuchImage { .. } => (NOT_FOUND, None),
+        R::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => (USAGE, None),
+        R::Io { .. } => (GENERAL, None),
+        _ => (USAGE, None),
+    }
 }
 
 fn store_hint(s: &StoreError) -> (i32, Option<String>) {
@@ -160,6 +192,9 @@ fn registry_hint(r: &RegistryError) -> (i32, Option<String>) {
     }
     if r.is_not_authorized() {
         return (AUTH, hint("the credentials were accepted, but not for this repository: check its name (Docker Hub answers 'unauthorized' for one that does not exist), and that the account may pull it".into()));
+    }
+    if let RegistryError::PushDenied { .. } = r {
+        return (AUTH, hint("the credentials were accepted, but the account may not write there: check the repository name and the account's permissions".into()));
     }
     if r.is_unauthorized() {
         return (AUTH, hint("give credentials with --username and --password-stdin, or store them in ~/.docker/config.json (docker login / podman login)".into()));

@@ -70,6 +70,7 @@ type Sink = Box<dyn Fn(&str) + Send + Sync>;
 
 struct Shared {
     mode: Mode,
+    words: Mutex<&'static Words>,
     sink: Sink,
     /// The live area (bars mode only).
     multi: Option<MultiProgress>,
@@ -77,6 +78,32 @@ struct Shared {
     hushed: bool,
     state: Mutex<State>,
 }
+
+/// How lines name what happens to a blob: pulls download into the cache, pushes upload
+/// to a registry that may hold a blob already.
+struct Words {
+    moving: &'static str,
+    held: &'static str,
+    moved: &'static str,
+    none_moved: &'static str,
+    from_held: &'static str,
+}
+
+const DOWNLOAD: Words = Words {
+    moving: "downloading",
+    held: "cached",
+    moved: "downloaded",
+    none_moved: "nothing to download",
+    from_held: "came from the cache",
+};
+
+const UPLOAD: Words = Words {
+    moving: "uploading",
+    held: "exists",
+    moved: "uploaded",
+    none_moved: "nothing to upload",
+    from_held: "the registry held already",
+};
 
 #[derive(Default)]
 struct State {
@@ -139,12 +166,24 @@ impl Reporter {
         Reporter::with_sink(mode, Box::new(plain))
     }
 
+    /// Like [`Reporter::new`], for uploads: "uploading", and "exists" for a blob the
+    /// destination held already.
+    pub fn for_upload(quiet: bool) -> Reporter {
+        let r = Reporter::new(quiet);
+        // Nothing has been reported yet: the words can still change.
+        if let Ok(mut st) = r.shared.words.lock() {
+            *st = &UPLOAD;
+        }
+        r
+    }
+
     fn with_sink(mode: Mode, sink: Sink) -> Reporter {
         let multi = (mode == Mode::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         let hushed = multi.is_some() && hush_control_echo();
         let shared = Arc::new(Shared {
             mode,
+            words: Mutex::new(&DOWNLOAD),
             sink,
             multi,
             hushed,
@@ -170,7 +209,7 @@ impl Reporter {
         }
         self.shared.stop(&mut st, true);
         if self.shared.mode != Mode::Quiet {
-            if let Some(s) = summary(&st) {
+            if let Some(s) = summary(&st, self.shared.words()) {
                 self.shared.say(&st, &s, false);
             }
         }
@@ -192,6 +231,10 @@ impl Reporter {
 }
 
 impl Shared {
+    fn words(&self) -> &'static Words {
+        self.words.lock().map(|w| *w).unwrap_or(&DOWNLOAD)
+    }
+
     fn line(&self, text: &str) {
         if self.mode != Mode::Quiet {
             let st = self.lock();
@@ -316,8 +359,9 @@ impl Shared {
                         String::new()
                     };
                     let line = format!(
-                        "{} downloading {}{resume}",
+                        "{} {} {}{resume}",
                         self.label(&st, &digest, None),
+                        self.words().moving,
                         HumanBytes(size)
                     );
                     self.say(&st, &line, true);
@@ -347,11 +391,18 @@ impl Shared {
             Event::BlobCached { digest, size } => {
                 if self.settle(&mut st, &digest, size, true) {
                     let label = self.label(&st, &digest, self.room(DONE_COLUMNS));
-                    let line = format!("{label} cached ({})", HumanBytes(size));
+                    let line = format!("{label} {} ({})", self.words().held, HumanBytes(size));
                     self.say(&st, &line, true);
                 }
             }
             Event::Warning { message } => self.say(&st, &format!("warning: {message}"), false),
+            Event::BlobMounted { digest, size } => {
+                if self.settle(&mut st, &digest, size, true) {
+                    let label = self.label(&st, &digest, self.room(DONE_COLUMNS));
+                    let line = format!("{label} mounted ({})", HumanBytes(size));
+                    self.say(&st, &line, true);
+                }
+            }
         }
     }
 
@@ -480,7 +531,7 @@ impl Drop for Reporter {
 }
 
 /// What a download achieved, for the line after the bars.
-fn summary(st: &State) -> Option<String> {
+fn summary(st: &State, words: &Words) -> Option<String> {
     let n = st.blobs.len();
     if n == 0 {
         return None;
@@ -488,7 +539,8 @@ fn summary(st: &State) -> Option<String> {
     if st.cached == n {
         let s = if n == 1 { "" } else { "s" };
         return Some(format!(
-            "nothing to download: {n} blob{s} came from the cache"
+            "{}: {n} blob{s} {}",
+            words.none_moved, words.from_held
         ));
     }
     let secs = st
@@ -498,10 +550,12 @@ fn summary(st: &State) -> Option<String> {
         .max(0.001);
     let rate = (st.got as f64 / secs) as u64;
     Some(format!(
-        "downloaded {} in {secs:.1} s ({}/s); {} of {n} blobs came from the cache",
+        "{} {} in {secs:.1} s ({}/s); {} of {n} blobs {}",
+        words.moved,
         HumanBytes(st.got),
         HumanBytes(rate),
-        st.cached
+        st.cached,
+        words.from_held
     ))
 }
 

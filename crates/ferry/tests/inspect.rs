@@ -179,10 +179,10 @@ async fn config_download_cut_short_resumes_and_notices_stay_off_stdout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_path_is_refused_as_an_archive() {
+async fn a_path_that_does_not_exist_is_read_as_an_archive_and_refused() {
     let r = inspect(&["./image.tar"]).await;
     assert_eq!(r.status.code(), Some(2));
-    assert!(stderr(&r).contains("inspecting archives is not supported yet"));
+    assert!(stderr(&r).contains("reading ./image.tar"), "{}", stderr(&r));
 }
 
 #[test]

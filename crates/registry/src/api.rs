@@ -7,6 +7,7 @@ use ferry_core::{media, Descriptor, Digest, Manifest, Reference, ResumableWrite,
 
 use crate::client::{read_body, Client};
 use crate::error::RegistryError;
+use crate::scope::Scopes;
 
 /// Manifests larger than this are refused (distribution's own limit).
 const MAX_MANIFEST: usize = ferry_core::MAX_SMALL_BLOB as usize;
@@ -30,11 +31,12 @@ impl FetchedManifest {
     }
 }
 
-/// Progress of one blob download, as bytes held so far.
+/// Progress of one blob: bytes held so far (a download), or the offset of the blob the
+/// upload has reached (an upload; it may go back after a restart).
 pub type ProgressFn<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
-fn pull_scope(repo: &str) -> String {
-    format!("repository:{repo}:pull")
+fn pull_scope(repo: &str) -> Scopes {
+    Scopes::pull(repo)
 }
 
 impl Client {
@@ -272,7 +274,7 @@ impl Client {
     async fn blob_attempt(
         &self,
         host: &str,
-        scope: &str,
+        scope: &Scopes,
         path: &str,
         desc: &Descriptor,
         out: &mut dyn ResumableWrite,
@@ -461,7 +463,7 @@ impl Client {
         let mut out = Vec::new();
         let mut path = "v2/_catalog?n=1000".to_string();
         for _ in 0..10_000 {
-            let (body, next) = self.json_page(host, "registry:catalog:*", &path).await?;
+            let (body, next) = self.json_page(host, &Scopes::catalog(), &path).await?;
             let c: Catalog =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                     url: path.clone(),
@@ -479,7 +481,7 @@ impl Client {
     async fn json_page(
         &self,
         host: &str,
-        scope: &str,
+        scope: &Scopes,
         path: &str,
     ) -> Result<(Vec<u8>, Option<String>), RegistryError> {
         self.with_retries(|| async {

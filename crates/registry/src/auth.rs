@@ -16,6 +16,7 @@ use crate::challenge::Challenge;
 use crate::client::{read_body, Client};
 use crate::credentials::Credential;
 use crate::error::{redact, RegistryError};
+use crate::scope::Scopes;
 
 /// Tokens are renewed this long before they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
@@ -84,37 +85,37 @@ impl AuthState {
     /// expiry renew it once, not once each.
     pub(crate) fn invalidate(
         &self,
-        scope: &str,
+        scopes: &Scopes,
         used: Option<&HeaderValue>,
         challenge: Option<Challenge>,
     ) {
         let mut inner = self.lock();
         if inner
             .tokens
-            .get(scope)
+            .get(&scopes.key())
             .is_some_and(|t| Some(&t.header) == used)
         {
-            inner.tokens.remove(scope);
+            inner.tokens.remove(&scopes.key());
         }
         if challenge.is_some() {
             inner.challenge = challenge;
         }
     }
 
-    /// The `Authorization` value for `scope`, fetching a token when needed.
+    /// The `Authorization` value for `scopes`, fetching a token when needed.
     pub(crate) async fn header_for(
         &self,
         client: &Client,
         registry: &str,
-        scope: &str,
+        scopes: &Scopes,
     ) -> Result<Option<HeaderValue>, RegistryError> {
-        let gate = match self.plan(registry, scope)? {
+        let gate = match self.plan(registry, scopes)? {
             Plan::Ready(h) => return Ok(h),
             Plan::Fetch { gate, .. } => gate,
         };
         let _turn = gate.lock().await;
         // Another task may have fetched it while this one waited its turn.
-        let (realm, service, credential) = match self.plan(registry, scope)? {
+        let (realm, service, credential) = match self.plan(registry, scopes)? {
             Plan::Ready(h) => return Ok(h),
             Plan::Fetch {
                 realm,
@@ -128,16 +129,16 @@ impl AuthState {
             registry,
             &realm,
             service.as_deref(),
-            scope,
+            scopes,
             credential.as_ref(),
         )
         .await?;
         let header = token.header.clone();
-        self.lock().tokens.insert(scope.to_string(), token);
+        self.lock().tokens.insert(scopes.key(), token);
         Ok(Some(header))
     }
 
-    fn plan(&self, registry: &str, scope: &str) -> Result<Plan, RegistryError> {
+    fn plan(&self, registry: &str, scopes: &Scopes) -> Result<Plan, RegistryError> {
         let mut inner = self.lock();
         match &inner.challenge {
             None => Ok(Plan::Ready(None)),
@@ -150,14 +151,15 @@ impl AuthState {
                 None => Ok(Plan::Ready(None)),
             },
             Some(Challenge::Bearer { realm, service, .. }) => {
-                if let Some(t) = inner.tokens.get(scope) {
+                let key = scopes.key();
+                if let Some(t) = inner.tokens.get(&key) {
                     if t.refresh_at > Instant::now() {
                         return Ok(Plan::Ready(Some(t.header.clone())));
                     }
                 }
                 let (realm, service) = (realm.clone(), service.clone());
                 let credential = inner.credential.clone();
-                let gate = inner.fetching.entry(scope.to_string()).or_default().clone();
+                let gate = inner.fetching.entry(key).or_default().clone();
                 Ok(Plan::Fetch {
                     gate,
                     realm,
@@ -192,7 +194,7 @@ async fn fetch_token(
     registry: &str,
     realm: &str,
     service: Option<&str>,
-    scope: &str,
+    scopes: &Scopes,
     credential: Option<&Credential>,
 ) -> Result<Token, RegistryError> {
     let auth_err = |reason: String| RegistryError::Auth {
@@ -215,6 +217,7 @@ async fn fetch_token(
     }
     let req = match credential {
         Some(Credential::IdentityToken(refresh)) => {
+            let rendered: Vec<String> = scopes.iter().map(ToString::to_string).collect();
             let mut form = vec![
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh.as_str()),
@@ -223,8 +226,8 @@ async fn fetch_token(
             if let Some(s) = service {
                 form.push(("service", s));
             }
-            if !scope.is_empty() {
-                form.push(("scope", scope));
+            for s in &rendered {
+                form.push(("scope", s.as_str()));
             }
             client.http.post(url.clone()).form(&form)
         }
@@ -234,8 +237,8 @@ async fn fetch_token(
                 if let Some(s) = service {
                     q.append_pair("service", s);
                 }
-                if !scope.is_empty() {
-                    q.append_pair("scope", scope);
+                for s in scopes.iter() {
+                    q.append_pair("scope", &s.to_string());
                 }
                 if other.is_some() {
                     q.append_pair(

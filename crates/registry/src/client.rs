@@ -12,8 +12,10 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::auth::AuthState;
+use crate::body::{BodySource, BodyWatch, CountingStream};
 use crate::credentials::{Credential, CredentialFiles};
 use crate::error::{parse_codes, redact, secs, RegistryError};
+use crate::scope::Scopes;
 
 /// Called before each wait between attempts, so a user sees retries as they happen.
 pub type RetryHook = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
@@ -353,29 +355,74 @@ impl Client {
             })
     }
 
-    /// Send an authenticated request for `repository` with `actions` (`pull`, `push`).
+    /// Send an authenticated request needing `scopes`.
     /// Error statuses become [`RegistryError::Status`]; a 401 is answered by fetching a new
     /// token once. A second 401 to credentials we sent is [`RegistryError::CredentialsRefused`]
     /// when the registry checks them itself (Basic), and [`RegistryError::NotAuthorized`]
-    /// when its token service accepted them (Bearer). The headers, and the body of an error
-    /// answer, must arrive within the request deadline; the caller reads a success's body
-    /// (under its own deadline or stall check) and decides about retries.
+    /// when its token service accepted them (Bearer) — [`RegistryError::PushDenied`] when
+    /// the request writes. The headers, and the body of an error answer, must arrive within
+    /// the request deadline; the caller reads a success's body (under its own deadline or
+    /// stall check) and decides about retries.
     pub(crate) async fn send(
         &self,
         registry: &str,
-        scope: &str,
+        scopes: &Scopes,
         method: Method,
         path: &str,
         headers: HeaderMap,
+    ) -> Result<Response, RegistryError> {
+        self.send_body(registry, scopes, method, path, headers, None)
+            .await
+    }
+
+    /// [`Client::send`] with a request body made by `body` (called again when a 401 makes
+    /// the request go out a second time). `path` may also be an absolute URL on the
+    /// registry (an upload's `Location`). A body's request has no overall deadline: it must
+    /// keep moving (at least `stall_min_bytes` per `stall_timeout`), and once it is sent the
+    /// answer must come within the request deadline.
+    pub(crate) async fn send_body(
+        &self,
+        registry: &str,
+        scopes: &Scopes,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<&mut BodySource<'_>>,
+    ) -> Result<Response, RegistryError> {
+        let wait = self.opts.request_timeout;
+        self.send_waiting(registry, scopes, method, path, headers, body, wait)
+            .await
+    }
+
+    /// [`Client::send_body`] whose answer may take up to `answer_within` once the request
+    /// is sent (an upload's commit, which some registries answer only after re-reading or
+    /// copying the whole blob).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_waiting(
+        &self,
+        registry: &str,
+        scopes: &Scopes,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        mut body: Option<&mut BodySource<'_>>,
+        answer_within: Duration,
     ) -> Result<Response, RegistryError> {
         let state = self.registry(registry).await?;
         let url = state
             .base
             .join(path)
             .map_err(|e| RegistryError::Config(format!("bad path {path:?}: {e}")))?;
+        // Credentials go only to the registry itself, never to a host an upload's Location
+        // names.
+        let own_url = same_origin(&url, &state.base);
         let mut refreshed = false;
         loop {
-            let auth = state.auth.header_for(self, &state.name, scope).await?;
+            let auth = if own_url {
+                state.auth.header_for(self, &state.name, scopes).await?
+            } else {
+                None
+            };
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -383,15 +430,69 @@ impl Client {
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a.clone());
             }
+            let watch = match body.as_deref_mut() {
+                Some(src) => {
+                    let stream = (src.open)()?;
+                    let declared = headers
+                        .get(reqwest::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let watch = Arc::new(BodyWatch::new(declared));
+                    let counted = CountingStream {
+                        inner: stream,
+                        watch: watch.clone(),
+                        total: src.sent.clone(),
+                    };
+                    req = req.body(reqwest::Body::wrap_stream(counted));
+                    Some(watch)
+                }
+                None => None,
+            };
             // The error body read below counts against the same deadline as the headers.
-            let until = tokio::time::Instant::now() + self.opts.request_timeout;
-            let resp = self
-                .deadline_until(until, method.as_str(), &url, async {
-                    req.send()
-                        .await
-                        .map_err(|e| transport_error(method.as_str(), &url, e))
-                })
-                .await?;
+            let mut until = tokio::time::Instant::now() + answer_within;
+            let sending = async {
+                req.send()
+                    .await
+                    .map_err(|e| transport_error(method.as_str(), &url, e))
+            };
+            let resp = match &watch {
+                None => match tokio::time::timeout_at(until, sending).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(RegistryError::Timeout {
+                            method: method.to_string(),
+                            url: redact(&url),
+                            after: answer_within,
+                        })
+                    }
+                },
+                Some(w) => {
+                    let r = tokio::select! {
+                        r = sending => r,
+                        e = self.watch_body(w, method.as_str(), &url, answer_within) => Err(e),
+                    };
+                    if let Some(e) = w.take_error() {
+                        return Err(RegistryError::Source {
+                            url: redact(&url),
+                            source: e,
+                        });
+                    }
+                    until = tokio::time::Instant::now() + answer_within;
+                    r?
+                }
+            };
+            // reqwest follows a redirect of a request without a body (an upload's commit, a
+            // DELETE) and hands back the answer of wherever it led: a write must be answered
+            // by the URL it was sent to, or it did not happen where we meant it to.
+            if !matches!(method, Method::GET | Method::HEAD) && resp.url() != &url {
+                return Err(RegistryError::Protocol {
+                    url: redact(&url),
+                    reason: format!(
+                        "the registry redirected {method} to {}, which ferry does not follow for a write",
+                        redact(resp.url())
+                    ),
+                });
+            }
             // Only the registry itself may ask for new credentials: a 401 from a host it
             // redirected to must not steer tokens or passwords elsewhere.
             let own = same_origin(resp.url(), &state.base);
@@ -402,10 +503,24 @@ impl Client {
                     .get(WWW_AUTHENTICATE)
                     .and_then(|h| h.to_str().ok())
                     .and_then(crate::challenge::Challenge::parse);
-                state.auth.invalidate(scope, auth.as_ref(), challenge);
+                state.auth.invalidate(scopes, auth.as_ref(), challenge);
                 continue;
             }
-            if resp.status() == StatusCode::UNAUTHORIZED && own && state.auth.has_credential() {
+            let refused = resp.status() == StatusCode::UNAUTHORIZED
+                || (resp.status() == StatusCode::FORBIDDEN && scopes.writes());
+            if refused && own && state.auth.has_credential() {
+                let status = resp.status().as_u16();
+                // The credentials let us in (a ping, a pull), but not to write here.
+                if scopes.writes() && (state.auth.uses_tokens() || status == 403) {
+                    return Err(RegistryError::PushDenied {
+                        action: scopes.denied_action(),
+                        registry: state.name.clone(),
+                        repository: scopes.target(),
+                        method: method.to_string(),
+                        url: redact(&url),
+                        status,
+                    });
+                }
                 // With token auth the token service has accepted the credentials (it would
                 // have refused them with its own 401): a registry that still says 401 means
                 // the account may not use this repository, or that the repository does not
@@ -413,23 +528,62 @@ impl Client {
                 if state.auth.uses_tokens() {
                     return Err(RegistryError::NotAuthorized {
                         registry: state.name.clone(),
-                        repository: scope_target(scope).to_string(),
+                        repository: scopes.target(),
                         method: method.to_string(),
                         url: redact(&url),
-                        status: 401,
+                        status,
                     });
                 }
-                return Err(RegistryError::CredentialsRefused {
-                    registry: state.name.clone(),
-                    method: method.to_string(),
-                    url: redact(&url),
-                    status: 401,
-                });
+                if status == 401 {
+                    return Err(RegistryError::CredentialsRefused {
+                        registry: state.name.clone(),
+                        method: method.to_string(),
+                        url: redact(&url),
+                        status,
+                    });
+                }
             }
             if !resp.status().is_success() && !resp.status().is_redirection() {
                 return Err(status_error(method.as_str(), &url, resp, until).await);
             }
             return Ok(resp);
+        }
+    }
+
+    /// Resolve with an error when a request body stops moving (fewer than `stall_min_bytes`
+    /// taken in a `stall_timeout` window), or when the answer does not come within the
+    /// request deadline after the body was sent; never resolves otherwise.
+    async fn watch_body(
+        &self,
+        w: &BodyWatch,
+        method: &str,
+        url: &Url,
+        answer_within: Duration,
+    ) -> RegistryError {
+        let window = self.opts.stall_timeout;
+        loop {
+            let before = w.sent();
+            let window_end = tokio::time::Instant::now() + window;
+            while !w.is_done() && tokio::time::Instant::now() < window_end {
+                tokio::time::sleep(Duration::from_millis(50).min(window)).await;
+            }
+            if w.is_done() {
+                tokio::time::sleep(answer_within).await;
+                return RegistryError::Timeout {
+                    method: method.to_string(),
+                    url: redact(url),
+                    after: answer_within,
+                };
+            }
+            if w.sent().saturating_sub(before) < self.opts.stall_min_bytes {
+                return RegistryError::SendStalled {
+                    method: method.to_string(),
+                    url: redact(url),
+                    sent: w.sent(),
+                    min_bytes: self.opts.stall_min_bytes,
+                    window,
+                };
+            }
         }
     }
 
@@ -527,14 +681,6 @@ pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// What a token scope names: the repository of `repository:NAME:ACTIONS`, else the scope.
-fn scope_target(scope: &str) -> &str {
-    scope
-        .strip_prefix("repository:")
-        .and_then(|rest| rest.rsplit_once(':'))
-        .map_or(scope, |(name, _)| name)
 }
 
 /// Turn an error response into a [`RegistryError::Status`], reading at most 64 KiB of body

@@ -176,6 +176,46 @@ pub enum RegistryError {
     /// The registry sent something that is not what the API promises.
     #[error("{url}: {reason}")]
     Protocol { url: String, reason: String },
+    /// Reading what was being uploaded failed (a local file), not the network.
+    #[error("reading the data to upload to {url} failed: {source}")]
+    Source {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An upload's body stopped moving: the registry took too little for too long.
+    #[error("the upload to {url} stalled: the registry took fewer than {min_bytes} bytes in {} (after {sent} bytes; --timeout)", secs(*window))]
+    SendStalled {
+        method: String,
+        url: String,
+        sent: u64,
+        min_bytes: u64,
+        window: std::time::Duration,
+    },
+    /// The credentials were accepted (for pulling) but the registry refuses to let this
+    /// account write to the repository. `action` says what was refused: "push to" or
+    /// "delete from".
+    #[error(
+        "the account may not {action} {repository} on {registry} ({method} {url} returned {status})"
+    )]
+    PushDenied {
+        action: &'static str,
+        registry: String,
+        repository: String,
+        method: String,
+        url: String,
+        status: u16,
+    },
+    /// The registry refused a write (an upload, a manifest, a delete) for a reason its
+    /// error codes name; `reason` says it in words.
+    #[error("{reason}: {method} {url} returned {status}{}", render_codes(codes))]
+    Rejected {
+        reason: String,
+        method: String,
+        url: String,
+        status: u16,
+        codes: Vec<RegistryErrorCode>,
+    },
 }
 
 impl RegistryError {
@@ -184,20 +224,40 @@ impl RegistryError {
             RegistryError::Status { status, .. }
             | RegistryError::CredentialsRefused { status, .. }
             | RegistryError::NotAuthorized { status, .. }
+            | RegistryError::PushDenied { status, .. }
+            | RegistryError::Rejected { status, .. }
             | RegistryError::WaitTooLong { status, .. } => Some(*status),
             RegistryError::TokenService { source, .. } => source.status(),
             _ => None,
         }
     }
 
-    /// The thing asked for does not exist (404, or a `*_UNKNOWN` code).
+    /// The thing asked for does not exist (404, or a `*_UNKNOWN` code). An upload session
+    /// the registry forgot is not this: see [`RegistryError::is_upload_unknown`].
     pub fn is_not_found(&self) -> bool {
         match self {
+            RegistryError::Status { .. } if self.is_upload_unknown() => false,
             RegistryError::Status { status, codes, .. } => {
                 *status == 404
                     || codes
                         .iter()
                         .any(|c| c.code.ends_with("_UNKNOWN") || c.code == "NAME_UNKNOWN")
+            }
+            _ => false,
+        }
+    }
+
+    /// The registry does not know the upload session (`BLOB_UPLOAD_UNKNOWN`): it expired or
+    /// was purged, and the upload must start again from a new one.
+    pub fn is_upload_unknown(&self) -> bool {
+        self.has_code("BLOB_UPLOAD_UNKNOWN")
+    }
+
+    /// Whether the registry's answer carries error code `code`.
+    pub fn has_code(&self, code: &str) -> bool {
+        match self {
+            RegistryError::Status { codes, .. } | RegistryError::Rejected { codes, .. } => {
+                codes.iter().any(|c| c.code == code)
             }
             _ => false,
         }
@@ -213,8 +273,16 @@ impl RegistryError {
                         .iter()
                         .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
             }
+            RegistryError::Rejected { status, codes, .. } => {
+                *status == 401
+                    || *status == 403
+                    || codes
+                        .iter()
+                        .any(|c| c.code == "UNAUTHORIZED" || c.code == "DENIED")
+            }
             RegistryError::Auth { .. }
             | RegistryError::CredentialsRefused { .. }
+            | RegistryError::PushDenied { .. }
             | RegistryError::NotAuthorized { .. } => true,
             _ => false,
         }
@@ -245,6 +313,7 @@ impl RegistryError {
             RegistryError::Body { .. }
             | RegistryError::Timeout { .. }
             | RegistryError::Stalled { .. }
+            | RegistryError::SendStalled { .. }
             | RegistryError::Incomplete { .. } => true,
             RegistryError::TokenService { source, .. } => source.is_retryable(),
             _ => false,
@@ -286,6 +355,9 @@ impl RegistryError {
             RegistryError::Status { method, url, .. }
             | RegistryError::Transport { method, url, .. }
             | RegistryError::Timeout { method, url, .. } => (method.clone(), url.clone()),
+            RegistryError::Rejected { method, url, .. }
+            | RegistryError::SendStalled { method, url, .. }
+            | RegistryError::PushDenied { method, url, .. } => (method.clone(), url.clone()),
             RegistryError::Body { url, .. }
             | RegistryError::Stalled { url, .. }
             | RegistryError::Incomplete { url, .. } => ("GET".into(), url.clone()),

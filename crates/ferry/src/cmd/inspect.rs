@@ -17,14 +17,8 @@ use crate::exit::{self, UserError};
 use crate::sanitize::clean;
 
 pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
-    if looks_like_path(&args.image) {
-        return Err(exit::usage(
-            format!(
-                "{} looks like a file: inspecting archives is not supported yet",
-                args.image
-            ),
-            Some("give an image in a registry, e.g. ferry inspect alpine:3.20"),
-        ));
+    if let Some((path, name)) = archive_location(&args.image) {
+        return super::inspect_archive::run(&args, &path, name.as_deref()).await;
     }
     let reference: Reference = args.image.parse()?;
     let wanted = match &args.platform {
@@ -84,8 +78,13 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
             .tags(reference.api_host(), reference.repository())
             .await
             .unwrap_or_default();
-        let mut bytes =
-            serde_json::to_vec_pretty(&skopeo_json(&reference, &top, m, &config, tags))?;
+        let mut bytes = serde_json::to_vec_pretty(&skopeo_json(
+            reference.name(),
+            Some(&top.digest),
+            m,
+            &config,
+            tags,
+        ))?;
         bytes.push(b'\n');
         return write_stdout(&bytes);
     }
@@ -99,13 +98,24 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
     write_stdout(out.as_bytes())
 }
 
-/// An argument naming a file rather than an image: a path that exists, or one written as a
-/// path (`./x.tar`, `/tmp/x`, `../x`).
-fn looks_like_path(arg: &str) -> bool {
-    arg.starts_with('/')
+/// An archive to inspect, and the image named in it: `docker-archive:PATH[:NAME]`,
+/// `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`, or a path (one that exists, or one written as a
+/// path: `./x.tar`, `/tmp/x`, `../x`).
+fn archive_location(arg: &str) -> Option<(std::path::PathBuf, Option<String>)> {
+    for prefix in ["docker-archive:", "oci-archive:", "oci:"] {
+        if let Some(rest) = arg.strip_prefix(prefix) {
+            return Some(match rest.split_once(':') {
+                Some((p, n)) if !n.is_empty() => (p.into(), Some(n.to_string())),
+                Some((p, _)) => (p.into(), None),
+                None => (rest.into(), None),
+            });
+        }
+    }
+    let path = arg.starts_with('/')
         || arg.starts_with("./")
         || arg.starts_with("../")
-        || std::path::Path::new(arg).exists()
+        || std::path::Path::new(arg).exists();
+    path.then(|| (arg.into(), None))
 }
 
 /// The image manifest for `platform`: `top` itself when it is an image, else the index
@@ -156,7 +166,7 @@ fn no_platform(top: &FetchedManifest, platform: &Platform) -> anyhow::Error {
 }
 
 /// Write `bytes` to standard output; a closed pipe ends the command quietly (exit 141).
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
@@ -165,7 +175,7 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-fn field(out: &mut String, name: &str, value: &str) {
+pub(super) fn field(out: &mut String, name: &str, value: &str) {
     let _ = writeln!(out, "{:<12}{}", format!("{name}:"), clean(value));
 }
 
@@ -198,7 +208,7 @@ fn platforms_block(out: &mut String, top: &FetchedManifest, chosen: Option<&Dige
     }
 }
 
-fn image_block(out: &mut String, m: &ferry_core::ImageManifest, config: &ImageConfig) {
+pub(super) fn image_block(out: &mut String, m: &ferry_core::ImageManifest, config: &ImageConfig) {
     if let Some(c) = &config.created {
         field(out, "Created", c);
     }
@@ -278,9 +288,11 @@ fn human(n: u64) -> String {
 /// `skopeo inspect`'s output, field for field.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct SkopeoJson<'a> {
+pub(super) struct SkopeoJson<'a> {
     name: String,
-    digest: &'a Digest,
+    /// `None` for an archive without manifests (docker save before Docker 25).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a Digest>,
     repo_tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<&'a str>,
@@ -307,17 +319,17 @@ struct LayerData<'a> {
     annotations: Option<&'a BTreeMap<String, String>>,
 }
 
-fn skopeo_json<'a>(
-    r: &Reference,
-    top: &'a FetchedManifest,
+pub(super) fn skopeo_json<'a>(
+    name: String,
+    digest: Option<&'a Digest>,
     m: &'a ferry_core::ImageManifest,
     config: &'a ImageConfig,
     repo_tags: Vec<String>,
 ) -> SkopeoJson<'a> {
     let run = config.config.as_ref();
     SkopeoJson {
-        name: r.name(),
-        digest: &top.digest,
+        name,
+        digest,
         repo_tags,
         created: config.created.as_deref(),
         docker_version: config.docker_version.as_deref().unwrap_or(""),

@@ -2,12 +2,16 @@
 //! options, and temporary outputs that an interruption must not leave behind.
 
 mod catalog;
+mod copy;
+mod delete;
 mod digest;
 mod inspect;
 mod login;
 mod logout;
+mod inspect_archive;
 mod output;
 mod pull;
+mod push;
 mod tags;
 
 use std::collections::HashMap;
@@ -33,6 +37,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Login(args) => login::run(args).await,
         Command::Logout(args) => logout::run(args).await,
+        Command::Push(args) => push::run(args).await,
+        Command::Copy(args) => copy::run(args).await,
+        Command::Delete(args) => delete::run(args).await,
     }
 }
 

@@ -77,10 +77,18 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     distinct.dedup();
     reporter.expect_images(distinct.len());
     let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
+    // What the archive records; `images` keeps the references the blobs are fetched from.
+    let planned = match (&args.record_as, images.as_slice()) {
+        (Some(name), [image]) => vec![ArchiveImage {
+            name: name.clone(),
+            ..image.clone()
+        }],
+        _ => images.clone(),
+    };
     // The default archive's length stands for every format: the legacy one is larger (its
     // layers are uncompressed), but by an amount nobody knows before decompressing.
     output::check_space(
-        Plan::new(&images).checked_len(),
+        Plan::new(&planned).checked_len(),
         missing_bytes(&store, &images),
         &output,
         &store,
@@ -91,7 +99,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         write_direct(
             &client,
             &store,
-            &images,
+            (&images, &planned),
             opts.jobs,
             reporter.clone(),
             path,
@@ -109,7 +117,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
         store: store.clone(),
         arrivals: arrivals.clone(),
     };
-    let (format, scratch, plan_images) = (args.format, store.root().join("ingest"), images.clone());
+    let (format, scratch, plan_images) = (args.format, store.root().join("ingest"), planned);
     let force = args.force;
     let cache = store.root().to_path_buf();
     let out_path = match &output {
@@ -201,14 +209,14 @@ fn stdout_hung_up() -> bool {
 async fn write_direct(
     client: &ferry_registry::Client,
     store: &Store,
-    images: &[ArchiveImage],
+    (images, planned): (&[ArchiveImage], &[ArchiveImage]),
     jobs: usize,
     progress: Arc<Reporter>,
     path: &Path,
     force: bool,
 ) -> anyhow::Result<()> {
     let tmp = temp_name(path);
-    let (plan, t) = (Plan::new(images), tmp.clone());
+    let (plan, t) = (Plan::new(planned), tmp.clone());
     // Locked from its creation until it is in place (see `DirectArchive::create`). A name
     // already taken is not this run's: it is neither tracked nor removed.
     let out = tokio::task::spawn_blocking(move || DirectArchive::create(&t, &plan))
@@ -263,7 +271,7 @@ fn missing_bytes(store: &Store, images: &[ArchiveImage]) -> u64 {
 /// Write the output; `Some(path)` when a file or directory was made. Errors that mean the
 /// output cannot take more (standard output closed, disk full) come back as the one
 /// sentence that says so.
-fn write_output(
+pub(super) fn write_output(
     images: &[ArchiveImage],
     blobs: &dyn BlobReader,
     scratch: &Path,

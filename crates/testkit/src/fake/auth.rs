@@ -19,6 +19,10 @@ pub(crate) enum Scope<'a> {
     Root,
     Catalog,
     Repo(&'a str),
+    /// Writing to a repository: uploads and manifest PUTs (`push`).
+    Push(&'a str),
+    /// Deleting from a repository (`delete`).
+    Delete(&'a str),
 }
 
 /// The `user:pass` of a `Basic` Authorization header.
@@ -63,6 +67,17 @@ fn scope_allows_pull(granted: &str, name: &str) -> bool {
     repo == name && actions.split(',').any(|a| a == "pull" || a == "*")
 }
 
+/// Whether one granted scope allows `action` on `name`.
+fn scope_allows(granted: &str, name: &str, action: &str) -> bool {
+    let Some((repo, actions)) = granted
+        .strip_prefix("repository:")
+        .and_then(|rest| rest.rsplit_once(':'))
+    else {
+        return false;
+    };
+    repo == name && actions.split(',').any(|a| a == action || a == "*")
+}
+
 /// Check the request's credentials; `Err` is the 401 to answer with.
 #[allow(clippy::result_large_err)]
 pub(crate) fn check(st: &mut State, headers: &HeaderMap, scope: Scope<'_>) -> Result<(), Response> {
@@ -86,6 +101,12 @@ pub(crate) fn check(st: &mut State, headers: &HeaderMap, scope: Scope<'_>) -> Re
                         Scope::Repo(name) => {
                             token.scopes.iter().any(|s| scope_allows_pull(s, name))
                         }
+                        Scope::Push(name) => {
+                            token.scopes.iter().any(|s| scope_allows(s, name, "push"))
+                        }
+                        Scope::Delete(name) => {
+                            token.scopes.iter().any(|s| scope_allows(s, name, "delete"))
+                        }
                     };
                     if fresh && allowed {
                         token.uses += 1;
@@ -105,10 +126,27 @@ pub(crate) fn check(st: &mut State, headers: &HeaderMap, scope: Scope<'_>) -> Re
                 Scope::Repo(name) => {
                     challenge.push_str(&format!(",scope=\"repository:{name}:pull\""))
                 }
+                Scope::Push(name) => {
+                    challenge.push_str(&format!(",scope=\"repository:{name}:pull,push\""))
+                }
+                Scope::Delete(name) => {
+                    challenge.push_str(&format!(",scope=\"repository:{name}:delete\""))
+                }
             }
             Err(unauthorized(&challenge))
         }
     }
+}
+
+/// Whether the request may read `name`: always unless in Bearer mode, where its token must
+/// grant `pull` there (a mount needs it on the repository mounted from).
+pub(crate) fn may_pull(st: &State, headers: &HeaderMap, name: &str) -> bool {
+    if !matches!(st.auth, FakeAuth::Bearer { .. }) {
+        return true;
+    }
+    bearer_token(headers)
+        .and_then(|t| st.tokens.get(t))
+        .is_some_and(|token| token.scopes.iter().any(|s| scope_allows_pull(s, name)))
 }
 
 /// `GET /token?service=&scope=`: hand out an opaque token for the requested scopes.
@@ -153,6 +191,7 @@ pub(crate) fn token_endpoint(state: &Shared, req: &Request) -> Response {
         .faults
         .iter()
         .any(|f| matches!(f, Fault::UnknownReposUnauthorized));
+    let pull_only = st.faults.iter().any(|f| matches!(f, Fault::PullOnlyTokens));
     let known = |scope: &str| {
         scope
             .strip_prefix("repository:")
@@ -169,6 +208,16 @@ pub(crate) fn token_endpoint(state: &Shared, req: &Request) -> Response {
                 .collect::<Vec<_>>()
         })
         .filter(|s| !hub_style || known(s))
+        .map(|s| {
+            // Fault::PullOnlyTokens: whatever is asked, only pulling is granted.
+            match s
+                .strip_prefix("repository:")
+                .and_then(|r| r.rsplit_once(':'))
+            {
+                Some((name, _)) if pull_only => format!("repository:{name}:pull"),
+                _ => s,
+            }
+        })
         .collect();
     let token = format!("fake-{:032x}", rand::random::<u128>());
     st.tokens.insert(token.clone(), Token { scopes, uses: 0 });

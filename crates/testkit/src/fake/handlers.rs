@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::auth::{self, Scope};
 use super::Fault;
-use super::{blobs, lock, LoggedRequest, Shared};
+use super::{blobs, lock, uploads, LoggedRequest, Shared};
 
 pub(crate) fn main_router(state: Shared) -> Router {
     Router::new().fallback(main_handler).with_state(state)
@@ -27,14 +27,19 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
 }
 
 fn log(state: &Shared, req: &Request, status: StatusCode) {
-    let entry = LoggedRequest {
+    let entry = entry(req, status);
+    lock(state).log.push(entry);
+}
+
+fn entry(req: &Request, status: StatusCode) -> LoggedRequest {
+    LoggedRequest {
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
         range: header_string(req.headers(), header::RANGE),
         authorization: header_string(req.headers(), header::AUTHORIZATION),
         status: status.as_u16(),
-    };
-    lock(state).log.push(entry);
+        content_range: header_string(req.headers(), header::CONTENT_RANGE),
+    }
 }
 
 /// A distribution-spec error response: `{"errors":[{"code","message","detail":null}]}`.
@@ -77,6 +82,13 @@ async fn main_handler(AxState(state): AxState<Shared>, req: Request) -> Response
     }
     if let Some(ms) = token_delay {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if let Some(target) = uploads::write_target(req.method(), path) {
+        let mut logged = entry(&req, StatusCode::OK);
+        let resp = uploads::handle(&state, target, req).await;
+        logged.status = resp.status().as_u16();
+        lock(&state).log.push(logged);
+        return resp;
     }
     let resp = route(&state, &req);
     log(&state, &req, resp.status());

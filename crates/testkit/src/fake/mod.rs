@@ -1,12 +1,15 @@
-//! An in-process fake OCI distribution registry (read side) with fault injection.
+//! An in-process fake OCI distribution registry with fault injection.
 //!
 //! [`FakeRegistry::start`] binds `127.0.0.1:0` and serves `/v2/`, manifests, blobs (with
-//! `Range`), tag lists and the catalog, optionally behind Basic or Bearer auth. Faults
-//! ([`Fault`]) can be added and cleared at any time; every request is logged.
+//! `Range`), tag lists and the catalog, optionally behind Basic or Bearer auth; and the
+//! write side: blob uploads (mount, chunked, monolithic), manifest PUT and DELETE (once
+//! [`FakeRegistry::enable_deletes`]). Faults ([`Fault`]) can be added and cleared at any
+//! time; every request is logged.
 
 mod auth;
 mod blobs;
 mod handlers;
+mod uploads;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -118,6 +121,30 @@ pub enum Fault {
     PageSize { n: usize },
     /// `/v2/_catalog` answers 404 `UNSUPPORTED`, as registries that do not offer it do.
     NoCatalog,
+    /// The first `times` upload bodies (PATCH, PUT) are cut after `after` bytes: those bytes
+    /// are kept in the session, as a registry does, and the request is answered 500 on a
+    /// connection that closes.
+    CutUpload { after: u64, times: usize },
+    /// PATCH on an upload session answers 405 `UNSUPPORTED`: chunked uploads are refused.
+    RejectPatch,
+    /// The next `times` requests on an upload session find it forgotten: the session is
+    /// dropped and answered 404 `BLOB_UPLOAD_UNKNOWN`.
+    ForgetUploads { times: usize },
+    /// A POST with `?mount=&from=` opens an upload session (202) instead of mounting.
+    RefuseMounts,
+    /// In Bearer mode, the token endpoint grants only `pull`, whatever actions are asked:
+    /// the credentials are good, the account may not write.
+    PullOnlyTokens,
+    /// PATCH and PUT on upload sessions are accepted and never answered (nor their bodies
+    /// read).
+    HangUploads,
+    /// The commit of an upload (a `PUT ?digest=`, with the whole blob or after chunks)
+    /// takes `ms` before it is done and answered, as a registry re-reading or copying a
+    /// large blob does.
+    SlowCommit { ms: u64 },
+    /// A GET on an upload session (its status) answers 405 `UNSUPPORTED`, as registries
+    /// without that endpoint do.
+    NoUploadStatus,
 }
 
 /// One request the fake saw (on either listener).
@@ -128,6 +155,8 @@ pub struct LoggedRequest {
     pub range: Option<String>,
     pub authorization: Option<String>,
     pub status: u16,
+    /// The request's `Content-Range` (upload chunks).
+    pub content_range: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +187,14 @@ pub(crate) struct State {
     pub(crate) redirect_saw_authorization: bool,
     /// Blob body bytes handed to the connections of the main listener so far.
     pub(crate) body_bytes: Arc<AtomicU64>,
+    /// Upload sessions by id.
+    pub(crate) uploads: HashMap<String, uploads::Upload>,
+    pub(crate) next_upload: u64,
+    /// Upload body bytes received and kept (PATCH and PUT bodies, manifests included).
+    pub(crate) upload_bytes: u64,
+    /// Cross-repository mounts done.
+    pub(crate) mounts: usize,
+    pub(crate) deletes_enabled: bool,
 }
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -194,6 +231,11 @@ impl FakeRegistry {
             tokens_issued: 0,
             redirect_saw_authorization: false,
             body_bytes: Arc::new(AtomicU64::new(0)),
+            uploads: HashMap::new(),
+            next_upload: 0,
+            upload_bytes: 0,
+            mounts: 0,
+            deletes_enabled: false,
         }));
         let main_app = handlers::main_router(state.clone());
         let redirect_app = handlers::redirect_router(state.clone());
@@ -304,6 +346,47 @@ impl FakeRegistry {
 
     pub fn tokens_issued(&self) -> usize {
         lock(&self.state).tokens_issued
+    }
+
+    /// Upload body bytes the registry received and kept so far (blob chunks and manifests).
+    pub fn upload_bytes(&self) -> u64 {
+        lock(&self.state).upload_bytes
+    }
+
+    /// Cross-repository mounts done so far.
+    pub fn mounts(&self) -> usize {
+        lock(&self.state).mounts
+    }
+
+    /// Upload sessions open now.
+    pub fn open_uploads(&self) -> usize {
+        lock(&self.state).uploads.len()
+    }
+
+    /// Allow manifest DELETE (refused with 405 `UNSUPPORTED` until then, as docker-registry
+    /// does without `REGISTRY_STORAGE_DELETE_ENABLED`).
+    pub fn enable_deletes(&self) {
+        lock(&self.state).deletes_enabled = true;
+    }
+
+    /// The blob `digest` of `repo`, if held.
+    pub fn blob(&self, repo: &str, digest: &Digest) -> Option<Bytes> {
+        lock(&self.state)
+            .repos
+            .get(repo)?
+            .blobs
+            .get(digest)
+            .cloned()
+    }
+
+    /// Manifest `reference` (tag or digest) of `repo`: (media type, bytes).
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<(String, Bytes)> {
+        lock(&self.state)
+            .repos
+            .get(repo)?
+            .manifests
+            .get(reference)
+            .cloned()
     }
 }
 

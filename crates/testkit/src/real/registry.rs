@@ -42,6 +42,12 @@ impl RealRegistry {
     /// Starts a registry; `None` when `docker-registry` (or `openssl` for token mode) is
     /// missing outside CI. Panics when it fails to come up within 10 s (with its log).
     pub fn start(auth: RegistryAuth) -> Option<RealRegistry> {
+        RealRegistry::start_with(auth, true)
+    }
+
+    /// [`RealRegistry::start`] with manifest deletes allowed or not (docker-registry's
+    /// `REGISTRY_STORAGE_DELETE_ENABLED`; `start` allows them).
+    pub fn start_with(auth: RegistryAuth, deletes: bool) -> Option<RealRegistry> {
         let bin = tool("docker-registry")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
@@ -89,6 +95,7 @@ impl RealRegistry {
             .arg("serve")
             .arg(&cfg_path)
             .env_remove("REGISTRY_HTTP_ADDR")
+            .env("REGISTRY_STORAGE_DELETE_ENABLED", deletes.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
