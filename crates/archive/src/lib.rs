@@ -17,6 +17,7 @@
 
 mod legacy;
 mod plan;
+mod ranges;
 mod tarfmt;
 
 use std::io::{self, Read};
@@ -25,6 +26,7 @@ use ferry_core::{Descriptor, Digest, Platform, Reference, MAX_SMALL_BLOB, MAX_SM
 
 pub use legacy::write_legacy;
 pub use plan::{Entry, EntryBody, Plan};
+pub use ranges::{Segment, Segments};
 
 /// Read access to verified blobs (the store).
 ///
