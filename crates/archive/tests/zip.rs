@@ -133,6 +133,21 @@ fn a_small_zip_unzips_to_write_tars_bytes_in_unzip_and_python() {
         );
         assert!(out.stdout == tar, "python reads write_tar's bytes");
     }
+    if let Some(bsdtar) = tool("bsdtar") {
+        // From the file (libarchive's seeking reader, led by the central directory).
+        let out = run(Command::new(&bsdtar)
+            .arg("-xOf")
+            .arg(&path)
+            .arg("alpine:3.20.tar"));
+        assert!(out == tar, "bsdtar -xOf gives write_tar's bytes");
+        // From a pipe (its streaming reader, led by the local header and data descriptor).
+        let out = run(Command::new("sh").arg("-c").arg(format!(
+            "{} -xOf - < {}",
+            bsdtar.display(),
+            path.display()
+        )));
+        assert!(out == tar, "bsdtar reading a pipe gives write_tar's bytes");
+    }
 }
 
 #[test]
@@ -325,6 +340,14 @@ fn a_central_directory_past_4_gib_alone_gets_the_zip64_end_records() {
 }
 
 fn check_with_tools(path: &Path, name: &str, tar_len: u64, read_all: bool) {
+    if let Some(bsdtar) = tool("bsdtar") {
+        let listed = run(Command::new(&bsdtar).arg("-tvf").arg(path));
+        let listed = String::from_utf8_lossy(&listed);
+        assert!(
+            listed.contains(&format!(" {tar_len} ")) && listed.contains(name),
+            "{listed}"
+        );
+    }
     if let Some(unzip) = tool("unzip") {
         let listed = run(Command::new(&unzip).arg("-Z").arg("-l").arg(path));
         let listed = String::from_utf8_lossy(&listed);
