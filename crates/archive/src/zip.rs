@@ -176,7 +176,7 @@ impl ZipPlan {
         let tail_start = self.tail_start();
         let crc = match crc {
             Some(c) => c,
-            None if end <= tail_start => 0,
+            None if start >= end || end <= tail_start => 0,
             None => return Err(ZipError::NeedsCrc { tail_start }),
         };
         Ok(self.segments_with(start, end, crc))

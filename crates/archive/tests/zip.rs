@@ -184,6 +184,7 @@ fn the_first_bytes_need_no_crc_and_the_tail_does() {
         zip.segments(tail - 1, 2, None).unwrap_err().to_string(),
         format!("bytes from {tail} on hold the tar's CRC-32, which is not known yet")
     );
+    assert_eq!(zip.segments(zip.len(), 0, None).unwrap().count(), 0);
     // The tail needs every blob (for their CRCs); the local header none.
     assert_eq!(
         zip.blobs_in(tail, 1).len(),
@@ -368,6 +369,36 @@ fn check_with_tools(path: &Path, name: &str, tar_len: u64, read_all: bool) {
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
             format!("('{name}', 0, 8, (1980, 1, 1, 0, 0, 0), {tar_len}, '0o100644')")
+        );
+    }
+}
+
+#[test]
+fn a_non_ascii_name_is_marked_utf8() {
+    let (mem, plan) = two_images();
+    let crc = plan.crc32(|d| crcs(&mem).get(d).copied()).unwrap();
+    let tar_len = plan.len();
+    let zip = ZipPlan::new(plan, "café.tar").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.zip");
+    std::fs::write(&path, zip_bytes(&mem, &zip, crc)).unwrap();
+    if let Some(py) = tool("python3") {
+        let out = Command::new(&py)
+            .args(["-c", PY_READ])
+            .arg(&path)
+            .arg("test")
+            .env("PYTHONIOENCODING", "utf-8")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Flags: bit 3 (data descriptor) and bit 11 (UTF-8 name).
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("('café.tar', 0, 2056, (1980, 1, 1, 0, 0, 0), {tar_len}, '0o100644')")
         );
     }
 }
