@@ -40,6 +40,8 @@ pub struct Plan {
     /// Where each entry starts in the archive (saturating: meaningful only when
     /// [`Plan::checked_len`] is `Some`), for finding a byte's entry by binary search.
     pub(crate) starts: Vec<u64>,
+    /// [`Plan::checked_len`], computed once: range lookups ask it on every request.
+    total: Option<u64>,
 }
 
 impl Plan {
@@ -109,7 +111,16 @@ impl Plan {
                 Some(start)
             })
             .collect();
-        Plan { entries, starts }
+        let total = entries
+            .iter()
+            .try_fold(2 * tarfmt::BLOCK, |acc, e: &Entry| {
+                acc.checked_add(checked_entry_len(&e.name, e.size)?)
+            });
+        Plan {
+            entries,
+            starts,
+            total,
+        }
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -169,9 +180,7 @@ impl Plan {
     /// the registry, so every sum over them is checked: a wrapped sum once made a 1 TiB
     /// image look like 172 bytes.
     pub fn checked_len(&self) -> Option<u64> {
-        self.entries.iter().try_fold(2 * tarfmt::BLOCK, |acc, e| {
-            acc.checked_add(checked_entry_len(&e.name, e.size)?)
-        })
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {

@@ -124,3 +124,31 @@ fn ranges_past_the_end_and_in_the_end_blocks() {
     assert!(plan.blobs_in(body + 1, 0).is_empty());
     assert_eq!(plan.blobs_in(body + 1, 1).len(), 1);
 }
+
+/// Sizes from a hostile manifest that add up past 64 bits: nothing is produced from them.
+#[test]
+fn a_plan_too_large_to_write_yields_no_segments() {
+    use ferry_archive::{ArchiveImage, ImageParts, ZipError, ZipPlan};
+    use ferry_core::{media, Descriptor, Reference};
+    let d = |s: &str, size| {
+        Descriptor::new(media::OCI_LAYER_GZIP, Digest::sha256_of(s.as_bytes()), size)
+    };
+    let img = ArchiveImage::single(
+        "huge:1".parse::<Reference>().unwrap(),
+        ImageParts {
+            manifest: d("m", 10),
+            config: d("c", 10),
+            layers: vec![d("a", u64::MAX / 2), d("b", u64::MAX / 2)],
+            platform: None,
+        },
+    );
+    let plan = Plan::new(&[img]);
+    assert_eq!(plan.checked_len(), None);
+    assert_eq!(plan.segments(0, 4096).count(), 0);
+    assert!(plan.blobs_in(0, 4096).is_empty());
+    assert_eq!(plan.crc32(|_| Some(0)), None);
+    assert_eq!(
+        ZipPlan::new(plan, "huge.tar").unwrap_err(),
+        ZipError::TooLarge
+    );
+}
