@@ -36,7 +36,12 @@ pub struct Entry {
 /// Every entry of an archive in order. The archive is a pure function of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    entries: Vec<Entry>,
+    pub(crate) entries: Vec<Entry>,
+    /// Where each entry starts in the archive (saturating: meaningful only when
+    /// [`Plan::checked_len`] is `Some`), for finding a byte's entry by binary search.
+    pub(crate) starts: Vec<u64>,
+    /// [`Plan::checked_len`], computed once: range lookups ask it on every request.
+    total: Option<u64>,
 }
 
 impl Plan {
@@ -97,7 +102,25 @@ impl Plan {
                 docker_only: false,
             });
         }
-        Plan { entries }
+        let starts = entries
+            .iter()
+            .scan(0u64, |pos, e| {
+                let start = *pos;
+                let len = checked_entry_len(&e.name, e.size).unwrap_or(u64::MAX);
+                *pos = pos.saturating_add(len);
+                Some(start)
+            })
+            .collect();
+        let total = entries
+            .iter()
+            .try_fold(2 * tarfmt::BLOCK, |acc, e: &Entry| {
+                acc.checked_add(checked_entry_len(&e.name, e.size)?)
+            });
+        Plan {
+            entries,
+            starts,
+            total,
+        }
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -157,9 +180,7 @@ impl Plan {
     /// the registry, so every sum over them is checked: a wrapped sum once made a 1 TiB
     /// image look like 172 bytes.
     pub fn checked_len(&self) -> Option<u64> {
-        self.entries.iter().try_fold(2 * tarfmt::BLOCK, |acc, e| {
-            acc.checked_add(checked_entry_len(&e.name, e.size)?)
-        })
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,7 +280,7 @@ fn lock_new_dir(tmp: &Path) -> io::Result<fs::File> {
 }
 
 /// [`tarfmt::entry_len`] without overflow: `None` for a size near `u64::MAX`.
-fn checked_entry_len(name: &str, size: u64) -> Option<u64> {
+pub(crate) fn checked_entry_len(name: &str, size: u64) -> Option<u64> {
     let body = size.checked_next_multiple_of(tarfmt::BLOCK)?;
     let headers = tarfmt::entry_len(name, 0);
     body.checked_add(headers)
