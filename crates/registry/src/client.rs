@@ -85,6 +85,10 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Told about every retry before its wait.
     pub on_retry: Option<RetryHook>,
+    /// When set, connections go only to addresses it allows: host names are resolved
+    /// through it and redirects to IP literals it refuses are not followed (a server
+    /// refusing private networks). Hosts given as IP literals are the caller's to check.
+    pub address_guard: Option<Arc<dyn crate::AddressGuard>>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -106,6 +110,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("stall_timeout", &self.stall_timeout)
             .field("stall_min_bytes", &self.stall_min_bytes)
             .field("on_retry", &self.on_retry.is_some())
+            .field("address_guard", &self.address_guard.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +132,7 @@ impl Default for ClientOptions {
             stall_min_bytes: 1024,
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
             on_retry: None,
+            address_guard: None,
         }
     }
 }
@@ -176,6 +182,20 @@ impl Client {
         }
         if opts.insecure {
             b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(guard) = &opts.address_guard {
+            b = b.dns_resolver(Arc::new(crate::guard::GuardedResolver(guard.clone())));
+            let g = guard.clone();
+            b = b.redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else if !crate::guard::redirect_allowed(g.as_ref(), attempt.url()) {
+                    // The redirect itself comes back as the answer: an error status.
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }));
         }
         let http = b
             .build()

@@ -1,0 +1,186 @@
+//! One upstream fetch per image, however many clients ask. A [`Job`] downloads the blobs
+//! of one resolved image (keyed by its manifest digest) through the pull engine; clients
+//! hold a [`JobHandle`], and when the last handle goes the fetch is cancelled (the engine
+//! keeps what it had, resumable). Readers wait for blobs on a `watch` channel that the
+//! engine's arrival events update: no polling, and no thread parked per waiting request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use ferry_archive::ArchiveImage;
+use ferry_copy::{Event, Progress};
+use ferry_core::Digest;
+use ferry_registry::Client;
+use ferry_store::{Pin, Store};
+
+/// What a job has done so far.
+#[derive(Debug, Clone, Default)]
+pub struct JobState {
+    /// Blobs downloaded and verified, or found in the cache and verified again.
+    pub ready: HashSet<Digest>,
+    /// Bytes of `ready` blobs, for progress.
+    pub done_bytes: u64,
+    pub finished: bool,
+    /// Why the fetch stopped, when it failed.
+    pub error: Option<String>,
+}
+
+/// The download of one image's blobs.
+pub struct Job {
+    /// The configs and layers the job fetches (every other blob of the archive, the
+    /// manifests, was stored when the image was resolved).
+    pub expected: HashSet<Digest>,
+    pub total_bytes: u64,
+    state: watch::Sender<JobState>,
+    /// Leases on every blob of the image against eviction while the job lives.
+    _pins: Vec<Pin>,
+}
+
+impl Job {
+    pub fn state(&self) -> JobState {
+        self.state.borrow().clone()
+    }
+
+    /// Wait until `digest` may be read from the store: announced by the fetch, or not one
+    /// of its blobs. Fails when the fetch failed before announcing it.
+    pub async fn wait_for(&self, digest: &Digest) -> Result<(), String> {
+        if !self.expected.contains(digest) {
+            return Ok(());
+        }
+        let mut rx = self.state.subscribe();
+        let r = rx
+            .wait_for(|s| s.ready.contains(digest) || s.error.is_some() || s.finished)
+            .await;
+        match r {
+            Ok(s) if s.ready.contains(digest) => Ok(()),
+            Ok(s) => Err(s
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("blob {digest} was not downloaded"))),
+            Err(_) => Err("the download stopped".into()),
+        }
+    }
+
+    /// Wait until the fetch has finished; its error if it failed.
+    pub async fn wait_done(&self) -> Result<(), String> {
+        let mut rx = self.state.subscribe();
+        let s = rx
+            .wait_for(|s| s.finished)
+            .await
+            .map_err(|_| "the download stopped".to_string())?;
+        match &s.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The engine's events turned into job state.
+struct Arrived(Arc<Job>);
+
+impl Progress for Arrived {
+    fn event(&self, event: Event) {
+        if let Event::BlobDone { digest, size } | Event::BlobCached { digest, size } = event {
+            self.0.state.send_modify(|s| {
+                if s.ready.insert(digest) {
+                    s.done_bytes += size;
+                }
+            });
+        }
+    }
+}
+
+/// A client's hold on a job: the fetch goes on while any handle lives.
+pub struct JobHandle {
+    pub job: Arc<Job>,
+    abort: AbortHandle,
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        // The last client went away: nobody waits for this work. What was downloaded stays
+        // in the cache, and a partial blob resumes next time.
+        self.abort.abort();
+    }
+}
+
+/// The jobs running, by manifest digest (and platform choice: the same key means the same
+/// blobs).
+#[derive(Default)]
+pub struct Jobs {
+    running: Mutex<HashMap<String, Weak<JobHandle>>>,
+}
+
+impl Jobs {
+    /// The job for `image`, joined if one runs, else started.
+    pub fn join(
+        &self,
+        client: &Client,
+        store: &Store,
+        image: &ArchiveImage,
+        parallel: usize,
+    ) -> Arc<JobHandle> {
+        let key = image.root.digest.to_string();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = running.get(&key).and_then(Weak::upgrade) {
+            let failed = h.job.state.borrow().error.is_some();
+            if !failed {
+                return h;
+            }
+        }
+        running.retain(|_, w| w.strong_count() > 0);
+        let mut expected = HashSet::new();
+        let mut total_bytes = 0;
+        for p in &image.images {
+            for d in std::iter::once(&p.config).chain(&p.layers) {
+                if expected.insert(d.digest.clone()) {
+                    total_bytes += d.size;
+                }
+            }
+        }
+        let pins = expected
+            .iter()
+            .chain(image.manifests.iter().map(|m| &m.digest))
+            .map(|d| store.pin(d))
+            .collect();
+        let (tx, _) = watch::channel(JobState::default());
+        let job = Arc::new(Job {
+            expected,
+            total_bytes,
+            state: tx,
+            _pins: pins,
+        });
+        let (client, store, images) = (client.clone(), store.clone(), vec![image.clone()]);
+        let j = job.clone();
+        let task = tokio::spawn(async move {
+            let progress = Arc::new(Arrived(j.clone()));
+            let r =
+                ferry_copy::fetch_blobs(&client, &store, &images, parallel, progress, None).await;
+            j.state.send_modify(|s| {
+                s.finished = true;
+                if let Err(e) = r {
+                    s.error = Some(crate::error_chain(&e));
+                }
+            });
+        });
+        let h = Arc::new(JobHandle {
+            job,
+            abort: task.abort_handle(),
+        });
+        running.insert(key, Arc::downgrade(&h));
+        h
+    }
+
+    /// How many fetches run.
+    pub fn in_flight(&self) -> usize {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|h| !h.job.state.borrow().finished)
+            .count()
+    }
+}

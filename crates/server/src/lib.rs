@@ -1,0 +1,340 @@
+//! `ferry-server` is `ferry serve`: images from registries served as archives over HTTP to
+//! people who cannot reach the registries themselves. Every archive response has its exact
+//! length, a strong ETag and byte ranges from the first request, while the image's blobs
+//! still arrive from upstream: the archive is a pure function of the manifests
+//! ([`ferry_archive::Plan`]), so any range maps onto blobs, and a range waits only for
+//! the blobs it needs. One upstream fetch per image and per blob, however many clients.
+//!
+//! [`app`] is the router; [`serve`] runs it on a listener until a shutdown signal.
+
+mod http;
+mod jobs;
+mod names;
+pub mod policy;
+mod reader;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_archive::ArchiveImage;
+use ferry_copy::{CopyError, PullOptions};
+use ferry_core::{Platform, Reference};
+use ferry_registry::{Client, ClientOptions};
+use ferry_store::{Limits, Store};
+
+pub use http::app;
+pub use jobs::{Job, JobState};
+pub use policy::{AddressPolicy, HostPort, Refused};
+pub use reader::{Archive, Layout};
+
+/// How the server runs. Every field has a `ferry serve` flag, a TOML key and an env var.
+#[derive(Clone)]
+pub struct Config {
+    pub cache_dir: PathBuf,
+    pub cache_max_size: Option<u64>,
+    pub cache_max_age: Option<Duration>,
+    pub policy: AddressPolicy,
+    /// Registries reached over plain HTTP or with unverified certificates.
+    pub insecure_registries: Vec<HostPort>,
+    /// The platform taken from a multi-platform image when the request names none.
+    pub default_platform: Platform,
+    /// Images larger than this (the archive's length) are refused with 413.
+    pub max_image_size: Option<u64>,
+    /// Client tokens; empty: no token needed.
+    pub tokens: Vec<String>,
+    /// How long a tag's digest is trusted before the registry is asked again.
+    pub tag_ttl: Duration,
+    /// Blobs downloaded at once per image.
+    pub parallel: usize,
+    /// The registry client's options (credential files, timeouts); the address guard and
+    /// `insecure` are set by the server.
+    pub client: ClientOptions,
+}
+
+impl Config {
+    /// The defaults, with the cache at `cache_dir`.
+    pub fn new(cache_dir: PathBuf) -> Config {
+        Config {
+            cache_dir,
+            cache_max_size: None,
+            cache_max_age: None,
+            policy: AddressPolicy::default(),
+            insecure_registries: Vec::new(),
+            default_platform: Platform::new("linux", "amd64", None),
+            max_image_size: None,
+            tokens: Vec::new(),
+            tag_ttl: Duration::from_secs(600),
+            parallel: 4,
+            client: ClientOptions::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the cache at {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: ferry_store::StoreError,
+    },
+    #[error("setting up the registry client")]
+    Client(#[source] ferry_registry::RegistryError),
+}
+
+/// A resolved image and when it was resolved (tags are asked again after `tag_ttl`).
+type Resolution = Arc<tokio::sync::Mutex<Option<(Instant, ArchiveImage)>>>;
+
+/// What every handler shares.
+pub struct State {
+    pub config: Config,
+    store: Store,
+    client: Client,
+    /// For `--insecure-registry` registries only.
+    insecure_client: Client,
+    jobs: jobs::Jobs,
+    crcs: Arc<reader::Crcs>,
+    /// By reference and platform; each entry single-flights its resolution.
+    resolved: std::sync::Mutex<HashMap<String, Resolution>>,
+    /// `/pull` fetches that failed, by image name as given, for its status.
+    pull_errors: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl State {
+    pub fn new(config: Config) -> Result<Arc<State>, StartError> {
+        let store = Store::open(&config.cache_dir).map_err(|source| StartError::Cache {
+            path: config.cache_dir.clone(),
+            source,
+        })?;
+        if config.cache_max_size.is_some() || config.cache_max_age.is_some() {
+            store
+                .set_limits(Limits {
+                    max_size: config.cache_max_size,
+                    max_age: config.cache_max_age,
+                })
+                .map_err(|source| StartError::Cache {
+                    path: config.cache_dir.clone(),
+                    source,
+                })?;
+        }
+        let guard: Arc<dyn ferry_registry::AddressGuard> = Arc::new(config.policy.clone());
+        let make = |insecure| {
+            let mut o = config.client.clone();
+            o.insecure = insecure;
+            o.address_guard = Some(guard.clone());
+            Client::new(o).map_err(StartError::Client)
+        };
+        let (client, insecure_client) = (make(false)?, make(true)?);
+        Ok(Arc::new(State {
+            store,
+            client,
+            insecure_client,
+            jobs: jobs::Jobs::default(),
+            crcs: Arc::default(),
+            resolved: Default::default(),
+            pull_errors: Default::default(),
+            config,
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many upstream fetches run.
+    pub fn jobs_in_flight(&self) -> usize {
+        self.jobs.in_flight()
+    }
+
+    fn client_for(&self, r: &Reference) -> &Client {
+        let reg = r.registry();
+        let insecure = self.config.insecure_registries.iter().any(|h| {
+            let hp = match h.port {
+                Some(p) => format!("{}:{p}", h.host),
+                None => h.host.clone(),
+            };
+            reg.eq_ignore_ascii_case(&hp) || reg.eq_ignore_ascii_case(&h.host)
+        });
+        if insecure {
+            &self.insecure_client
+        } else {
+            &self.client
+        }
+    }
+
+    /// `r` resolved for `platform` (`None`: the default, not insisted on), from the cache
+    /// of resolutions while fresh; one resolution at a time per reference and platform.
+    async fn resolve(
+        &self,
+        r: &Reference,
+        platform: Option<&Platform>,
+    ) -> Result<ArchiveImage, ServeError> {
+        self.config.policy.check(r)?;
+        let key = format!(
+            "{r} {}",
+            platform.map(ToString::to_string).unwrap_or_default()
+        );
+        let slot = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some((at, image)) = &*slot {
+            // A digest names the same image for ever; a tag for `tag_ttl`.
+            if r.digest().is_some() || at.elapsed() < self.config.tag_ttl {
+                return Ok(image.clone());
+            }
+        }
+        let opts = PullOptions {
+            platform: platform
+                .cloned()
+                .unwrap_or_else(|| self.config.default_platform.clone()),
+            platform_explicit: platform.is_some(),
+            all_platforms: false,
+            jobs: self.config.parallel,
+            keep_artifacts: false,
+        };
+        let images = ferry_copy::resolve_all(
+            self.client_for(r),
+            &self.store,
+            std::slice::from_ref(r),
+            &opts,
+            &ferry_copy::NoProgress,
+        )
+        .await
+        .map_err(ServeError::from_copy)?;
+        let image = images
+            .into_iter()
+            .next()
+            .ok_or_else(|| ServeError::Upstream("the registry named no image".into()))?;
+        *slot = Some((Instant::now(), image.clone()));
+        Ok(image)
+    }
+
+    /// The archive of `image` in `layout`, its blobs fetched by the image's one job.
+    fn archive(&self, image: &ArchiveImage, layout: Layout) -> Arc<Archive> {
+        let job = self.jobs.join(
+            self.client_for(&image.name),
+            &self.store,
+            image,
+            self.config.parallel,
+        );
+        Arc::new(Archive {
+            layout,
+            job,
+            store: self.store.clone(),
+            crcs: self.crcs.clone(),
+        })
+    }
+}
+
+/// Why a request failed, with the HTTP status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("{0}")]
+    UpstreamAuth(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    fn from_copy(e: CopyError) -> ServeError {
+        let msg = error_chain(&e);
+        let registry = match &e {
+            CopyError::Manifest { source, .. } | CopyError::Blob { source, .. } => Some(source),
+            _ => None,
+        };
+        match (&e, registry) {
+            (_, Some(r)) if r.is_not_found() => ServeError::NotFound(msg),
+            (_, Some(r))
+                if r.is_unauthorized() || r.is_credentials_refused() || r.is_not_authorized() =>
+            {
+                ServeError::UpstreamAuth(format!(
+                    "the registry refused access: {msg} (the server's credentials for it are missing or not accepted; private images also answer this way when they do not exist)"
+                ))
+            }
+            (CopyError::NoPlatform { .. } | CopyError::WrongPlatform { .. }, _) => {
+                ServeError::NotFound(msg)
+            }
+            (
+                CopyError::Artifact { .. }
+                | CopyError::NothingLoadable { .. }
+                | CopyError::ForeignLayer { .. },
+                _,
+            ) => ServeError::BadRequest(msg),
+            _ => ServeError::Upstream(msg),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ServeError::BadRequest(_) => 400,
+            ServeError::Unauthorized(_) => 401,
+            ServeError::Refused(_) => 403,
+            ServeError::NotFound(_) => 404,
+            ServeError::TooLarge(_) => 413,
+            ServeError::Internal(_) => 500,
+            ServeError::UpstreamAuth(_) | ServeError::Upstream(_) => 502,
+        }
+    }
+}
+
+/// An error and its causes in one line, each cause once.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// Run the server on `listener` until `shutdown` resolves; then stop accepting, let
+/// responses in flight finish for at most `grace`, and return.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s2 = stop.clone();
+    let signalled = async move {
+        shutdown.await;
+        s2.notify_one();
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled);
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        _ = async { stop.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("downloads still in flight after {}s; stopping anyway", grace.as_secs());
+            Ok(())
+        }
+    }
+}

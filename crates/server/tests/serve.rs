@@ -1,0 +1,441 @@
+//! `ferry serve` over real sockets against the fake registry: archives with Range and
+//! If-Range while blobs still arrive, one upstream fetch for many clients, the v1 and
+//! DockerProxy endpoints, parameter checks and the private-address rules.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferry_core::Platform;
+use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
+use ferry_testkit::image::{random_index, sized_image, TestImage};
+
+async fn fake_with(repo: &str, img: &TestImage) -> FakeRegistry {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    fake.push_image(repo, "v1", img);
+    fake
+}
+
+fn blob_entry(img_blob: &ferry_core::Digest) -> String {
+    format!("blobs/sha256/{}", img_blob.hex())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_is_the_default_archive_with_its_headers() {
+    let img = sized_image(11, 3, 200_000);
+    let fake = fake_with("lib/app", &img).await;
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let name = format!("{}/lib/app:v1", fake.host());
+    let url = format!("{}/image?name={name}", srv.base);
+    let (status, h, body) = get(&url, &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&h, "content-length"), body.len().to_string());
+    assert_eq!(header(&h, "content-type"), "application/x-tar");
+    assert_eq!(header(&h, "accept-ranges"), "bytes");
+    assert!(header(&h, "etag").starts_with("\"ferry-tar-"), "{h:?}");
+    let stem = name.replace(['/', ':', '.'], "_");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        format!("attachment; filename=\"{stem}.tar\"")
+    );
+    let files = tar_files(&body);
+    for b in img.blobs() {
+        let (_, bytes) = files
+            .iter()
+            .find(|(n, _)| *n == blob_entry(&b.digest))
+            .unwrap_or_else(|| panic!("{} missing", b.digest));
+        assert_eq!(bytes, &b.bytes.to_vec());
+    }
+    assert!(files.iter().any(|(n, _)| n == "manifest.json"));
+    assert!(files.iter().any(|(n, _)| n == "index.json"));
+    // HEAD: the same headers, no body, and it fetches nothing more.
+    let gets = fake.requests().len();
+    let resp = http().head(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(resp.headers(), "content-length"),
+        body.len().to_string()
+    );
+    assert_eq!(header(resp.headers(), "etag"), header(&h, "etag"));
+    assert_eq!(fake.requests().len(), gets, "HEAD fetched from upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_mib_asked_first_of_an_uncached_image_is_right() {
+    let img = sized_image(12, 2, 1_500_000);
+    let fake = fake_with("big/one", &img).await;
+    // Slow blobs: the range is asked while they still arrive.
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 4_000_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/big/one:v1", srv.base, fake.host());
+    let (status, h, tail) = get(&url, &[("Range", "bytes=-1048576")]).await;
+    assert_eq!(status, 206, "{}", String::from_utf8_lossy(&tail));
+    assert_eq!(tail.len(), 1 << 20);
+    let total: u64 = header(&h, "content-range")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        header(&h, "content-range"),
+        format!("bytes {}-{}/{total}", total - (1 << 20), total - 1)
+    );
+    fake.clear_faults();
+    let (_, _, whole) = get(&url, &[]).await;
+    assert_eq!(whole.len() as u64, total);
+    assert!(
+        whole.ends_with(&tail),
+        "the range differs from the archive's end"
+    );
+    // Past the end: 416 with the length.
+    let (status, h, _) = get(&url, &[("Range", &format!("bytes={total}-"))]).await;
+    assert_eq!(status, 416);
+    assert_eq!(header(&h, "content-range"), format!("bytes */{total}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_cut_halfway_resumes_byte_identical() {
+    use futures_util::StreamExt;
+    let img = sized_image(13, 3, 400_000);
+    let fake = fake_with("cut/me", &img).await;
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 3_000_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/download/{}/cut/me:v1.tar", srv.base, fake.host());
+    // The first client reads about half, then goes away.
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = header(resp.headers(), "etag");
+    let total: usize = header(resp.headers(), "content-length").parse().unwrap();
+    let mut first = Vec::new();
+    let mut s = resp.bytes_stream();
+    while first.len() < total / 2 {
+        first.extend_from_slice(&s.next().await.unwrap().unwrap());
+    }
+    drop(s);
+    // Resumed with Range and If-Range, as `wget -c` / `curl -C -` do.
+    let from = format!("bytes={}-", first.len());
+    let (status, h, rest) = get(&url, &[("Range", &from), ("If-Range", &etag)]).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        format!("bytes {}-{}/{total}", first.len(), total - 1)
+    );
+    first.extend_from_slice(&rest);
+    fake.clear_faults();
+    let (_, _, whole) = get(&url, &[]).await;
+    assert_eq!(first.len(), whole.len());
+    assert!(first == whole, "the resumed download differs");
+    // An If-Range that is not the current tag gets the whole archive.
+    let (status, _, again) = get(&url, &[("Range", &from), ("If-Range", "\"old\"")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(again.len(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_clients_of_one_uncached_image_fetch_each_blob_once() {
+    let img = sized_image(14, 3, 300_000);
+    let fake = fake_with("many/clients", &img).await;
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 5_000_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/many/clients:v1", srv.base, fake.host());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let u = url.clone();
+        tasks.push(tokio::spawn(async move { get(&u, &[]).await }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    for b in img.blobs() {
+        assert_eq!(
+            fake.blob_gets(&b.digest),
+            1,
+            "blob {} fetched more than once",
+            b.digest
+        );
+    }
+    let manifest_gets = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/manifests/"))
+        .count();
+    assert_eq!(manifest_gets, 1, "the tag was resolved more than once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_on_a_private_address_is_refused_without_allow_private() {
+    let img = sized_image(15, 1, 1000);
+    let fake = fake_with("priv/img", &img).await;
+    let srv = start(&[], |_| {}).await;
+    let port = fake.host().rsplit(':').next().unwrap().to_string();
+    for host in [fake.host(), format!("localhost:{port}")] {
+        let (status, _, body) =
+            get(&format!("{}/image?name={host}/priv/img:v1", srv.base), &[]).await;
+        assert_eq!(status, 403);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["error"],
+            format!("{host} is a private or local address; this server fetches only from public registries unless started with --allow-private {host}")
+        );
+    }
+    // Another port of an allowed host is not allowed.
+    let srv = start(&["127.0.0.1:1"], |_| {}).await;
+    let (status, _, _) = get(
+        &format!("{}/platforms?name={}/priv/img:v1", srv.base, fake.host()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(fake.requests().len(), 0, "a refused registry was contacted");
+}
+
+/// The check is on the connection: a host name that resolves to loopback is refused by the
+/// client's resolver, whatever the name looks like.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_a_private_address_is_refused_on_the_connection() {
+    let img = sized_image(16, 1, 1000);
+    let fake = fake_with("dns/img", &img).await;
+    let port = fake.host().rsplit(':').next().unwrap().to_string();
+    let guard: std::sync::Arc<dyn ferry_registry::AddressGuard> =
+        std::sync::Arc::new(ferry_server::AddressPolicy::default());
+    let client = ferry_registry::Client::new(ferry_registry::ClientOptions {
+        address_guard: Some(guard),
+        max_attempts: 1,
+        credential_files: ferry_registry::CredentialFiles::default(),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = format!("localhost:{port}/dns/img:v1").parse().unwrap();
+    let err = client.manifest(&r).await.unwrap_err();
+    let chain = {
+        let mut s = err.to_string();
+        let mut c = std::error::Error::source(&err);
+        while let Some(e) = c {
+            s.push_str(&format!(": {e}"));
+            c = e.source();
+        }
+        s
+    };
+    assert!(
+        chain.contains(
+            "localhost resolves only to addresses this server may not connect to (127.0.0.1"
+        ),
+        "{chain}"
+    );
+    assert_eq!(fake.requests().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_get_400_json_and_paths_do_not_traverse() {
+    let srv = start(&[], |_| {}).await;
+    for (q, msg) in [
+        ("/image", "give the image name as ?name="),
+        (
+            "/image?name=a%20b",
+            "name is not an image name (at most 512 printable ASCII characters)",
+        ),
+        (
+            "/image?name=alpine&arch=ARM64",
+            "arch must be 1 to 32 of a-z, 0-9, '.', '_', '-'",
+        ),
+        (
+            "/image?name=alpine&os=linux",
+            "give arch with os or variant (e.g. &os=linux&arch=arm64&variant=v8)",
+        ),
+        ("/dl?myimage=", "give the image name as ?myimage="),
+        ("/platforms?name=Alpine", ""),
+    ] {
+        let (status, h, body) = get(&format!("{}{q}", srv.base), &[]).await;
+        assert_eq!(status, 400, "{q}");
+        assert_eq!(header(&h, "content-type"), "application/json", "{q}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let e = v["error"].as_str().unwrap();
+        if !msg.is_empty() {
+            assert_eq!(e, msg, "{q}");
+        }
+    }
+    for target in [
+        "/download/../../etc/passwd",
+        "/download/../..",
+        "/download/%2e%2e/%2e%2e/etc/passwd.tar",
+        "/download/..%2f..%2fetc%2fpasswd.tar",
+        "/download/a/../../b.tar",
+    ] {
+        let (status, text) = raw_status(srv.addr, target).await;
+        assert!(status == 400 || status == 404, "{target}: {status}\n{text}");
+        assert!(!text.contains("root:"), "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tar_zip_unzips_to_the_same_tar() {
+    let img = sized_image(17, 2, 100_000);
+    let fake = fake_with("zip/me", &img).await;
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let name = format!("{}/zip/me:v1", fake.host());
+    let (status, h, zip) = get(&format!("{}/download/{name}.tar.zip", srv.base), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zip));
+    assert_eq!(header(&h, "content-type"), "application/zip");
+    assert!(header(&h, "etag").starts_with("\"ferry-zip-"));
+    let (status, _, tar) = get(&format!("{}/download/{name}.tar", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let zpath = dir.path().join("a.zip");
+    std::fs::write(&zpath, &zip).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; i=z.infolist(); print(len(i), i[0].filename, i[0].compress_type); sys.stdout.flush(); open(sys.argv[2],'wb').write(z.read(i[0]))",
+        ])
+        .arg(&zpath)
+        .arg(dir.path().join("out.tar"))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("1 {name}.tar 0")
+    );
+    assert!(std::fs::read(dir.path().join("out.tar")).unwrap() == tar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn platforms_of_a_multi_arch_index_and_arch_picks_one() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let plats = [
+        Platform::new("linux", "amd64", None),
+        Platform::new("linux", "arm64", Some("v8")),
+    ];
+    let idx = random_index(18, &plats, false);
+    fake.push_index("multi/arch", "v1", &idx);
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let name = format!("{}/multi/arch:v1", fake.host());
+    let (status, _, body) = get(&format!("{}/platforms?name={name}", srv.base), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["digest"], idx.digest.to_string());
+    assert_eq!(
+        v["platforms"],
+        serde_json::json!([
+            {"os": "linux", "architecture": "amd64", "variant": null},
+            {"os": "linux", "architecture": "arm64", "variant": "v8"},
+        ])
+    );
+    let (status, _, tar) = get(&format!("{}/image?name={name}&arch=arm64", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let files = tar_files(&tar);
+    let arm = &idx.images[1];
+    assert!(files
+        .iter()
+        .any(|(n, _)| *n == blob_entry(&arm.manifest_digest)));
+    assert!(!files
+        .iter()
+        .any(|(n, _)| *n == blob_entry(&idx.images[0].manifest_digest)));
+    // An architecture the index lacks: 404.
+    let (status, _, body) = get(&format!("{}/image?name={name}&arch=s390x", srv.base), &[]).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v1_pull_then_save_then_download() {
+    let img = sized_image(19, 2, 100_000);
+    let fake = fake_with("v1/img", &img).await;
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let name = format!("{}/v1/img:v1", fake.host());
+    let (_, _, body) = get(&format!("{}/save/{name}", srv.base), &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"id": name, "status": "Error", "error": "Image has to be pulled first"})
+    );
+    let (status, _, body) = get(&format!("{}/pull/{name}", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["id"], name);
+    let mut done = false;
+    for _ in 0..100 {
+        let (_, _, body) = get(&format!("{}/pull/{name}", srv.base), &[]).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if v["status"] == "Downloaded" {
+            done = true;
+            break;
+        }
+        assert_eq!(v["status"], "Downloading", "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "the pull never finished");
+    let (_, _, body) = get(&format!("{}/save/{name}", srv.base), &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["status"], "Ready");
+    assert_eq!(v["url"], format!("download/{name}.tar.zip"));
+    let (status, _, zip) = get(&format!("{}/{}", srv.base, v["url"].as_str().unwrap()), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["size"], zip.len() as u64);
+    // Unknown images: 404 for archives, an Error status for v1's JSON.
+    let (status, _, _) = get(
+        &format!("{}/dl?myimage={}/v1/nothing:v1", srv.base, fake.host()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_over_max_image_size_gets_413() {
+    let img = sized_image(20, 2, 100_000);
+    let fake = fake_with("too/big", &img).await;
+    let srv = start(&[&fake.host()], |c| c.max_image_size = Some(50_000)).await;
+    let (status, _, body) = get(
+        &format!("{}/image?name={}/too/big:v1", srv.base, fake.host()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 413);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("more than this server's limit of 50000 bytes (--max-image-size)"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_everything_but_health() {
+    let srv = start(&[], |c| c.tokens = vec!["s3cret".into()]).await;
+    let (status, _, body) = get(&format!("{}/health", srv.base), &[]).await;
+    assert_eq!((status, body.as_slice()), (200, &b"OK"[..]));
+    let (status, _, _) = get(&format!("{}/image?name=alpine", srv.base), &[]).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = get(&format!("{}/image?name=a%20b&token=s3cret", srv.base), &[]).await;
+    assert_eq!(status, 400, "a good token passes on to the handler");
+    let (status, _, _) = get(
+        &format!("{}/image?name=a%20b", srv.base),
+        &[("Authorization", "Bearer s3cret")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = get(
+        &format!("{}/image?name=a%20b", srv.base),
+        &[("Authorization", "Bearer nope")],
+    )
+    .await;
+    assert_eq!(status, 401);
+}
