@@ -81,6 +81,9 @@ pub enum Command {
     /// Remove the credentials stored for a registry.
     #[command(after_help = LOGOUT_HELP)]
     Logout(LogoutArgs),
+    /// Serve images over HTTP as archives, streamed while they download (Range, resume).
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
 }
 
 const LOGIN_HELP: &str = concat!(
@@ -561,4 +564,120 @@ mod tests {
             assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
     }
+}
+
+const SERVE_HELP: &str = "\
+Examples:
+  ferry serve                                   127.0.0.1:8080, cache in ~/.cache/ferry
+  ferry serve --listen 0.0.0.0:8080 --cache-max-size 50G --cache-max-age 30d
+  ferry serve --allow-private 127.0.0.1:5000    also a registry on this machine
+  curl -C - -OJ 'http://HOST:8080/image?name=alpine:3.20&arch=arm64'
+  wget -c --content-disposition 'http://HOST:8080/image?name=ubuntu:25.04'
+
+Endpoints: /image?name=IMAGE[&os=&arch=&variant=] (the archive ferry pull writes),
+/platforms?name=IMAGE, /health, DockerImageSave v1 /pull/IMAGE, /save/IMAGE,
+/download/IMAGE.tar and /download/IMAGE.tar.zip, DockerProxy /dl?myimage=IMAGE.
+Every archive has an exact Content-Length, a strong ETag and honours Range and
+If-Range from the first request, while its layers still download.
+
+Every option is also a key of the --config TOML file (the same name without the
+dashes' prefix: listen, cache-dir, cache-max-size, cache-max-age, allow-private,
+allow-registry, insecure-registry, default-platform, max-image-size, token) and an
+environment variable FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists
+comma-separated). Flags win over the environment, which wins over the file.
+Upstream credentials come from the files ferry pull reads (docker's config.json,
+podman's auth.json). SIGTERM or Ctrl-C stops accepting, lets downloads in flight
+finish for up to 30 seconds, and exits 0.";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", env = "FERRY_SERVE_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The blob cache [default: the user's cache dir, e.g. ~/.cache/ferry].
+    #[arg(long, value_name = "DIR", env = "FERRY_SERVE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep the cache under SIZE (e.g. 50G), evicting the least recently used blobs
+    /// (never one being served or downloaded).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FERRY_SERVE_CACHE_MAX_SIZE")]
+    pub cache_max_size: Option<u64>,
+    /// Evict blobs unused for longer than DUR (e.g. 30d, 12h, 90m, 3600s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "FERRY_SERVE_CACHE_MAX_AGE")]
+    pub cache_max_age: Option<std::time::Duration>,
+    /// A TOML file with any of these options as keys.
+    #[arg(long, value_name = "FILE", env = "FERRY_SERVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Allow fetching from this registry although its address is loopback, private,
+    /// link-local or otherwise not public (repeatable). Refused by default.
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]",
+        env = "FERRY_SERVE_ALLOW_PRIVATE",
+        value_delimiter = ','
+    )]
+    pub allow_private: Vec<String>,
+    /// Fetch only from these registries (repeatable; Docker Hub is docker.io). Default:
+    /// any public registry.
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]",
+        env = "FERRY_SERVE_ALLOW_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub allow_registry: Vec<String>,
+    /// Reach this registry over plain HTTP or with an unverified certificate (repeatable).
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]",
+        env = "FERRY_SERVE_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub insecure_registry: Vec<String>,
+    /// The platform taken from a multi-platform image when a request names none
+    /// [default: linux/amd64].
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        env = "FERRY_SERVE_DEFAULT_PLATFORM"
+    )]
+    pub default_platform: Option<String>,
+    /// Refuse images whose archive is larger than SIZE (413).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FERRY_SERVE_MAX_IMAGE_SIZE")]
+    pub max_image_size: Option<u64>,
+    /// Require this client token (repeatable) on every endpoint but /health, as
+    /// `Authorization: Bearer TOKEN` or `?token=TOKEN`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FERRY_SERVE_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub token: Vec<String>,
+}
+
+/// [`parse_size`] for the serve command's configuration file.
+pub(crate) fn parse_size_value(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+/// A duration with a unit: `30d`, `12h`, `90m`, `3600s` (a bare number is seconds).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: give a number with s, m, h or d"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .filter(|&secs| secs > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is not a usable duration"))
 }

@@ -34,7 +34,15 @@ fn main() {
             std::process::exit(exit::GENERAL);
         }
     };
+    // The server handles its own signals: a stop is graceful and exits 0.
+    let serving = matches!(cli.command, cli::Command::Serve(_));
     let code = runtime.block_on(async {
+        if serving {
+            return match cmd::run(cli).await {
+                Ok(()) => exit::OK,
+                Err(e) => exit::report(&e),
+            };
+        }
         // On a worker of its own, so a signal is acted on even while the command blocks its
         // thread (a password prompt, a credential helper).
         let command = tokio::spawn(cmd::run(cli));

@@ -12,6 +12,7 @@ mod logout;
 mod output;
 mod pull;
 mod push;
+mod serve;
 mod tags;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => push::run(args).await,
         Command::Copy(args) => copy::run(args).await,
         Command::Delete(args) => delete::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
     }
 }
 

@@ -1,0 +1,169 @@
+//! `ferry serve` as a process: its start line, configuration from flags, env and TOML, and
+//! a graceful stop on SIGTERM that lets a download in flight finish and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_testkit::fake::{FakeAuth, FakeRegistry, Fault};
+use ferry_testkit::image::sized_image;
+use ferry_testkit::real::http_get;
+
+/// Start `ferry serve ARGS --listen 127.0.0.1:0`; the child and the address it logged.
+fn serve(cache: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(cache)
+        .args(args)
+        .env("DOCKER_CONFIG", cache.join("no-docker"))
+        .env("REGISTRY_AUTH_FILE", cache.join("no-auth.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("ferry serve");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    // Drain the rest so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+    });
+    let addr = line
+        .strip_prefix("ferry serve: listening on ")
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("start line: {line:?}"))
+        .to_string();
+    (child, addr, line)
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("ferry serve did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn serve_logs_its_address_and_page_and_stops_on_sigterm_with_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, line) = serve(dir.path(), &[], &[]);
+    assert_eq!(
+        line.trim_end(),
+        format!("ferry serve: listening on {addr}; page: http://{addr}/")
+    );
+    let (status, _, body) = http_get(&addr, "/health", &[]).unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"OK"[..]));
+    sigterm(&child);
+    let s = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(s.code(), Some(0));
+}
+
+#[test]
+fn flags_win_over_env_which_wins_over_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, "token = [\"from-file\"]\nmax-image-size = \"1K\"\n").unwrap();
+    let cfg = file.to_str().unwrap();
+    // The file alone: its token guards the server.
+    let (mut child, addr, _) = serve(dir.path(), &["--config", cfg], &[]);
+    let (status, _, _) = http_get(
+        &addr,
+        "/image?name=a%20b",
+        &[("Authorization", "Bearer from-file")],
+    )
+    .unwrap();
+    assert_eq!(status, 400);
+    let _ = child.kill();
+    let _ = child.wait();
+    // The env var replaces the file's token; the flag replaces the env var's.
+    let (mut child, addr, _) = serve(
+        dir.path(),
+        &["--config", cfg],
+        &[("FERRY_SERVE_TOKEN", "from-env")],
+    );
+    let (status, _, _) = http_get(
+        &addr,
+        "/image?name=a%20b",
+        &[("Authorization", "Bearer from-file")],
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    let (status, _, _) = http_get(&addr, "/image?name=a%20b&token=from-env", &[]).unwrap();
+    assert_eq!(status, 400);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, addr, _) = serve(
+        dir.path(),
+        &["--config", cfg, "--token", "from-flag"],
+        &[("FERRY_SERVE_TOKEN", "from-env")],
+    );
+    let (status, _, _) = http_get(&addr, "/image?name=a%20b&token=from-env", &[]).unwrap();
+    assert_eq!(status, 401);
+    let (status, _, _) = http_get(&addr, "/image?name=a%20b&token=from-flag", &[]).unwrap();
+    assert_eq!(status, 400);
+    let _ = child.kill();
+    let _ = child.wait();
+    // An unknown key is refused with the file's name.
+    std::fs::write(&file, "listen-on = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config", cfg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the configuration {cfg} is not valid: unknown field `listen-on`"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_download_in_flight_finish() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(41, 2, 800_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::None));
+    fake.push_image("slow/img", "v1", &img);
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 400_000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let host = fake.host();
+    let (mut child, addr, _) = serve(dir.path(), &["--allow-private", &host], &[]);
+    let path = format!("/image?name={host}/slow/img:v1");
+    let a2 = addr.clone();
+    let download = std::thread::spawn(move || http_get(&a2, &path, &[]));
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    let (status, headers, body) = download.join().unwrap().expect("the download");
+    assert_eq!(status, 200);
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    assert_eq!(body.len(), len, "the download was cut by the stop");
+    let s = wait_exit(&mut child, Duration::from_secs(15));
+    assert_eq!(s.code(), Some(0));
+}
