@@ -1,0 +1,103 @@
+//! `ferry serve` against a real docker-registry: the archives of `/image`, `/download/….tar`,
+//! the unzipped `.tar.zip` and `/dl` are read by skopeo with the registry's digests, and the
+//! one from `/image` loads in podman with the image's diff ids.
+
+mod common;
+
+use common::*;
+use ferry_testkit::image::{random_image, ImageSpec, TestImage};
+use ferry_testkit::real::{self, Podman, RealRegistry, RegistryAuth};
+
+fn push(reg: &RealRegistry, repo_tag: &str, img: &TestImage) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let blobs: Vec<(String, &[u8])> = img
+        .blobs()
+        .map(|b| (b.digest.to_string(), &b.bytes[..]))
+        .collect();
+    real::write_oci_layout(&layout, &img.manifest_media_type, &img.manifest, &blobs).unwrap();
+    real::push_oci_layout(&reg.host, repo_tag, &layout, None).expect("skopeo push");
+}
+
+/// skopeo's view of a docker archive: (its layer list, the config's diff ids).
+fn skopeo_docker_archive(path: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
+    let target = format!("docker-archive:{}", path.display());
+    let info = real::skopeo_inspect(&target, &[]).unwrap_or_else(|e| panic!("{target}: {e}"));
+    let config = real::skopeo_inspect(&target, &["--config"]).unwrap();
+    (info["Layers"].clone(), config["rootfs"]["diff_ids"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archives_from_every_endpoint_load_with_the_registry_digests() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    if real::tool("skopeo").is_none() {
+        return;
+    }
+    let img = random_image(&ImageSpec {
+        seed: 51,
+        layers: 3,
+        layer_size: 200_000,
+        ..Default::default()
+    });
+    push(&reg, "served/app:v1", &img);
+    let srv = start(&[&reg.host], |_| {}).await;
+    let name = format!("{}/served/app:v1", reg.host);
+    let layers: Vec<String> = img.layers.iter().map(|b| b.digest.to_string()).collect();
+    let diff_ids: Vec<String> = img.diff_ids.iter().map(ToString::to_string).collect();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut tars = Vec::new();
+    for (what, path) in [
+        ("image", format!("/image?name={name}")),
+        ("download", format!("/download/{name}.tar")),
+        ("dl", format!("/dl?myimage={name}")),
+    ] {
+        let (status, _, body) = get(&format!("{}{path}", srv.base), &[]).await;
+        assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&body));
+        let f = dir.path().join(format!("{what}.tar"));
+        std::fs::write(&f, &body).unwrap();
+        tars.push(f);
+    }
+    // The zip, unzipped.
+    let (status, _, zip) = get(&format!("{}/download/{name}.tar.zip", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let zpath = dir.path().join("a.zip");
+    std::fs::write(&zpath, &zip).unwrap();
+    let unzipped = dir.path().join("unzipped.tar");
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[2],'wb').write(z.read(z.infolist()[0]))"])
+        .arg(&zpath)
+        .arg(&unzipped)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tars.push(unzipped);
+
+    for t in &tars {
+        // As a docker archive skopeo names layers by their uncompressed digests.
+        let (l, d) = skopeo_docker_archive(t);
+        assert_eq!(l, serde_json::json!(diff_ids), "{}", t.display());
+        assert_eq!(d, serde_json::json!(diff_ids), "{}", t.display());
+        // The same file is an OCI layout holding the registry's manifest and blobs.
+        let oci = real::skopeo_inspect(&format!("oci-archive:{}", t.display()), &[]).unwrap();
+        assert_eq!(
+            oci["Digest"],
+            img.manifest_digest.to_string(),
+            "{}",
+            t.display()
+        );
+        assert_eq!(oci["Layers"], serde_json::json!(layers), "{}", t.display());
+    }
+    let Some(podman) = Podman::new() else { return };
+    let loaded = podman.load(&tars[0]).expect("podman load");
+    let names = Podman::loaded_names(&loaded);
+    assert_eq!(names, vec![name.clone()], "{loaded}");
+    let inspect = podman.inspect(&name).expect("podman inspect");
+    assert_eq!(inspect["RootFS"]["Layers"], serde_json::json!(diff_ids));
+}
