@@ -327,14 +327,45 @@ pub async fn serve(
         shutdown.await;
         s2.notify_one();
     };
+    let upkeep = tokio::spawn(upkeep(state.clone()));
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled);
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
-    tokio::select! {
+    let r = tokio::select! {
         r = &mut server => r,
         _ = async { stop.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("downloads still in flight after {}s; stopping anyway", grace.as_secs());
             Ok(())
+        }
+    };
+    upkeep.abort();
+    r
+}
+
+/// The cache's upkeep: `--cache-max-age` needs a periodic eviction (a commit over
+/// `--cache-max-size` evicts by itself), and blobs another process added or removed in a
+/// shared cache are picked up by a rescan now and then.
+async fn upkeep(state: Arc<State>) {
+    const EVERY: Duration = Duration::from_secs(60);
+    const RESCAN_EVERY: u32 = 10;
+    let limited = state.config.cache_max_size.is_some() || state.config.cache_max_age.is_some();
+    let mut tick = tokio::time::interval(EVERY);
+    tick.tick().await;
+    for n in 1u32.. {
+        tick.tick().await;
+        let store = state.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            if n % RESCAN_EVERY == 0 {
+                store.rescan()?;
+            }
+            if limited {
+                store.evict()?;
+            }
+            Ok::<_, ferry_store::StoreError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!("cache upkeep: {}", error_chain(&e));
         }
     }
 }

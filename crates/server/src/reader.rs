@@ -96,8 +96,15 @@ impl Archive {
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         tokio::spawn(async move {
-            if let Err(e) = self.produce(offset, len, &tx).await {
-                let _ = tx.send(Err(e)).await;
+            tokio::select! {
+                r = self.produce(offset, len, &tx) => {
+                    if let Err(e) = r {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
+                // The client left while this waited for a blob: stop now, releasing the
+                // job (cancelled if nobody else holds it).
+                _ = tx.closed() => {}
             }
         });
         futures_util::stream::unfold(rx, |mut rx| async move {

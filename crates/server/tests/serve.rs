@@ -439,3 +439,70 @@ async fn tokens_guard_everything_but_health() {
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fetch_nobody_waits_for_stops_and_a_shared_one_goes_on() {
+    use futures_util::StreamExt;
+    let img = sized_image(21, 1, 3_000_000);
+    let fake = fake_with("cancel/me", &img).await;
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 1_000_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/cancel/me:v1", srv.base, fake.host());
+    // Two clients; the first leaves after the headers, the second reads to the end.
+    let leaving = http().get(&url).send().await.unwrap();
+    let staying = tokio::spawn({
+        let u = url.clone();
+        async move { get(&u, &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(leaving);
+    let (status, h, body) = staying.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-length"), body.len().to_string());
+    // A fresh image, one client that leaves: the upstream transfer stops.
+    let img2 = sized_image(22, 1, 3_000_000);
+    fake.push_image("cancel/two", "v1", &img2);
+    let url2 = format!("{}/image?name={}/cancel/two:v1", srv.base, fake.host());
+    let resp = http().get(&url2).send().await.unwrap();
+    let mut s = resp.bytes_stream();
+    let _ = s.next().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(srv.state.jobs_in_flight(), 1);
+    drop(s);
+    let mut stopped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if srv.state.jobs_in_flight() == 0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the fetch went on with nobody waiting");
+    let sent = fake.body_bytes_sent();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.body_bytes_sent(), sent, "upstream bytes still flow");
+    assert!(!srv.state.store().contains(&img2.layers[0].digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_auth_failure_is_502_with_a_clear_message() {
+    let fake = FakeRegistry::start(FakeAuth::Basic {
+        user: "u".into(),
+        pass: "p".into(),
+    })
+    .await;
+    fake.push_image("locked/img", "v1", &sized_image(23, 1, 1000));
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let (status, _, body) = get(
+        &format!("{}/image?name={}/locked/img:v1", srv.base, fake.host()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let e = v["error"].as_str().unwrap();
+    assert!(e.starts_with("the registry refused access: "), "{e}");
+    assert!(e.ends_with("(the server's credentials for it are missing or not accepted; private images also answer this way when they do not exist)"), "{e}");
+}
