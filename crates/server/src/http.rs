@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State as AxState};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,8 +30,10 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/pull/{*image}", get(pull_v1))
         .route("/save/{*image}", get(save_v1))
         .route("/download/{*file}", get(download))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ServeError::NotFound("no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), tokens))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
 
@@ -40,6 +42,36 @@ impl IntoResponse for ServeError {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
+}
+
+/// Count every request by route (the route's pattern, never the client's path) and status.
+async fn count(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    st.metrics.request(&route, resp.status().as_u16());
+    resp
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(AxState(st): AxState<Arc<State>>) -> Response {
+    let store = st.store().clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats().ok())
+        .await
+        .ok()
+        .flatten();
+    let body = st.metrics.render(stats, st.jobs_in_flight());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `--token`: every route but `/health` wants `Authorization: Bearer T` or `?token=T`.

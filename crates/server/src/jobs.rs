@@ -16,6 +16,8 @@ use ferry_core::Digest;
 use ferry_registry::Client;
 use ferry_store::{Pin, Store};
 
+use crate::metrics::Metrics;
+
 /// What a job has done so far.
 #[derive(Debug, Clone, Default)]
 pub struct JobState {
@@ -78,13 +80,42 @@ impl Job {
     }
 }
 
-/// The engine's events turned into job state.
-struct Arrived(Arc<Job>);
+/// The engine's events turned into job state and metrics.
+struct Arrived {
+    job: Arc<Job>,
+    metrics: Arc<Metrics>,
+    /// Bytes each download started from (a resumed one had some).
+    held: Mutex<HashMap<Digest, u64>>,
+}
 
 impl Progress for Arrived {
     fn event(&self, event: Event) {
+        match &event {
+            Event::BlobStarted { digest, held, .. } => {
+                self.metrics.cache_misses.inc();
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(digest.clone(), *held);
+            }
+            Event::BlobCached { .. } => {
+                self.metrics.cache_hits.inc();
+            }
+            Event::BlobDone { digest, size } => {
+                let held = self
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(digest)
+                    .unwrap_or(0);
+                self.metrics
+                    .upstream_bytes
+                    .inc_by(size.saturating_sub(held));
+            }
+            _ => {}
+        }
         if let Event::BlobDone { digest, size } | Event::BlobCached { digest, size } = event {
-            self.0.state.send_modify(|s| {
+            self.job.state.send_modify(|s| {
                 if s.ready.insert(digest) {
                     s.done_bytes += size;
                 }
@@ -122,6 +153,7 @@ impl Jobs {
         store: &Store,
         image: &ArchiveImage,
         parallel: usize,
+        metrics: &Arc<Metrics>,
     ) -> Arc<JobHandle> {
         let key = image.root.digest.to_string();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,10 +187,18 @@ impl Jobs {
         });
         let (client, store, images) = (client.clone(), store.clone(), vec![image.clone()]);
         let j = job.clone();
+        let metrics = metrics.clone();
         let task = tokio::spawn(async move {
-            let progress = Arc::new(Arrived(j.clone()));
+            let progress = Arc::new(Arrived {
+                job: j.clone(),
+                metrics: metrics.clone(),
+                held: Mutex::default(),
+            });
             let r =
                 ferry_copy::fetch_blobs(&client, &store, &images, parallel, progress, None).await;
+            if r.is_err() {
+                metrics.upstream_error("blob");
+            }
             j.state.send_modify(|s| {
                 s.finished = true;
                 if let Err(e) = r {

@@ -9,6 +9,7 @@
 
 mod http;
 mod jobs;
+mod metrics;
 mod names;
 pub mod policy;
 mod reader;
@@ -98,6 +99,7 @@ pub struct State {
     insecure_client: Client,
     jobs: jobs::Jobs,
     crcs: Arc<reader::Crcs>,
+    metrics: Arc<metrics::Metrics>,
     /// By reference and platform; each entry single-flights its resolution.
     resolved: std::sync::Mutex<HashMap<String, Resolution>>,
     /// `/pull` fetches that failed, by image name as given, for its status.
@@ -135,6 +137,7 @@ impl State {
             insecure_client,
             jobs: jobs::Jobs::default(),
             crcs: Arc::default(),
+            metrics: Arc::default(),
             resolved: Default::default(),
             pull_errors: Default::default(),
             config,
@@ -209,7 +212,11 @@ impl State {
             &ferry_copy::NoProgress,
         )
         .await
-        .map_err(ServeError::from_copy)?;
+        .map_err(|e| {
+            let e = ServeError::from_copy(e);
+            self.metrics.upstream_error(e.kind());
+            e
+        })?;
         let image = images
             .into_iter()
             .next()
@@ -225,12 +232,14 @@ impl State {
             &self.store,
             image,
             self.config.parallel,
+            &self.metrics,
         );
         Arc::new(Archive {
             layout,
             job,
             store: self.store.clone(),
             crcs: self.crcs.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 }
@@ -282,6 +291,20 @@ impl ServeError {
                 _,
             ) => ServeError::BadRequest(msg),
             _ => ServeError::Upstream(msg),
+        }
+    }
+
+    /// A short name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServeError::BadRequest(_) => "bad_request",
+            ServeError::Unauthorized(_) => "unauthorized",
+            ServeError::Refused(_) => "refused",
+            ServeError::NotFound(_) => "not_found",
+            ServeError::TooLarge(_) => "too_large",
+            ServeError::Internal(_) => "internal",
+            ServeError::UpstreamAuth(_) => "auth",
+            ServeError::Upstream(_) => "upstream",
         }
     }
 

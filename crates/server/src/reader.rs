@@ -75,6 +75,7 @@ pub struct Archive {
     pub job: Arc<JobHandle>,
     pub store: Store,
     pub crcs: Arc<Crcs>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Archive {
@@ -181,11 +182,11 @@ impl Archive {
     ) -> io::Result<()> {
         for seg in self.segments(offset, len).await? {
             match seg {
-                Segment::Bytes(b) => send(tx, Bytes::from(b.into_owned())).await?,
+                Segment::Bytes(b) => self.send(tx, Bytes::from(b.into_owned())).await?,
                 Segment::Zeros(mut n) => {
                     while n > 0 {
                         let k = n.min(CHUNK as u64);
-                        send(tx, Bytes::from(vec![0u8; k as usize])).await?;
+                        self.send(tx, Bytes::from(vec![0u8; k as usize])).await?;
                         n -= k;
                     }
                 }
@@ -203,6 +204,16 @@ impl Archive {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Send one chunk; a receiver gone means the client left: stop quietly.
+    async fn send(&self, tx: &mpsc::Sender<io::Result<Bytes>>, b: Bytes) -> io::Result<()> {
+        let n = b.len() as u64;
+        tx.send(Ok(b))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        self.metrics.bytes_served.inc_by(n);
         Ok(())
     }
 
@@ -228,7 +239,7 @@ impl Archive {
             .await
             .map_err(io::Error::other)?;
             reader = r;
-            send(tx, Bytes::from(chunk?)).await?;
+            self.send(tx, Bytes::from(chunk?)).await?;
             left -= want as u64;
         }
         Ok(())
@@ -269,11 +280,4 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<()> {
             e
         }
     })
-}
-
-/// Send one chunk; a receiver gone means the client left: stop quietly.
-async fn send(tx: &mpsc::Sender<io::Result<Bytes>>, b: Bytes) -> io::Result<()> {
-    tx.send(Ok(b))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
 }

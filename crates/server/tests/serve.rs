@@ -506,3 +506,56 @@ async fn an_upstream_auth_failure_is_502_with_a_clear_message() {
     assert!(e.starts_with("the registry refused access: "), "{e}");
     assert!(e.ends_with("(the server's credentials for it are missing or not accepted; private images also answer this way when they do not exist)"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_bytes_and_cache_use() {
+    let img = sized_image(24, 2, 50_000);
+    let fake = fake_with("metered/img", &img).await;
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/metered/img:v1", srv.base, fake.host());
+    let (_, _, first) = get(&url, &[]).await;
+    // The config of a single-platform image is read while resolving (to check its
+    // platform), so the fetch finds it cached: the job downloads the layers.
+    let layer_bytes: u64 = img.layers.iter().map(|b| b.size()).sum();
+    let (layers, blobs) = (img.layers.len(), img.blobs().count());
+    let line = |text: &str, name: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .to_string()
+    };
+    // Wait until the first job has let go, so the next request starts a new one.
+    for _ in 0..100 {
+        if srv.state.jobs_in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, _, _) = get(&url, &[]).await;
+    let (status, h, body) = get(&format!("{}/metrics", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    assert!(header(&h, "content-type").starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(
+        line(&text, "ferry_serve_requests_total{route=\"/image\""),
+        "ferry_serve_requests_total{route=\"/image\",status=\"200\"} 2"
+    );
+    assert_eq!(
+        line(&text, "ferry_serve_upstream_bytes_total"),
+        format!("ferry_serve_upstream_bytes_total {layer_bytes}")
+    );
+    assert_eq!(
+        line(&text, "ferry_serve_cache_misses_total"),
+        format!("ferry_serve_cache_misses_total {layers}")
+    );
+    assert_eq!(
+        line(&text, "ferry_serve_cache_hits_total"),
+        format!("ferry_serve_cache_hits_total {}", blobs + 1)
+    );
+    assert_eq!(
+        line(&text, "ferry_serve_served_bytes_total"),
+        format!("ferry_serve_served_bytes_total {}", 2 * first.len())
+    );
+    assert!(text.contains("ferry_serve_jobs_in_flight 0"), "{text}");
+    assert!(text.contains("ferry_serve_cache_blobs "), "{text}");
+}
