@@ -31,6 +31,9 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/save/{*image}", get(save_v1))
         .route("/download/{*file}", get(download))
         .route("/metrics", get(metrics))
+        .route("/api/pulls", axum::routing::post(crate::api::create))
+        .route("/api/pulls/{id}", get(crate::api::status))
+        .route("/api/pulls/{id}/events", get(crate::api::events))
         .fallback(|| async { ServeError::NotFound("no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), tokens))
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -262,13 +265,11 @@ async fn pull_v1(
         return Ok(error(e).into_response());
     }
     // The fetch goes on without a client waiting: v1 clients poll.
-    let handle = st
-        .archive(&img, Layout::Tar(checked_plan(&st, &img)?))
-        .job
-        .clone();
+    checked_plan(&st, &img)?;
+    let job = st.keep_fetching(&img);
     let (st2, n2) = (st.clone(), name.clone());
     tokio::spawn(async move {
-        if let Err(e) = handle.job.wait_done().await {
+        if let Err(e) = job.wait_done().await {
             st2.pull_errors
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -311,7 +312,7 @@ fn all_cached(st: &State, img: &ArchiveImage) -> bool {
 }
 
 /// The image's plan, refused when too large to write or over `--max-image-size`.
-fn checked_plan(st: &State, img: &ArchiveImage) -> Result<Plan, ServeError> {
+pub(crate) fn checked_plan(st: &State, img: &ArchiveImage) -> Result<Plan, ServeError> {
     let plan = Plan::new(std::slice::from_ref(img));
     let len = plan.checked_len().ok_or_else(|| {
         ServeError::TooLarge("the sizes the manifests declare add up to more than 16 EiB".into())

@@ -36,6 +36,10 @@ pub struct Job {
     /// manifests, was stored when the image was resolved).
     pub expected: HashSet<Digest>,
     pub total_bytes: u64,
+    /// The blobs with their sizes, in archive order.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Bytes of each blob held so far (progress; not a readiness signal).
+    held: Mutex<HashMap<Digest, u64>>,
     state: watch::Sender<JobState>,
     /// Leases on every blob of the image against eviction while the job lives.
     _pins: Vec<Pin>,
@@ -44,6 +48,29 @@ pub struct Job {
 impl Job {
     pub fn state(&self) -> JobState {
         self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`state`](Self::state).
+    pub fn subscribe(&self) -> watch::Receiver<JobState> {
+        self.state.subscribe()
+    }
+
+    /// Each blob: digest, size, bytes held so far, whether it is ready.
+    pub fn blob_progress(&self) -> Vec<(Digest, u64, u64, bool)> {
+        let st = self.state.borrow().ready.clone();
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        self.blobs
+            .iter()
+            .map(|(d, size)| {
+                let done = st.contains(d);
+                let h = if done {
+                    *size
+                } else {
+                    held.get(d).copied().unwrap_or(0)
+                };
+                (d.clone(), *size, h, done)
+            })
+            .collect()
     }
 
     /// Wait until `digest` may be read from the store: announced by the fetch, or not one
@@ -91,6 +118,13 @@ struct Arrived {
 impl Progress for Arrived {
     fn event(&self, event: Event) {
         match &event {
+            Event::BlobProgress { digest, held } => {
+                self.job
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(digest.clone(), *held);
+            }
             Event::BlobStarted { digest, held, .. } => {
                 self.metrics.cache_misses.inc();
                 self.held
@@ -165,11 +199,13 @@ impl Jobs {
         }
         running.retain(|_, w| w.strong_count() > 0);
         let mut expected = HashSet::new();
+        let mut blobs = Vec::new();
         let mut total_bytes = 0;
         for p in &image.images {
             for d in std::iter::once(&p.config).chain(&p.layers) {
                 if expected.insert(d.digest.clone()) {
                     total_bytes += d.size;
+                    blobs.push((d.digest.clone(), d.size));
                 }
             }
         }
@@ -182,6 +218,8 @@ impl Jobs {
         let job = Arc::new(Job {
             expected,
             total_bytes,
+            blobs,
+            held: Mutex::default(),
             state: tx,
             _pins: pins,
         });

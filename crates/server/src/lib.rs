@@ -7,6 +7,7 @@
 //!
 //! [`app`] is the router; [`serve`] runs it on a listener until a shutdown signal.
 
+mod api;
 mod http;
 mod jobs;
 mod metrics;
@@ -100,6 +101,7 @@ pub struct State {
     jobs: jobs::Jobs,
     crcs: Arc<reader::Crcs>,
     metrics: Arc<metrics::Metrics>,
+    pulls: api::Pulls,
     /// By reference and platform; each entry single-flights its resolution.
     resolved: std::sync::Mutex<HashMap<String, Resolution>>,
     /// `/pull` fetches that failed, by image name as given, for its status.
@@ -138,6 +140,7 @@ impl State {
             jobs: jobs::Jobs::default(),
             crcs: Arc::default(),
             metrics: Arc::default(),
+            pulls: api::Pulls::default(),
             resolved: Default::default(),
             pull_errors: Default::default(),
             config,
@@ -223,6 +226,23 @@ impl State {
             .ok_or_else(|| ServeError::Upstream("the registry named no image".into()))?;
         *slot = Some((Instant::now(), image.clone()));
         Ok(image)
+    }
+
+    /// The image's fetch, started if none runs, kept going until it ends whether or not
+    /// a client waits (v1's `/pull` and the jobs API: their clients poll).
+    fn keep_fetching(&self, image: &ArchiveImage) -> Arc<Job> {
+        let handle = self.jobs.join(
+            self.client_for(&image.name),
+            &self.store,
+            image,
+            self.config.parallel,
+            &self.metrics,
+        );
+        let job = handle.job.clone();
+        tokio::spawn(async move {
+            let _ = handle.job.wait_done().await;
+        });
+        job
     }
 
     /// The archive of `image` in `layout`, its blobs fetched by the image's one job.

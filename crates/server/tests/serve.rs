@@ -559,3 +559,73 @@ async fn metrics_count_requests_bytes_and_cache_use() {
     assert!(text.contains("ferry_serve_jobs_in_flight 0"), "{text}");
     assert!(text.contains("ferry_serve_cache_blobs "), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_jobs_api_reports_a_pull_until_it_is_done() {
+    let img = sized_image(25, 2, 600_000);
+    let fake = fake_with("api/img", &img).await;
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 1_000_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let name = format!("{}/api/img:v1", fake.host());
+    let resp = http()
+        .post(format!("{}/api/pulls", srv.base))
+        .body(serde_json::json!({"name": name, "platform": "linux/amd64"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["digest"], img.manifest_digest.to_string());
+    assert_eq!(v["urls"]["status"], format!("/api/pulls/{id}"));
+    assert_eq!(
+        v["urls"]["download"],
+        format!(
+            "/image?name={}&os=linux&arch=amd64",
+            name.replace(':', "%3A").replace('/', "%2F")
+        )
+    );
+    // Events until the end: the last one is "done" with every byte.
+    let (status, h, body) = get(&format!("{}/api/pulls/{id}/events", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    assert!(header(&h, "content-type").starts_with("text/event-stream"));
+    let text = String::from_utf8(body).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(events.len() >= 2, "{text}");
+    assert_eq!(events[0]["state"], "running");
+    let last = events.last().unwrap();
+    assert_eq!(last["state"], "done");
+    let total: u64 = img.blobs().map(|b| b.size()).sum();
+    assert_eq!(last["total_bytes"], total);
+    assert_eq!(last["done_bytes"], total);
+    assert_eq!(last["blobs"].as_array().unwrap().len(), img.blobs().count());
+    let (_, _, body) = get(&format!("{}/api/pulls/{id}", srv.base), &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["state"], "done");
+    // Unknown ids and bad bodies.
+    let (status, _, _) = get(&format!("{}/api/pulls/0123456789abcdef", srv.base), &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(&format!("{}/api/pulls/..%2f..", srv.base), &[]).await;
+    assert_eq!(status, 404);
+    for body in [
+        "not json",
+        r#"{"name": "alpine", "platform": "linux"}"#,
+        r#"{"name": 3}"#,
+    ] {
+        let resp = http()
+            .post(format!("{}/api/pulls", srv.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert!(v["error"].is_string());
+    }
+}
