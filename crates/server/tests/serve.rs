@@ -629,3 +629,48 @@ async fn the_jobs_api_reports_a_pull_until_it_is_done() {
         assert!(v["error"].is_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_bytes_leave_before_the_layers_have_arrived() {
+    use futures_util::StreamExt;
+    let img = sized_image(26, 1, 2_000_000);
+    let fake = fake_with("first/byte", &img).await;
+    // The layer alone takes about 10 s to arrive.
+    fake.add_fault(Fault::ThrottleBlob {
+        digest: img.layers[0].digest.clone(),
+        bytes_per_sec: 200_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/first/byte:v1", srv.base, fake.host());
+    let t = std::time::Instant::now();
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut s = resp.bytes_stream();
+    let first = s.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the first byte took {:?}",
+        t.elapsed()
+    );
+    assert!(!srv.state.store().contains(&img.layers[0].digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_two_images_share_is_fetched_once() {
+    let base = sized_image(27, 1, 1_000_000);
+    let other = ferry_testkit::image::derived_image(&base, 28);
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    fake.push_image("shared/base", "v1", &base);
+    fake.push_image("shared/other", "v1", &other);
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 2_000_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let a = format!("{}/image?name={}/shared/base:v1", srv.base, fake.host());
+    let b = format!("{}/image?name={}/shared/other:v1", srv.base, fake.host());
+    let (ra, rb) = tokio::join!(get(&a, &[]), get(&b, &[]));
+    assert_eq!(ra.0, 200);
+    assert_eq!(rb.0, 200);
+    assert_eq!(fake.blob_gets(&base.layers[0].digest), 1);
+}
