@@ -580,14 +580,15 @@ Endpoints: /image?name=IMAGE[&os=&arch=&variant=] (the archive ferry pull writes
 Every archive has an exact Content-Length, a strong ETag and honours Range and
 If-Range from the first request, while its layers still download.
 
-Every option is also a key of the --config TOML file (the same name without the
-dashes' prefix: listen, cache-dir, cache-max-size, cache-max-age, allow-private,
+Every option is also a key of the --config TOML file (its name without the
+leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private,
 allow-registry, insecure-registry, default-platform, max-image-size, token) and an
 environment variable FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists
 comma-separated). Flags win over the environment, which wins over the file.
 Upstream credentials come from the files ferry pull reads (docker's config.json,
-podman's auth.json). SIGTERM or Ctrl-C stops accepting, lets downloads in flight
-finish for up to 30 seconds, and exits 0.";
+podman's auth.json), or per registry from the file: [registries.\"ghcr.io\"]
+with username and password (never logged). SIGTERM or Ctrl-C stops accepting,
+lets downloads in flight finish for up to 30 seconds, and exits 0.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

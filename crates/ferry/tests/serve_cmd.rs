@@ -167,3 +167,81 @@ fn sigterm_lets_a_download_in_flight_finish() {
     let s = wait_exit(&mut child, Duration::from_secs(15));
     assert_eq!(s.code(), Some(0));
 }
+
+#[test]
+fn after_sigkill_mid_fetch_a_restart_serves_a_complete_verified_image() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(42, 2, 800_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::None));
+    fake.push_image("crash/img", "v1", &img);
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 400_000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let host = fake.host();
+    let path = format!("/image?name={host}/crash/img:v1");
+    let (mut child, addr, _) = serve(&cache, &["--allow-private", &host], &[]);
+    let (a2, p2) = (addr.clone(), path.clone());
+    let cut = std::thread::spawn(move || http_get(&a2, &p2, &[]));
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let _ = cut.join();
+    // Damage what the killed server had committed: the config, whole since resolution.
+    let store = ferry_store::Store::open(&cache).unwrap();
+    let config = store.blob_path(&img.config.digest);
+    let mut bytes = std::fs::read(&config).expect("the config was cached");
+    bytes[0] ^= 0xff;
+    std::fs::write(&config, &bytes).unwrap();
+    fake.clear_faults();
+    let (mut child, addr, _) = serve(&cache, &["--allow-private", &host], &[]);
+    let (status, _, body) = http_get(&addr, &path, &[]).unwrap();
+    assert_eq!(status, 200);
+    let mut a = tar::Archive::new(&body[..]);
+    let mut found = 0;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().to_string();
+        if let Some(b) = img
+            .blobs()
+            .find(|b| name == format!("blobs/sha256/{}", b.digest.hex()))
+        {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut got).unwrap();
+            assert!(got == b.bytes.to_vec(), "{name} differs");
+            found += 1;
+        }
+    }
+    assert_eq!(found, img.blobs().count());
+    sigterm(&child);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn upstream_credentials_come_from_the_config_file() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(43, 1, 10_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::Basic {
+        user: "bot".into(),
+        pass: "s3cret".into(),
+    }));
+    fake.push_image("locked/img", "v1", &img);
+    let dir = tempfile::tempdir().unwrap();
+    let host = fake.host();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(
+        &file,
+        format!("allow-private = [\"{host}\"]\n[registries.\"{host}\"]\nusername = \"bot\"\npassword = \"s3cret\"\n"),
+    )
+    .unwrap();
+    let (mut child, addr, _) = serve(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    let (status, _, body) =
+        http_get(&addr, &format!("/image?name={host}/locked/img:v1"), &[]).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let _ = child.kill();
+    let _ = child.wait();
+}

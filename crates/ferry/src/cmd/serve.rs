@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use ferry_registry::CredentialFiles;
+use ferry_registry::{Credential, CredentialFiles};
 use ferry_server::{Config, HostPort};
 
 use crate::cli::{parse_duration, parse_size_value, ServeArgs};
@@ -44,6 +44,24 @@ struct FileConfig {
     max_image_size: Option<Size>,
     #[serde(default)]
     token: Vec<String>,
+    /// Upstream credentials per registry: `[registries."ghcr.io"]` with `username` and
+    /// `password`.
+    #[serde(default)]
+    registries: std::collections::HashMap<String, RegistryLogin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryLogin {
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        write!(f, "RegistryLogin({}, <redacted>)", self.username)
+    }
 }
 
 fn size(s: Size, key: &str) -> anyhow::Result<u64> {
@@ -59,7 +77,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         exit::usage(
             format!("the configuration {} is not valid: {}", path.display(), e.message()),
-            Some("keys are the option names without dashes' prefix: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token"),
+            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, [registries.\"HOST\"] with username and password"),
         )
     })
 }
@@ -149,6 +167,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Err(exit::usage("a --token is empty", None));
     }
     cfg.client.credential_files = CredentialFiles::from_env();
+    // Credentials in the file win over the credential files for their registries.
+    cfg.client.credentials = file
+        .registries
+        .into_iter()
+        .map(|(registry, l)| {
+            (
+                registry,
+                Credential::Basic {
+                    username: l.username,
+                    password: l.password,
+                },
+            )
+        })
+        .collect();
     let state = ferry_server::State::new(cfg)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
