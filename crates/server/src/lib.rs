@@ -51,6 +51,8 @@ pub struct Config {
     pub tag_ttl: Duration,
     /// Blobs downloaded at once per image.
     pub parallel: usize,
+    /// How long a client may take to send a request's headers (slowloris).
+    pub header_timeout: Duration,
     /// The registry client's options (credential files, timeouts); the address guard and
     /// `insecure` are set by the server.
     pub client: ClientOptions,
@@ -70,6 +72,7 @@ impl Config {
             tokens: Vec::new(),
             tag_ttl: Duration::from_secs(600),
             parallel: 4,
+            header_timeout: Duration::from_secs(30),
             client: ClientOptions::default(),
         }
     }
@@ -358,25 +361,71 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Run the server on `listener` until `shutdown` resolves; then stop accepting, let
 /// responses in flight finish for at most `grace`, and return.
+///
+/// Its own accept loop rather than `axum::serve`, for what that one cannot set: a client
+/// must send a request's headers within `Config::header_timeout` (slowloris), headers are
+/// limited in size, and each request knows its peer's address (per-client limits).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let s2 = stop.clone();
-    let signalled = async move {
-        shutdown.await;
-        s2.notify_one();
-    };
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+
     let upkeep = tokio::spawn(upkeep(state.clone()));
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled);
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
+    let router = app(state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut router = router.clone();
+                async move {
+                    tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+                }
+            });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.config.header_timeout)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
     let r = tokio::select! {
-        r = &mut server => r,
-        _ = async { stop.notified().await; tokio::time::sleep(grace).await } => {
+        _ = graceful.shutdown() => Ok(()),
+        _ = tokio::time::sleep(grace) => {
             tracing::warn!("downloads still in flight after {}s; stopping anyway", grace.as_secs());
             Ok(())
         }
@@ -384,6 +433,10 @@ pub async fn serve(
     upkeep.abort();
     r
 }
+
+/// The most a request's headers may take (hyper's read buffer for HTTP/1; the header list
+/// for HTTP/2). Requests here are a path and a few headers.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The cache's upkeep: `--cache-max-age` needs a periodic eviction (a commit over
 /// `--cache-max-size` evicts by itself), and blobs another process added or removed in a

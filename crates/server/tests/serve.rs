@@ -674,3 +674,38 @@ async fn a_blob_two_images_share_is_fetched_once() {
     assert_eq!(rb.0, 200);
     assert_eq!(fake.blob_gets(&base.layers[0].digest), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_huge_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = start(&[], |c| c.header_timeout = Duration::from_secs(1)).await;
+    // Headers that never end: the connection is closed after the timeout.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the server kept a half-sent request open");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    // Headers larger than the limit: refused, never served.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+    // A normal request still works.
+    let (status, _, _) = get(&format!("{}/health", srv.base), &[]).await;
+    assert_eq!(status, 200);
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_server::{app, Config, HostPort, State};
+use ferry_server::{Config, HostPort, State};
 
 pub struct Server {
     pub base: String,
@@ -29,7 +29,12 @@ pub async fn start(allow_private: &[&str], tweak: impl FnOnce(&mut Config)) -> S
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let s = state.clone();
-    tokio::spawn(async move { axum::serve(listener, app(s)).await });
+    tokio::spawn(ferry_server::serve(
+        listener,
+        s,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
     Server {
         base: format!("http://{addr}"),
         addr,
