@@ -582,9 +582,10 @@ If-Range from the first request, while its layers still download.
 
 Every option is also a key of the --config TOML file (its name without the
 leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private,
-allow-registry, insecure-registry, default-platform, max-image-size, token) and an
-environment variable FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists
-comma-separated). Flags win over the environment, which wins over the file.
+allow-registry, insecure-registry, default-platform, max-image-size, token,
+max-pulls, max-downloads-per-client) and an environment variable
+FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists comma-separated).
+Flags win over the environment, which wins over the file.
 Upstream credentials come from the files ferry pull reads (docker's config.json,
 podman's auth.json), or per registry from the file: [registries.\"ghcr.io\"]
 with username and password (never logged). SIGTERM or Ctrl-C stops accepting,
@@ -655,6 +656,13 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token: Vec<String>,
+    /// Images fetched from registries at once; more requests get 429 [default: 32].
+    #[arg(long, value_name = "N", env = "FERRY_SERVE_MAX_PULLS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_pulls: Option<u32>,
+    /// Downloads one client address may have in progress; more get 429 [default: 16].
+    /// Behind a reverse proxy every client has the proxy's address: raise it there.
+    #[arg(long, value_name = "N", env = "FERRY_SERVE_MAX_DOWNLOADS_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_downloads_per_client: Option<u32>,
 }
 
 /// [`parse_size`] for the serve command's configuration file.

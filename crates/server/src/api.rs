@@ -103,7 +103,7 @@ pub(crate) async fn create(
     };
     let image = st.resolve(&r, platform.as_ref()).await?;
     crate::http::checked_plan(&st, &image)?;
-    let job = st.keep_fetching(&image);
+    let job = st.keep_fetching(&image)?;
     let name = name.unwrap_or_default().trim().to_string();
     let id = st.pulls.insert(PullRecord {
         name: name.clone(),

@@ -117,6 +117,32 @@ fn query(q: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// What an archive response needs of its request.
+pub(crate) struct ReqInfo {
+    method: Method,
+    headers: HeaderMap,
+    /// The client's address (absent when served without the accept loop of [`crate::serve`]).
+    peer: Option<std::net::IpAddr>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReqInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ReqInfo {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            peer: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        })
+    }
+}
+
 /// `GET /platforms?name=`: the platforms an image offers.
 async fn platforms(
     AxState(st): AxState<Arc<State>>,
@@ -173,8 +199,7 @@ async fn platforms(
 /// `GET /image?name=…[&os=&arch=&variant=]`: the default archive.
 async fn image(
     AxState(st): AxState<Arc<State>>,
-    method: Method,
-    headers: HeaderMap,
+    info: ReqInfo,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ServeError> {
     let q = query(q.as_deref());
@@ -187,14 +212,13 @@ async fn image(
     )?;
     let file = format!("{}.tar", names::file_stem(name.unwrap_or_default()));
     let img = st.resolve(&r, platform.as_ref()).await?;
-    tar_response(&st, &method, &headers, &img, &file)
+    tar_response(&st, &info, &img, &file)
 }
 
 /// `GET /dl?myimage=busybox` (DockerProxy): the tar.
 async fn dl(
     AxState(st): AxState<Arc<State>>,
-    method: Method,
-    headers: HeaderMap,
+    info: ReqInfo,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ServeError> {
     let q = query(q.as_deref());
@@ -202,14 +226,13 @@ async fn dl(
     let r = names::image(name, "myimage")?;
     let file = format!("{}.tar", names::file_stem(name.unwrap_or_default()));
     let img = st.resolve(&r, None).await?;
-    tar_response(&st, &method, &headers, &img, &file)
+    tar_response(&st, &info, &img, &file)
 }
 
 /// `GET /download/{image}.tar` and `.tar.zip` (DockerImageSave v1).
 async fn download(
     AxState(st): AxState<Arc<State>>,
-    method: Method,
-    headers: HeaderMap,
+    info: ReqInfo,
     Path(file): Path<String>,
 ) -> Result<Response, ServeError> {
     let (name, zip) = if let Some(n) = file.strip_suffix(".tar.zip") {
@@ -225,15 +248,14 @@ async fn download(
     let img = st.resolve(&r, None).await?;
     let stem = names::file_stem(name);
     if !zip {
-        return tar_response(&st, &method, &headers, &img, &format!("{stem}.tar"));
+        return tar_response(&st, &info, &img, &format!("{stem}.tar"));
     }
     let plan = checked_plan(&st, &img)?;
     let z = ZipPlan::new(plan, &format!("{name}.tar"))
         .map_err(|e| ServeError::BadRequest(e.to_string()))?;
     respond(
         &st,
-        &method,
-        &headers,
+        &info,
         &img,
         Layout::Zip(z),
         &format!("{stem}.tar.zip"),
@@ -266,7 +288,7 @@ async fn pull_v1(
     }
     // The fetch goes on without a client waiting: v1 clients poll.
     checked_plan(&st, &img)?;
-    let job = st.keep_fetching(&img);
+    let job = st.keep_fetching(&img)?;
     let (st2, n2) = (st.clone(), name.clone());
     tokio::spawn(async move {
         if let Err(e) = job.wait_done().await {
@@ -330,21 +352,12 @@ pub(crate) fn checked_plan(st: &State, img: &ArchiveImage) -> Result<Plan, Serve
 
 fn tar_response(
     st: &Arc<State>,
-    method: &Method,
-    headers: &HeaderMap,
+    info: &ReqInfo,
     img: &ArchiveImage,
     file: &str,
 ) -> Result<Response, ServeError> {
     let plan = checked_plan(st, img)?;
-    respond(
-        st,
-        method,
-        headers,
-        img,
-        Layout::Tar(plan),
-        file,
-        "application/x-tar",
-    )
+    respond(st, info, img, Layout::Tar(plan), file, "application/x-tar")
 }
 
 /// What a `Range` header asks of an entity of `len` bytes.
@@ -398,13 +411,13 @@ fn parse_range(v: Option<&HeaderValue>, len: u64) -> Ask {
 
 fn respond(
     st: &Arc<State>,
-    method: &Method,
-    headers: &HeaderMap,
+    info: &ReqInfo,
     img: &ArchiveImage,
     layout: Layout,
     file: &str,
     content_type: &'static str,
 ) -> Result<Response, ServeError> {
+    let (method, headers, peer) = (&info.method, &info.headers, info.peer);
     let (len, etag) = (layout.len(), layout.etag());
     let mut ask = parse_range(headers.get(header::RANGE), len);
     if let Some(ir) = headers.get(header::IF_RANGE) {
@@ -440,7 +453,18 @@ fn respond(
     let body = if method == Method::HEAD || n == 0 {
         Body::empty()
     } else {
-        Body::from_stream(st.archive(img, layout).stream(start, n))
+        let slot = st.download_slot(peer).ok_or_else(|| {
+            ServeError::Busy(format!(
+                "this address has {} downloads in progress already; let one finish first",
+                st.config.max_downloads_per_client
+            ))
+        })?;
+        let stream = st.archive(img, layout)?.stream(start, n);
+        // The slot is released when the response ends or the client leaves.
+        Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
+            let _held = &slot;
+            chunk
+        }))
     };
     b.body(body)
         .map_err(|e| ServeError::Internal(e.to_string()))

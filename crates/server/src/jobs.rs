@@ -180,7 +180,8 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// The job for `image`, joined if one runs, else started.
+    /// The job for `image`, joined if one runs, else started; `None` when `max_jobs`
+    /// other fetches run (the client is told to come back).
     pub fn join(
         &self,
         client: &Client,
@@ -188,16 +189,25 @@ impl Jobs {
         image: &ArchiveImage,
         parallel: usize,
         metrics: &Arc<Metrics>,
-    ) -> Arc<JobHandle> {
+        max_jobs: usize,
+    ) -> Option<Arc<JobHandle>> {
         let key = image.root.digest.to_string();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = running.get(&key).and_then(Weak::upgrade) {
             let failed = h.job.state.borrow().error.is_some();
             if !failed {
-                return h;
+                return Some(h);
             }
         }
         running.retain(|_, w| w.strong_count() > 0);
+        let busy = running
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|h| !h.job.state.borrow().finished)
+            .count();
+        if busy >= max_jobs {
+            return None;
+        }
         let mut expected = HashSet::new();
         let mut blobs = Vec::new();
         let mut total_bytes = 0;
@@ -249,7 +259,7 @@ impl Jobs {
             abort: task.abort_handle(),
         });
         running.insert(key, Arc::downgrade(&h));
-        h
+        Some(h)
     }
 
     /// How many fetches run.

@@ -53,6 +53,11 @@ pub struct Config {
     pub parallel: usize,
     /// How long a client may take to send a request's headers (slowloris).
     pub header_timeout: Duration,
+    /// Images fetched from upstream at once; more get 429.
+    pub max_pulls: usize,
+    /// Archive downloads one client address may have in progress; more get 429. Behind a
+    /// reverse proxy every client has the proxy's address: raise it there.
+    pub max_downloads_per_client: usize,
     /// The registry client's options (credential files, timeouts); the address guard and
     /// `insecure` are set by the server.
     pub client: ClientOptions,
@@ -73,6 +78,8 @@ impl Config {
             tag_ttl: Duration::from_secs(600),
             parallel: 4,
             header_timeout: Duration::from_secs(30),
+            max_pulls: 32,
+            max_downloads_per_client: 16,
             client: ClientOptions::default(),
         }
     }
@@ -105,6 +112,8 @@ pub struct State {
     crcs: Arc<reader::Crcs>,
     metrics: Arc<metrics::Metrics>,
     pulls: api::Pulls,
+    /// Downloads in progress per client address.
+    downloads: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// By reference and platform; each entry single-flights its resolution.
     resolved: std::sync::Mutex<HashMap<String, Resolution>>,
     /// `/pull` fetches that failed, by image name as given, for its status.
@@ -144,6 +153,7 @@ impl State {
             crcs: Arc::default(),
             metrics: Arc::default(),
             pulls: api::Pulls::default(),
+            downloads: Default::default(),
             resolved: Default::default(),
             pull_errors: Default::default(),
             config,
@@ -233,37 +243,84 @@ impl State {
 
     /// The image's fetch, started if none runs, kept going until it ends whether or not
     /// a client waits (v1's `/pull` and the jobs API: their clients poll).
-    fn keep_fetching(&self, image: &ArchiveImage) -> Arc<Job> {
-        let handle = self.jobs.join(
-            self.client_for(&image.name),
-            &self.store,
-            image,
-            self.config.parallel,
-            &self.metrics,
-        );
+    fn keep_fetching(&self, image: &ArchiveImage) -> Result<Arc<Job>, ServeError> {
+        let handle = self.join(image)?;
         let job = handle.job.clone();
         tokio::spawn(async move {
             let _ = handle.job.wait_done().await;
         });
-        job
+        Ok(job)
+    }
+
+    fn join(&self, image: &ArchiveImage) -> Result<Arc<jobs::JobHandle>, ServeError> {
+        self.jobs
+            .join(
+                self.client_for(&image.name),
+                &self.store,
+                image,
+                self.config.parallel,
+                &self.metrics,
+                self.config.max_pulls,
+            )
+            .ok_or_else(|| {
+                ServeError::Busy(format!(
+                    "this server is fetching {} images already; try again in a few seconds",
+                    self.config.max_pulls
+                ))
+            })
     }
 
     /// The archive of `image` in `layout`, its blobs fetched by the image's one job.
-    fn archive(&self, image: &ArchiveImage, layout: Layout) -> Arc<Archive> {
-        let job = self.jobs.join(
-            self.client_for(&image.name),
-            &self.store,
-            image,
-            self.config.parallel,
-            &self.metrics,
-        );
-        Arc::new(Archive {
+    fn archive(&self, image: &ArchiveImage, layout: Layout) -> Result<Arc<Archive>, ServeError> {
+        let job = self.join(image)?;
+        Ok(Arc::new(Archive {
             layout,
             job,
             store: self.store.clone(),
             crcs: self.crcs.clone(),
             metrics: self.metrics.clone(),
+        }))
+    }
+
+    /// A download slot for `peer`, held while its response is sent; `None` when the peer
+    /// has `max_downloads_per_client` already.
+    fn download_slot(self: &Arc<Self>, peer: Option<std::net::IpAddr>) -> Option<DownloadSlot> {
+        let Some(ip) = peer else {
+            return Some(DownloadSlot {
+                state: None,
+                ip: None,
+            });
+        };
+        let mut m = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= self.config.max_downloads_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(DownloadSlot {
+            state: Some(self.clone()),
+            ip: Some(ip),
         })
+    }
+}
+
+/// One client's download in progress (see [`State::download_slot`]).
+pub(crate) struct DownloadSlot {
+    state: Option<Arc<State>>,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        if let (Some(st), Some(ip)) = (&self.state, self.ip) {
+            let mut m = st.downloads.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -286,6 +343,8 @@ pub enum ServeError {
     Unauthorized(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ServeError {
@@ -326,6 +385,7 @@ impl ServeError {
             ServeError::NotFound(_) => "not_found",
             ServeError::TooLarge(_) => "too_large",
             ServeError::Internal(_) => "internal",
+            ServeError::Busy(_) => "busy",
             ServeError::UpstreamAuth(_) => "auth",
             ServeError::Upstream(_) => "upstream",
         }
@@ -338,6 +398,7 @@ impl ServeError {
             ServeError::Refused(_) => 403,
             ServeError::NotFound(_) => 404,
             ServeError::TooLarge(_) => 413,
+            ServeError::Busy(_) => 429,
             ServeError::Internal(_) => 500,
             ServeError::UpstreamAuth(_) | ServeError::Upstream(_) => 502,
         }

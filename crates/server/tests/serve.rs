@@ -144,7 +144,8 @@ async fn twenty_clients_of_one_uncached_image_fetch_each_blob_once() {
     fake.add_fault(Fault::Throttle {
         bytes_per_sec: 5_000_000,
     });
-    let srv = start(&[&fake.host()], |_| {}).await;
+    // All from 127.0.0.1: above the per-client limit's default.
+    let srv = start(&[&fake.host()], |c| c.max_downloads_per_client = 20).await;
     let url = format!("{}/image?name={}/many/clients:v1", srv.base, fake.host());
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -707,5 +708,55 @@ async fn slow_or_huge_request_headers_are_cut_off() {
     assert!(!text.contains("200 OK"), "{text}");
     // A normal request still works.
     let (status, _, _) = get(&format!("{}/health", srv.base), &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn too_many_downloads_from_one_client_or_too_many_fetches_get_429() {
+    let img = sized_image(29, 1, 600_000);
+    let other = sized_image(30, 1, 600_000);
+    let fake = fake_with("limit/one", &img).await;
+    fake.push_image("limit/two", "v1", &other);
+    fake.add_fault(Fault::Throttle {
+        bytes_per_sec: 1_000_000,
+    });
+    let srv = start(&[&fake.host()], |c| {
+        c.max_downloads_per_client = 2;
+        c.max_pulls = 1;
+    })
+    .await;
+    let one = format!("{}/image?name={}/limit/one:v1", srv.base, fake.host());
+    let two = format!("{}/image?name={}/limit/two:v1", srv.base, fake.host());
+    let a = http().get(&one).send().await.unwrap();
+    let b = http().get(&one).send().await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let (status, _, body) = get(&one, &[]).await;
+    assert_eq!(status, 429);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["error"],
+        "this address has 2 downloads in progress already; let one finish first"
+    );
+    // HEAD needs no slot.
+    let head = http().head(&one).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    drop(b);
+    // One image is being fetched: a second one waits its turn.
+    let (status, _, body) = get(&two, &[]).await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["error"],
+        "this server is fetching 1 images already; try again in a few seconds"
+    );
+    let whole = a.bytes().await.unwrap();
+    assert!(!whole.is_empty());
+    for _ in 0..100 {
+        if srv.state.jobs_in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, _) = get(&two, &[]).await;
     assert_eq!(status, 200);
 }

@@ -44,6 +44,8 @@ struct FileConfig {
     max_image_size: Option<Size>,
     #[serde(default)]
     token: Vec<String>,
+    max_pulls: Option<u32>,
+    max_downloads_per_client: Option<u32>,
     /// Upstream credentials per registry: `[registries."ghcr.io"]` with `username` and
     /// `password`.
     #[serde(default)]
@@ -77,7 +79,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         exit::usage(
             format!("the configuration {} is not valid: {}", path.display(), e.message()),
-            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, [registries.\"HOST\"] with username and password"),
+            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, [registries.\"HOST\"] with username and password"),
         )
     })
 }
@@ -163,6 +165,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     }
     cfg.tokens = or_file(args.token, file.token);
+    if let Some(n) = args.max_pulls.or(file.max_pulls) {
+        cfg.max_pulls = n.max(1) as usize;
+    }
+    if let Some(n) = args
+        .max_downloads_per_client
+        .or(file.max_downloads_per_client)
+    {
+        cfg.max_downloads_per_client = n.max(1) as usize;
+    }
     if cfg.tokens.iter().any(String::is_empty) {
         return Err(exit::usage("a --token is empty", None));
     }
