@@ -583,7 +583,7 @@ If-Range from the first request, while its layers still download.
 Every option is also a key of the --config TOML file (its name without the
 leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private,
 allow-registry, insecure-registry, default-platform, max-image-size, token,
-max-pulls, max-downloads-per-client) and an environment variable
+max-pulls, max-downloads-per-client, tls-cert, tls-key) and an environment variable
 FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists comma-separated).
 Flags win over the environment, which wins over the file.
 Upstream credentials come from the files ferry pull reads (docker's config.json,
@@ -663,6 +663,22 @@ pub struct ServeArgs {
     /// Behind a reverse proxy every client has the proxy's address: raise it there.
     #[arg(long, value_name = "N", env = "FERRY_SERVE_MAX_DOWNLOADS_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_downloads_per_client: Option<u32>,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "FERRY_SERVE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "FERRY_SERVE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// [`parse_size`] for the serve command's configuration file.

@@ -55,6 +55,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Images fetched from upstream at once; more get 429.
     pub max_pulls: usize,
+    /// Serve HTTPS with this certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Archive downloads one client address may have in progress; more get 429. Behind a
     /// reverse proxy every client has the proxy's address: raise it there.
     pub max_downloads_per_client: usize,
@@ -79,6 +81,7 @@ impl Config {
             parallel: 4,
             header_timeout: Duration::from_secs(30),
             max_pulls: 32,
+            tls: None,
             max_downloads_per_client: 16,
             client: ClientOptions::default(),
         }
@@ -96,6 +99,55 @@ pub enum StartError {
     },
     #[error("setting up the registry client")]
     Client(#[source] ferry_registry::RegistryError),
+    #[error("reading the TLS {what} {path}: {reason}")]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// The TLS acceptor for `--tls-cert` and `--tls-key`.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what, path: &std::path::Path, reason: String| StartError::Tls {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("certificate", cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "certificate",
+            cert,
+            "it holds no PEM certificate".into(),
+        ));
+    }
+    // The key's own parse error could quote key material: only say what is wrong.
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|_| bad("key", key, "it holds no PEM private key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("certificate", cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            bad(
+                "key",
+                key,
+                format!("it does not go with the certificate: {e}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A resolved image and when it was resolved (tags are asked again after `tag_ttl`).
@@ -432,9 +484,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
+    use hyper_util::rt::TokioIo;
 
+    let tls = match &state.config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let router = app(state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -453,33 +508,28 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                let mut router = router.clone();
-                async move {
-                    tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
-                }
-            });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.config.header_timeout)
-            .max_buf_size(MAX_HEADER_BYTES);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (router, state, watcher, tls) = (
+            router.clone(),
+            state.clone(),
+            graceful.watcher(),
+            tls.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
+            match tls {
+                None => serve_conn(TokioIo::new(stream), peer, router, &state, watcher).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like the headers are.
+                    let hs =
+                        tokio::time::timeout(state.config.header_timeout, acceptor.accept(stream))
+                            .await;
+                    match hs {
+                        Ok(Ok(s)) => {
+                            serve_conn(TokioIo::new(s), peer, router, &state, watcher).await
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                    }
+                }
             }
         });
     }
@@ -493,6 +543,43 @@ pub async fn serve(
     };
     upkeep.abort();
     r
+}
+
+/// Serve one connection (plain or TLS) until it ends or the server stops.
+async fn serve_conn<I>(
+    io: hyper_util::rt::TokioIo<I>,
+    peer: std::net::SocketAddr,
+    router: axum::Router,
+    state: &State,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use hyper_util::server::conn::auto;
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            async move {
+                tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+            }
+        });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let conn = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection from {peer}: {e}");
+    }
 }
 
 /// The most a request's headers may take (hyper's read buffer for HTTP/1; the header list

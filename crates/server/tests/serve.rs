@@ -760,3 +760,89 @@ async fn too_many_downloads_from_one_client_or_too_many_fetches_get_429() {
     let (status, _, _) = get(&two, &[]).await;
     assert_eq!(status, 200);
 }
+
+/// A self-signed certificate for 127.0.0.1 made with openssl: (cert, key) paths.
+fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let openssl = ferry_testkit::real::tool("openssl")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferry test",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((cert, key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_serves_https_with_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed(dir.path()) else {
+        return;
+    };
+    let img = sized_image(31, 1, 100_000);
+    let fake = fake_with("tls/img", &img).await;
+    let c2 = (cert.clone(), key.clone());
+    let srv = start(&[&fake.host()], move |c| c.tls = Some(c2)).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let https = format!("https://{}", srv.addr);
+    let resp = client.get(format!("{https}/health")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{https}/image?name={}/tls/img:v1", fake.host()))
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap().len(), 100);
+    // Plain HTTP on the TLS port gets no answer.
+    let (status, _) = raw_status(srv.addr, "/health").await;
+    assert_ne!(status, 200);
+    // A key that is not PEM is refused with the file named and nothing of its content.
+    std::fs::write(dir.path().join("bad.pem"), "not a key s3cret").unwrap();
+    let e = ferry_server::tls_acceptor(&cert, &dir.path().join("bad.pem"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "reading the TLS key {}: it holds no PEM private key",
+            dir.path().join("bad.pem").display()
+        )
+    );
+}

@@ -46,6 +46,8 @@ struct FileConfig {
     token: Vec<String>,
     max_pulls: Option<u32>,
     max_downloads_per_client: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     /// Upstream credentials per registry: `[registries."ghcr.io"]` with `username` and
     /// `password`.
     #[serde(default)]
@@ -79,7 +81,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         exit::usage(
             format!("the configuration {} is not valid: {}", path.display(), e.message()),
-            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, [registries.\"HOST\"] with username and password"),
+            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, [registries.\"HOST\"] with username and password"),
         )
     })
 }
@@ -165,6 +167,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     }
     cfg.tokens = or_file(args.token, file.token);
+    // The pair comes from one place: flags (and env), else the file.
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => match (file.tls_cert, file.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(exit::usage(
+                    "tls-cert and tls-key go together",
+                    Some("give both, or neither"),
+                ))
+            }
+        },
+    };
+    if let Some((cert, key)) = &tls {
+        // Refused here, before the start line, not when the first client connects.
+        ferry_server::tls_acceptor(cert, key).map_err(|e| exit::usage(e.to_string(), None))?;
+    }
+    cfg.tls = tls;
     if let Some(n) = args.max_pulls.or(file.max_pulls) {
         cfg.max_pulls = n.max(1) as usize;
     }
@@ -192,6 +213,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let cfg_tls = cfg.tls.is_some();
     let state = ferry_server::State::new(cfg)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -199,7 +221,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    say!("ferry serve: listening on {addr}; page: http://{addr}/");
+    let scheme = if cfg_tls { "https" } else { "http" };
+    say!("ferry serve: listening on {addr}; page: {scheme}://{addr}/");
     ferry_server::serve(listener, state, stop_signal(), GRACE)
         .await
         .context("serving")?;
