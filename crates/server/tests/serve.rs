@@ -138,17 +138,17 @@ async fn a_download_cut_halfway_resumes_byte_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_clients_of_one_uncached_image_fetch_each_blob_once() {
+async fn fifty_clients_of_one_uncached_image_fetch_each_blob_once() {
     let img = sized_image(14, 3, 300_000);
     let fake = fake_with("many/clients", &img).await;
     fake.add_fault(Fault::Throttle {
         bytes_per_sec: 5_000_000,
     });
     // All from 127.0.0.1: above the per-client limit's default.
-    let srv = start(&[&fake.host()], |c| c.max_downloads_per_client = 20).await;
+    let srv = start(&[&fake.host()], |c| c.max_downloads_per_client = 50).await;
     let url = format!("{}/image?name={}/many/clients:v1", srv.base, fake.host());
     let mut tasks = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..50 {
         let u = url.clone();
         tasks.push(tokio::spawn(async move { get(&u, &[]).await }));
     }
@@ -845,4 +845,37 @@ async fn tls_serves_https_with_the_given_certificate() {
             dir.path().join("bad.pem").display()
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_drops_are_resumed_without_failing_the_client() {
+    let img = sized_image(32, 2, 500_000);
+    let fake = fake_with("drop/img", &img).await;
+    fake.add_fault(Fault::DropAfter {
+        digest: None,
+        after: 100_000,
+        times: 3,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let (status, h, body) = get(
+        &format!("{}/image?name={}/drop/img:v1", srv.base, fake.host()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-length"), body.len().to_string());
+    let files = tar_files(&body);
+    for b in img.blobs() {
+        let (_, bytes) = files
+            .iter()
+            .find(|(n, _)| *n == blob_entry(&b.digest))
+            .unwrap();
+        assert!(bytes == &b.bytes.to_vec());
+    }
+    let resumed = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/blobs/") && r.range.is_some())
+        .count();
+    assert!(resumed >= 1, "no ranged resume was asked");
 }
