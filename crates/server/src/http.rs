@@ -292,10 +292,12 @@ async fn pull_v1(
     let (st2, n2) = (st.clone(), name.clone());
     tokio::spawn(async move {
         if let Err(e) = job.wait_done().await {
-            st2.pull_errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(n2, e);
+            let mut m = st2.pull_errors.lock().unwrap_or_else(|e| e.into_inner());
+            // Kept until asked for; bounded so names nobody asks about again do not pile up.
+            if m.len() >= 1024 {
+                m.clear();
+            }
+            m.insert(n2, e);
         }
     });
     Ok(status("Downloading"))

@@ -150,6 +150,9 @@ pub fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Resolutions remembered before old ones are dropped.
+const MAX_RESOLUTIONS: usize = 4096;
+
 /// A resolved image and when it was resolved (tags are asked again after `tag_ttl`).
 type Resolution = Arc<tokio::sync::Mutex<Option<(Instant, ArchiveImage)>>>;
 
@@ -249,13 +252,24 @@ impl State {
             "{r} {}",
             platform.map(ToString::to_string).unwrap_or_default()
         );
-        let slot = self
-            .resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let slot = {
+            let mut m = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= MAX_RESOLUTIONS {
+                // Names nobody asks for any more, failed ones and stale tags go; any
+                // number of distinct names must not grow memory without bound.
+                let ttl = self.config.tag_ttl;
+                m.retain(|_, v| {
+                    Arc::strong_count(v) > 1
+                        || v.try_lock().map_or(true, |g| {
+                            g.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl)
+                        })
+                });
+                if m.len() >= MAX_RESOLUTIONS {
+                    m.retain(|_, v| Arc::strong_count(v) > 1);
+                }
+            }
+            m.entry(key).or_default().clone()
+        };
         let mut slot = slot.lock().await;
         if let Some((at, image)) = &*slot {
             // A digest names the same image for ever; a tag for `tag_ttl`.

@@ -879,3 +879,31 @@ async fn upstream_drops_are_resumed_without_failing_the_client() {
         .count();
     assert!(resumed >= 1, "no ranged resume was asked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_is_resolved_again_only_after_its_time() {
+    let img = sized_image(33, 1, 1000);
+    let fake = fake_with("ttl/img", &img).await;
+    let manifest_gets = |fake: &FakeRegistry| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/manifests/v1"))
+            .count()
+    };
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/ttl/img:v1", srv.base, fake.host());
+    for _ in 0..3 {
+        assert_eq!(get(&url, &[]).await.0, 200);
+    }
+    assert_eq!(
+        manifest_gets(&fake),
+        1,
+        "the tag was asked again within its time"
+    );
+    let srv = start(&[&fake.host()], |c| c.tag_ttl = Duration::ZERO).await;
+    let url = format!("{}/image?name={}/ttl/img:v1", srv.base, fake.host());
+    for _ in 0..2 {
+        assert_eq!(get(&url, &[]).await.0, 200);
+    }
+    assert_eq!(manifest_gets(&fake), 3);
+}
