@@ -14,6 +14,7 @@ mod metrics;
 mod names;
 pub mod policy;
 mod reader;
+mod stall;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +54,8 @@ pub struct Config {
     pub parallel: usize,
     /// How long a client may take to send a request's headers (slowloris).
     pub header_timeout: Duration,
+    /// How long a client may leave a response unread before it is cut.
+    pub idle_timeout: Duration,
     /// Images fetched from upstream at once; more get 429.
     pub max_pulls: usize,
     /// Serve HTTPS with this certificate chain and private key (PEM files).
@@ -80,6 +83,7 @@ impl Config {
             tag_ttl: Duration::from_secs(600),
             parallel: 4,
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
             max_pulls: 32,
             tls: None,
             max_downloads_per_client: 16,
@@ -345,6 +349,7 @@ impl State {
             store: self.store.clone(),
             crcs: self.crcs.clone(),
             metrics: self.metrics.clone(),
+            idle_timeout: self.config.idle_timeout,
         }))
     }
 
@@ -530,7 +535,10 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             match tls {
-                None => serve_conn(TokioIo::new(stream), peer, router, &state, watcher).await,
+                None => {
+                    let io = stall::WriteStall::new(stream, state.config.idle_timeout);
+                    serve_conn(TokioIo::new(io), peer, router, &state, watcher).await
+                }
                 Some(acceptor) => {
                     // The handshake is bounded like the headers are.
                     let hs =

@@ -76,6 +76,8 @@ pub struct Archive {
     pub store: Store,
     pub crcs: Arc<Crcs>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// How long a client may leave the response unread.
+    pub(crate) idle_timeout: std::time::Duration,
 }
 
 impl Archive {
@@ -100,7 +102,9 @@ impl Archive {
             tokio::select! {
                 r = self.produce(offset, len, &tx) => {
                     if let Err(e) = r {
-                        let _ = tx.send(Err(e)).await;
+                        // Never blocks: with the channel full the body ends short of its
+                        // length, which aborts the response just the same.
+                        let _ = tx.try_send(Err(e));
                     }
                 }
                 // The client left while this waited for a blob: stop now, releasing the
@@ -210,9 +214,23 @@ impl Archive {
     /// Send one chunk; a receiver gone means the client left: stop quietly.
     async fn send(&self, tx: &mpsc::Sender<io::Result<Bytes>>, b: Bytes) -> io::Result<()> {
         let n = b.len() as u64;
-        tx.send(Ok(b))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        // A client that stops reading holds its slot and the image's job: after the idle
+        // time the response is cut (the client can resume with Range).
+        match tokio::time::timeout(self.idle_timeout, tx.send(Ok(b))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the client went away",
+                ))
+            }
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read nothing for too long",
+                ))
+            }
+        }
         self.metrics.bytes_served.inc_by(n);
         Ok(())
     }

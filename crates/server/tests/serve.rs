@@ -907,3 +907,37 @@ async fn a_tag_is_resolved_again_only_after_its_time() {
     }
     assert_eq!(manifest_gets(&fake), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_time() {
+    use tokio::io::AsyncWriteExt;
+    // Larger than what the sockets' buffers take in.
+    let img = sized_image(34, 2, 8_000_000);
+    let fake = fake_with("idle/img", &img).await;
+    let srv = start(&[&fake.host()], |c| {
+        c.idle_timeout = Duration::from_secs(1);
+        c.max_downloads_per_client = 1;
+    })
+    .await;
+    let path = format!("/image?name={}/idle/img:v1", fake.host());
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The stalled client holds the one slot...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) = get(&format!("{}{path}", srv.base), &[("Range", "bytes=0-9")]).await;
+    assert_eq!(status, 429);
+    // ...until the idle time cuts it.
+    let mut freed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, _, _) = get(&format!("{}{path}", srv.base), &[("Range", "bytes=0-9")]).await;
+        if status == 206 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "a client that reads nothing kept its slot");
+    drop(s);
+}
