@@ -941,3 +941,25 @@ async fn a_client_that_stops_reading_is_cut_after_the_idle_time() {
     assert!(freed, "a client that reads nothing kept its slot");
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insecure_registry_accepts_an_unverifiable_certificate_for_that_registry_only() {
+    let img = sized_image(35, 1, 10_000);
+    let fake = fake_with("tls/behind", &img).await;
+    let backend: std::net::SocketAddr = fake.host().parse().unwrap();
+    let front = ferry_testkit::tls::TlsFront::start_self_signed(backend).await;
+    let host = front.addr().to_string();
+    let url = |srv: &Server| format!("{}/image?name={host}/tls/behind:v1", srv.base);
+    // Loopback registries are tried over TLS only with the flag; without it plain HTTP to
+    // a TLS port fails, and the certificate could not be verified anyway.
+    let srv = start(&[&host], |_| {}).await;
+    let (status, _, body) = get(&url(&srv), &[]).await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let srv = start(&[&host], |c| {
+        c.insecure_registries = vec![ferry_server::HostPort::parse(&host).unwrap()]
+    })
+    .await;
+    let (status, _, body) = get(&url(&srv), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(front.handshakes() > 0);
+}
