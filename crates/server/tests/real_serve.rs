@@ -101,3 +101,68 @@ async fn archives_from_every_endpoint_load_with_the_registry_digests() {
     let inspect = podman.inspect(&name).expect("podman inspect");
     assert_eq!(inspect["RootFS"]["Layers"], serde_json::json!(diff_ids));
 }
+
+/// `curl` killed halfway, then `curl -C -`, and `wget -c` after a cut: byte-identical to a
+/// one-shot download of an image that was not cached when the first one started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn curl_and_wget_resume_a_cut_download_byte_identical() {
+    let (Some(curl), Some(wget)) = (real::tool("curl"), real::tool("wget")) else {
+        return;
+    };
+    let img = ferry_testkit::image::sized_image(52, 2, 1_500_000);
+    let fake = ferry_testkit::fake::FakeRegistry::start(ferry_testkit::fake::FakeAuth::None).await;
+    fake.push_image("resume/img", "v1", &img);
+    fake.add_fault(ferry_testkit::fake::Fault::Throttle {
+        bytes_per_sec: 1_500_000,
+    });
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/resume/img:v1", srv.base, fake.host());
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part.tar");
+    // The first curl reads slowly and is killed well before the end.
+    let mut first = std::process::Command::new(&curl)
+        .args(["-sS", "--noproxy", "*", "--limit-rate", "500k", "-o"])
+        .arg(&part)
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    first.kill().unwrap();
+    let _ = first.wait();
+    let cut = std::fs::metadata(&part).unwrap().len();
+    assert!(cut > 0, "curl got nothing before it was killed");
+    let out = std::process::Command::new(&curl)
+        .args(["-sS", "--fail", "--noproxy", "*", "-C", "-", "-o"])
+        .arg(&part)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fake.clear_faults();
+    let (_, _, whole) = get(&url, &[]).await;
+    let resumed = std::fs::read(&part).unwrap();
+    assert!(cut < whole.len() as u64, "the first curl was not cut");
+    assert!(
+        resumed == whole,
+        "curl -C - differs from a one-shot download"
+    );
+    // wget -c over a file cut at half.
+    let wpart = dir.path().join("w.tar");
+    std::fs::write(&wpart, &whole[..whole.len() / 2]).unwrap();
+    let out = std::process::Command::new(&wget)
+        .args(["-q", "--no-proxy", "-c", "-O"])
+        .arg(&wpart)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&wpart).unwrap() == whole, "wget -c differs");
+}
