@@ -54,8 +54,16 @@ async fn count(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> Re
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "other".into());
+    let method = req.method().clone();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
     let resp = next.run(req).await;
     st.metrics.request(&route, resp.status().as_u16());
+    // The route's pattern, never the path or query: they may hold a ?token=.
+    tracing::info!(%method, route, status = resp.status().as_u16(), peer, "request");
     resp
 }
 
