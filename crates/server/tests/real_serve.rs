@@ -166,3 +166,79 @@ async fn curl_and_wget_resume_a_cut_download_byte_identical() {
     );
     assert!(std::fs::read(&wpart).unwrap() == whole, "wget -c differs");
 }
+
+/// An index and its images into a real registry as `repo_tag`, through an OCI layout and
+/// `skopeo copy --all`.
+fn push_index(reg: &RealRegistry, repo_tag: &str, idx: &ferry_testkit::image::TestIndex) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let put = |digest: &ferry_core::Digest, bytes: &[u8]| {
+        let d = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(digest.hex()), bytes).unwrap();
+    };
+    for img in &idx.images {
+        for b in img.blobs() {
+            put(&b.digest, &b.bytes);
+        }
+        put(&img.manifest_digest, &img.manifest);
+    }
+    put(&idx.digest, &idx.bytes);
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": idx.media_type, "digest": idx.digest.to_string(), "size": idx.bytes.len()}],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    real::skopeo_copy(
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{}/{repo_tag}", reg.host),
+        &["--all", "--dest-tls-verify=false"],
+    )
+    .expect("skopeo copy --all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multi_arch_index_lists_its_platforms_and_arm64_is_chosen_by_arch() {
+    let Some(reg) = RealRegistry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    if real::tool("skopeo").is_none() {
+        return;
+    }
+    let plats = [
+        ferry_core::Platform::new("linux", "amd64", None),
+        ferry_core::Platform::new("linux", "arm64", Some("v8")),
+    ];
+    let idx = ferry_testkit::image::random_index(53, &plats, false);
+    push_index(&reg, "multi/app:v1", &idx);
+    let srv = start(&[&reg.host], |_| {}).await;
+    let name = format!("{}/multi/app:v1", reg.host);
+    let (status, _, body) = get(&format!("{}/platforms?name={name}", srv.base), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["digest"], idx.digest.to_string());
+    assert_eq!(
+        v["platforms"],
+        serde_json::json!([
+            {"os": "linux", "architecture": "amd64", "variant": null},
+            {"os": "linux", "architecture": "arm64", "variant": "v8"},
+        ])
+    );
+    let (status, _, tar) = get(&format!("{}/image?name={name}&arch=arm64", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("arm.tar");
+    std::fs::write(&f, &tar).unwrap();
+    let config =
+        real::skopeo_inspect(&format!("docker-archive:{}", f.display()), &["--config"]).unwrap();
+    assert_eq!(config["architecture"], "arm64");
+    let arm = &idx.images[1];
+    let diff_ids: Vec<String> = arm.diff_ids.iter().map(ToString::to_string).collect();
+    assert_eq!(config["rootfs"]["diff_ids"], serde_json::json!(diff_ids));
+}
