@@ -23,6 +23,8 @@ use crate::{names, ServeError, State};
 /// The router over `state`.
 pub fn app(state: Arc<State>) -> Router {
     Router::new()
+        .route("/", get(crate::page::page))
+        .route("/static/{file}", get(crate::page::asset))
         .route("/health", get(|| async { "OK" }))
         .route("/platforms", get(platforms))
         .route("/image", get(image))
@@ -87,24 +89,13 @@ async fn metrics(AxState(st): AxState<Arc<State>>) -> Response {
 
 /// `--token`: every route but `/health` wants `Authorization: Bearer T` or `?token=T`.
 async fn tokens(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> Response {
-    if st.config.tokens.is_empty() || req.uri().path() == "/health" {
+    // The page checks the token itself once it is asked about an image: the empty form
+    // and its script and style hold nothing, and a browser must get them to send a token.
+    let path = req.uri().path();
+    if path == "/health" || path == "/" || path.starts_with("/static/") {
         return next.run(req).await;
     }
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let query = query(req.uri().query());
-    let given = bearer.or_else(|| query.get("token").cloned());
-    let ok = given.is_some_and(|g| {
-        st.config
-            .tokens
-            .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), g.as_bytes()))
-    });
-    if ok {
+    if authorized(&st, req.headers(), &query(req.uri().query())) {
         next.run(req).await
     } else {
         ServeError::Unauthorized(
@@ -115,11 +106,31 @@ async fn tokens(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> R
     }
 }
 
+/// Whether the request carries one of `--token`'s tokens (`Authorization: Bearer T` or
+/// `?token=T`); true when the server wants none.
+pub(crate) fn authorized(st: &State, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
+    if st.config.tokens.is_empty() {
+        return true;
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let given = bearer.or_else(|| query.get("token").cloned());
+    given.is_some_and(|g| {
+        st.config
+            .tokens
+            .iter()
+            .any(|t| constant_time_eq(t.as_bytes(), g.as_bytes()))
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn query(q: Option<&str>) -> HashMap<String, String> {
+pub(crate) fn query(q: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
@@ -158,9 +169,27 @@ async fn platforms(
 ) -> Result<Response, ServeError> {
     let q = query(q.as_deref());
     let r = names::image(q.get("name").map(String::as_str), "name")?;
-    st.config.policy.check(&r)?;
-    let client = st.client_for(&r);
-    let m = client.manifest(&r).await.map_err(|e| {
+    let (digest, list) = list_platforms(&st, &r).await?;
+    let platforms: Vec<_> = list
+        .iter()
+        .map(|p| json!({"os": p.os, "architecture": p.architecture, "variant": p.variant}))
+        .collect();
+    Ok(Json(json!({
+        "name": r.familiar(),
+        "digest": digest,
+        "platforms": platforms,
+    }))
+    .into_response())
+}
+
+/// The platforms `r` offers (an index's, or a single image's own) and its digest.
+pub(crate) async fn list_platforms(
+    st: &State,
+    r: &ferry_core::Reference,
+) -> Result<(String, Vec<Platform>), ServeError> {
+    st.config.policy.check(r)?;
+    let client = st.client_for(r);
+    let m = client.manifest(r).await.map_err(|e| {
         ServeError::from_copy(ferry_copy::CopyError::Manifest {
             reference: r.familiar(),
             source: e,
@@ -192,16 +221,7 @@ async fn platforms(
             ));
         }
     }
-    let platforms: Vec<_> = list
-        .iter()
-        .map(|p| json!({"os": p.os, "architecture": p.architecture, "variant": p.variant}))
-        .collect();
-    Ok(Json(json!({
-        "name": r.familiar(),
-        "digest": m.digest.to_string(),
-        "platforms": platforms,
-    }))
-    .into_response())
+    Ok((m.digest.to_string(), list))
 }
 
 /// `GET /image?name=…[&os=&arch=&variant=]`: the default archive.

@@ -12,6 +12,7 @@ mod http;
 mod jobs;
 mod metrics;
 mod names;
+mod page;
 pub mod policy;
 mod reader;
 mod stall;
