@@ -97,10 +97,32 @@ where
     }
 }
 
+/// A headless Chromium session (flags for a container, as root) of 1024 px width.
+async fn browser(
+    driver_url: &str,
+    chromium: &std::path::Path,
+    dir: &std::path::Path,
+) -> thirtyfour::WebDriver {
+    use thirtyfour::prelude::*;
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary(chromium.to_str().unwrap()).unwrap();
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-proxy-server",
+        "--window-size=1024,768",
+        "--force-device-scale-factor=1",
+        &format!("--user-data-dir={}", dir.join("profile").display()),
+    ] {
+        caps.add_arg(arg).unwrap();
+    }
+    WebDriver::new(driver_url, caps).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_page_in_chromium_picks_a_platform_shows_progress_and_downloads() {
-    use thirtyfour::prelude::*;
-
     let tmp = tempfile::tempdir().unwrap();
     let Some((_driver, driver_url, chromium)) = chromedriver(tmp.path()).await else {
         return;
@@ -115,21 +137,7 @@ async fn the_page_in_chromium_picks_a_platform_shows_progress_and_downloads() {
     let srv = start(&[&fake.host()], |_| {}).await;
     let name = format!("{}/web/app:v1", fake.host());
 
-    let mut caps = DesiredCapabilities::chrome();
-    caps.set_binary(chromium.to_str().unwrap()).unwrap();
-    for arg in [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-proxy-server",
-        "--window-size=1024,768",
-        "--force-device-scale-factor=1",
-        &format!("--user-data-dir={}", tmp.path().join("profile").display()),
-    ] {
-        caps.add_arg(arg).unwrap();
-    }
-    let driver = WebDriver::new(&driver_url, caps).await.unwrap();
+    let driver = browser(&driver_url, &chromium, tmp.path()).await;
     let outcome = drive(&driver, &srv.base, &name, tmp.path()).await;
     driver.quit().await.unwrap();
     let (href, png, viewport) = outcome;
@@ -492,4 +500,82 @@ async fn with_a_token_the_page_asks_for_it_and_never_keeps_it() {
     );
     let (status, _, _) = get(&format!("{}/image?name={name}&token=s3cret", srv.base), &[]).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_in_chromium_with_a_token_and_the_keyboard_and_a_hostile_name() {
+    use thirtyfour::prelude::*;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_driver, driver_url, chromium)) = chromedriver(tmp.path()).await else {
+        return;
+    };
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let idx = two_platforms();
+    fake.push_index("web/app", "v1", &idx);
+    let srv = start(&[&fake.host()], |c| c.tokens = vec!["s3cret".into()]).await;
+    let name = format!("{}/web/app:v1", fake.host());
+    let driver = browser(&driver_url, &chromium, tmp.path()).await;
+    let r = async {
+        driver.goto(format!("{}/", srv.base)).await?;
+        // Only the keyboard: the token, a name, Enter.
+        driver
+            .find(By::Id("token"))
+            .await?
+            .send_keys("s3cret")
+            .await?;
+        // Markup typed as a name is shown as text, never run or rendered.
+        let input = driver.find(By::Id("name")).await?;
+        input
+            .send_keys("\"><img src=x onerror=document.title='owned'>" + Key::Enter)
+            .await?;
+        let error = driver.find(By::Id("error")).await?;
+        let shown = wait_for(10, "the error", || {
+            let error = error.clone();
+            async move { error.text().await.ok().filter(|t| !t.is_empty()) }
+        })
+        .await;
+        assert!(shown.contains("is not an image name"), "{shown}");
+        assert!(driver.find_all(By::Tag("img")).await?.is_empty());
+        assert_ne!(driver.title().await?, "owned");
+
+        // Then the image, on the default platform.
+        input.clear().await?;
+        input.send_keys(name.clone() + Key::Enter).await?;
+        let status = driver.find(By::Id("status")).await?;
+        wait_for(20, "the fetch to finish", || {
+            let status = status.clone();
+            async move { status.text().await.ok().filter(|t| t.starts_with("Ready")) }
+        })
+        .await;
+        let href = driver.find(By::Id("download")).await?.prop("href").await?;
+        let wget = driver.find(By::Id("wget")).await?.value().await?;
+        WebDriverResult::Ok((href.unwrap(), wget.unwrap()))
+    }
+    .await;
+    driver.quit().await.unwrap();
+    let (href, wget) = r.unwrap();
+    // The platform list arrived while typing; the default one was picked from it.
+    let plain = format!(
+        "{}/image?name={}&os=linux&arch=amd64",
+        srv.base,
+        name.replace(':', "%3A").replace('/', "%2F")
+    );
+    assert_eq!(
+        href,
+        format!("{plain}&token=s3cret"),
+        "the link carries the token"
+    );
+    assert_eq!(
+        wget,
+        format!(
+            "wget -c --content-disposition --header \"Authorization: Bearer $FERRY_TOKEN\" '{plain}'"
+        ),
+        "the command line does not"
+    );
+    let (status, _, tar) = get(&href, &[]).await;
+    assert_eq!(status, 200);
+    assert!(tar_files(&tar)
+        .iter()
+        .any(|(n, _)| *n == blob_entry(&idx.images[0].manifest_digest)));
 }

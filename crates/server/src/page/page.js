@@ -10,6 +10,7 @@
   const tokenIn = $("token");
   const errorP = $("error");
   let asked = "";
+  let pending = Promise.resolve();
   let timer = null;
   let events = null;
 
@@ -39,10 +40,18 @@
     return (n / 1048576).toFixed(1) + " MiB";
   }
 
-  async function loadPlatforms() {
+  // One lookup per name; a submit while it runs waits for it.
+  function loadPlatforms() {
     const name = nameIn.value.trim();
-    if (!name || name === asked) return;
-    asked = name;
+    if (!name) return Promise.resolve();
+    if (name !== asked) {
+      asked = name;
+      pending = lookUp(name);
+    }
+    return pending;
+  }
+
+  async function lookUp(name) {
     showError("");
     try {
       const resp = await fetch("/platforms?name=" + encodeURIComponent(name), { headers: headers() });
@@ -83,6 +92,7 @@
     const bar = $("bar");
     const link = $("download");
     link.hidden = true;
+    bar.hidden = false;
     bar.value = 0;
     $("result-h").textContent = name;
     status.textContent = "Starting…";
