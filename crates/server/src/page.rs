@@ -122,7 +122,11 @@ pub(crate) async fn page(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost:8080");
-    let scheme = if st.config.tls.is_some() {
+    // Behind a TLS-terminating proxy the request arrives over plain HTTP.
+    let proxied_tls = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if st.config.tls.is_some() || proxied_tls {
         "https"
     } else {
         "http"
@@ -216,7 +220,7 @@ fn render(st: &State, v: &View, base: &str) -> String {
             "<section id=\"result\" aria-labelledby=\"result-h\">\
              <h2 id=\"result-h\">{name}</h2>\
              <p id=\"status\" role=\"status\" aria-live=\"polite\">Ready to download (the server fetches it as you download).</p>\
-             <progress id=\"bar\" max=\"1\" value=\"0\" hidden></progress>\
+             <progress id=\"bar\" max=\"1\" value=\"0\" aria-label=\"Fetched so far\" hidden></progress>\
              <p><a id=\"download\" class=\"button\" href=\"{link}\" download=\"{file}\">Download {file}</a></p>\
              {cmds}</section>",
             name = esc(&v.name),
@@ -230,7 +234,7 @@ fn render(st: &State, v: &View, base: &str) -> String {
             "<section id=\"result\" aria-labelledby=\"result-h\" hidden>\
              <h2 id=\"result-h\"></h2>\
              <p id=\"status\" role=\"status\" aria-live=\"polite\"></p>\
-             <progress id=\"bar\" max=\"1\" value=\"0\"></progress>\
+             <progress id=\"bar\" max=\"1\" value=\"0\" aria-label=\"Fetched so far\"></progress>\
              <p><a id=\"download\" class=\"button\" hidden>Download</a></p>\
              <h3>Command lines</h3>\
              <label for=\"wget\">With wget (resumes when cut)</label><input id=\"wget\" readonly>\

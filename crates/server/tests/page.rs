@@ -411,6 +411,12 @@ async fn without_javascript_the_form_answers_with_the_link_and_the_archive() {
     assert!(html.contains(&format!(
         "value=\"ferry pull --platform linux/arm64/v8 {name}\""
     )));
+    // Behind a proxy that terminates TLS, the command line says https.
+    let (_, _, body) = get(&url, &[("X-Forwarded-Proto", "https")]).await;
+    assert!(String::from_utf8(body).unwrap().contains(&format!(
+        "value=\"wget -c --content-disposition &#39;https://{}{link}&#39;\"",
+        srv.addr
+    )));
     let (status, _, tar) = get(&format!("{}{}", srv.base, link.replace("&amp;", "&")), &[]).await;
     assert_eq!(status, 200);
     assert!(tar_files(&tar)
