@@ -183,7 +183,8 @@ impl SendBody {
             Kind::Gzip { layer, diff_id } => {
                 self.consumed.store(0, std::sync::atomic::Ordering::Relaxed);
                 let input = Hashing {
-                    inner: raw,
+                    // The encoder reads in small pieces; each would be a read of the archive.
+                    inner: Box::new(io::BufReader::with_capacity(1 << 18, raw)),
                     verifier: diff_id.clone().map(|d| Verifier::new(d, None)),
                     consumed: self.consumed.clone(),
                 };

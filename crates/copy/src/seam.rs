@@ -124,5 +124,9 @@ pub struct CopyImage<L> {
     pub name: String,
     /// The index, when the whole of a multi-platform image is copied.
     pub index: Option<SourceManifest>,
+    /// Indexes nested under `index` (a registry's; archives' readers flatten them), outer
+    /// first: stored as they are, innermost first, between the platforms' manifests and
+    /// `index`.
+    pub nested: Vec<SourceManifest>,
     pub platforms: Vec<CopyPlatform<L>>,
 }

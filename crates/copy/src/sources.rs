@@ -110,12 +110,14 @@ pub fn archive_image(
         return Ok(CopyImage {
             name,
             index: None,
+            nested: Vec::new(),
             platforms: vec![platform(p)],
         });
     };
     match choice {
         PlatformChoice::All => Ok(CopyImage {
             name,
+            nested: Vec::new(),
             index: Some(SourceManifest {
                 media_type: index.descriptor.media_type.clone(),
                 bytes: index.bytes.clone(),
@@ -145,6 +147,7 @@ pub fn archive_image(
             Ok(CopyImage {
                 name,
                 index: None,
+                nested: Vec::new(),
                 platforms: vec![platform(p)],
             })
         }
@@ -220,6 +223,12 @@ pub fn registry_image(store: &Store, image: &ArchiveImage) -> Result<CopyImage<D
     } else {
         None
     };
+    let nested = image
+        .manifests
+        .iter()
+        .filter(|d| d.is_index() && d.digest != image.root.digest)
+        .map(read)
+        .collect::<Result<Vec<_>, CopyError>>()?;
     let platforms = image
         .images
         .iter()
@@ -235,6 +244,7 @@ pub fn registry_image(store: &Store, image: &ArchiveImage) -> Result<CopyImage<D
     Ok(CopyImage {
         name: image.name.familiar(),
         index,
+        nested,
         platforms,
     })
 }

@@ -440,6 +440,20 @@ async fn put_manifests<L, D: ImageDestination>(
                 dest.put_manifest(&d.digest.to_string(), &m.media_type, m.bytes.clone())
                     .await?;
             }
+            // Nested indexes as they are, innermost first: each names only what is stored
+            // before it. (Their children are never rewritten: only archives' images are,
+            // and archive readers flatten nested indexes.)
+            for m in image.nested.iter().rev() {
+                dest.put_manifest(&m.digest().to_string(), &m.media_type, m.bytes.clone())
+                    .await?;
+                children.push((
+                    Some(m.digest()),
+                    Made {
+                        media_type: m.media_type.clone(),
+                        bytes: m.bytes.clone(),
+                    },
+                ));
+            }
             index_manifest(&image.name, index, &children)?
         }
     };

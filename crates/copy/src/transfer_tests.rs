@@ -128,6 +128,7 @@ fn image(src: &mut MemSource, gzip: bool, with_manifest: bool) -> CopyImage<Dige
     CopyImage {
         name: "test".into(),
         index: None,
+        nested: Vec::new(),
         platforms: vec![CopyPlatform {
             platform: None,
             manifest,

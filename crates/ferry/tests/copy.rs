@@ -321,3 +321,47 @@ fn copy_from_a_registry_records_the_name_the_destination_gives() {
         layer_digests(&img)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_of_every_platform_keeps_a_nested_index_and_the_top_digest() {
+    use ferry_testkit::fake::{FakeAuth, FakeRegistry};
+    use ferry_testkit::image::{entry_of, entry_of_index, raw_index};
+    let (amd, arm) = (image(807), image(808));
+    let arm64: ferry_core::Platform = "linux/arm64".parse().unwrap();
+    let inner = raw_index(
+        ferry_core::media::OCI_INDEX,
+        vec![entry_of(&arm, Some(&arm64))],
+        vec![arm.clone()],
+    );
+    let outer = raw_index(
+        ferry_core::media::OCI_INDEX,
+        vec![entry_of(&amd, Some(&amd.platform)), entry_of_index(&inner)],
+        vec![amd.clone()],
+    );
+    let reg = FakeRegistry::start(FakeAuth::None).await;
+    reg.push_index("src/app", "inner", &inner);
+    reg.push_index("src/app", "v1", &outer);
+    let work = tempfile::tempdir().unwrap();
+    let out = run(
+        &work.path().join("cache"),
+        &s(&[
+            "copy",
+            "-q",
+            "--all-platforms",
+            &format!("docker://{}/src/app:v1", reg.host()),
+            &format!("docker://{}/dst/app:v1", reg.host()),
+        ]),
+    )
+    .await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out), outer.digest.to_string());
+    let (_, top) = reg.manifest("dst/app", "v1").unwrap();
+    assert_eq!(&top[..], &outer.bytes[..]);
+    assert!(reg.manifest("dst/app", &inner.digest.to_string()).is_some());
+    assert!(reg
+        .manifest("dst/app", &arm.manifest_digest.to_string())
+        .is_some());
+    for b in arm.blobs().chain(amd.blobs()) {
+        assert!(reg.blob("dst/app", &b.digest).is_some(), "{}", b.digest);
+    }
+}

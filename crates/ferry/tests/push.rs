@@ -906,3 +906,53 @@ fn an_oci_layout_with_uncompressed_layers_pushes_with_an_oci_manifest_naming_gzi
     )
     .expect("skopeo reads every layer back");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_with_an_attestation_pushes_whole_and_keeps_its_digest() {
+    use ferry_testkit::image::{artifact, entry_of, raw_index};
+    let img = image(724);
+    let att = artifact(725, media::OCI_CONFIG, None, "application/vnd.in-toto+json");
+    let unknown: ferry_core::Platform = "unknown/unknown".parse().unwrap();
+    let idx = raw_index(
+        media::OCI_INDEX,
+        vec![
+            entry_of(&img, Some(&img.platform)),
+            entry_of(&att, Some(&unknown)),
+        ],
+        vec![img.clone(), att.clone()],
+    );
+    let reg = FakeRegistry::start(FakeAuth::None).await;
+    reg.push_index("src/app", "v1", &idx);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a.tar");
+    pull_from(
+        &reg,
+        &work.path().join("cache"),
+        &["--all-platforms"],
+        &archive,
+    )
+    .await;
+    let target = format!("{}/dst/app:v1", reg.host());
+    let out = run(
+        &work.path().join("fresh"),
+        &s(&[
+            "push",
+            "-q",
+            "--all-platforms",
+            archive.to_str().unwrap(),
+            &target,
+        ]),
+    )
+    .await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out), idx.digest.to_string());
+    let (_, stored) = reg.manifest("dst/app", "v1").unwrap();
+    assert_eq!(&stored[..], &idx.bytes[..]);
+    assert!(reg
+        .manifest("dst/app", &att.manifest_digest.to_string())
+        .is_some());
+    assert_eq!(
+        reg.blob("dst/app", &att.layers[0].digest).as_deref(),
+        Some(&att.layers[0].bytes[..])
+    );
+}

@@ -274,3 +274,52 @@ fn all_targets(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(names: &[&str]) -> SourceImage {
+        SourceImage {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            root: None,
+            platforms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_target_without_a_tag_takes_the_images_own_then_latest() {
+        let img = named(&["docker.io/library/alpine:3.20"]);
+        let t = single_target("reg.lan:5000/mirror/alpine", &img, &[]).unwrap();
+        assert_eq!(t.tags, ["3.20"]);
+        assert_eq!(t.reference.to_string(), "reg.lan:5000/mirror/alpine:3.20");
+        let t = single_target("reg.lan:5000/mirror/alpine:edge", &img, &["x".into()]).unwrap();
+        assert_eq!(t.tags, ["edge", "x"]);
+        let t = single_target("reg.lan:5000/a", &named(&[]), &[]).unwrap();
+        assert_eq!(t.tags, ["latest"]);
+        assert!(single_target("reg.lan:5000/a", &img, &["bad tag".into()]).is_err());
+        let digest = "reg.lan:5000/a@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        assert!(single_target(digest, &img, &[]).is_err());
+    }
+
+    #[test]
+    fn all_puts_each_image_under_the_prefix_by_its_own_name() {
+        let images = [
+            named(&["docker.io/library/alpine:3.20"]),
+            named(&["ghcr.io/org/app:1"]),
+            named(&["busybox"]),
+        ];
+        let t = all_targets("reg.lan:5000/mirror/", &images, &[]).unwrap();
+        let refs: Vec<String> = t.iter().map(|(_, t)| t.reference.to_string()).collect();
+        assert_eq!(
+            refs,
+            [
+                "reg.lan:5000/mirror/alpine:3.20",
+                "reg.lan:5000/mirror/org/app:1",
+                "reg.lan:5000/mirror/busybox:latest",
+            ]
+        );
+        assert!(all_targets("reg.lan:5000/mirror:1", &images, &[]).is_err());
+        assert!(all_targets("reg.lan:5000", &[named(&[])], &[]).is_err());
+    }
+}
