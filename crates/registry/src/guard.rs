@@ -51,12 +51,70 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Whether a redirect to `url` may be followed: host names go through the resolver, but an
-/// IP literal is connected to directly, so it is checked here.
-pub(crate) fn redirect_allowed(guard: &dyn AddressGuard, url: &url::Url) -> bool {
+/// Whether a request (or a redirect) to `url` may go out: host names go through the
+/// resolver, but an IP literal is connected to directly, never resolved, so it is checked
+/// here. The URL parser has already turned every spelling of an IPv4 address (decimal
+/// `2130706433`, octal `0177.0.0.1`, hex, short `127.1`) into [`url::Host::Ipv4`].
+pub(crate) fn url_allowed(guard: &dyn AddressGuard, url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => guard.allows(&ip.to_string(), IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => guard.allows(&ip.to_string(), IpAddr::V6(ip)),
         _ => true,
+    }
+}
+
+/// [`url_allowed`] as an error for a request about to be sent (the registry's own URL, an
+/// upload's Location, a token realm a registry's challenge names).
+pub(crate) fn check_url(
+    guard: Option<&Arc<dyn AddressGuard>>,
+    url: &url::Url,
+) -> Result<(), crate::RegistryError> {
+    match guard {
+        Some(g) if !url_allowed(g.as_ref(), url) => Err(crate::RegistryError::Config(format!(
+            "{} is a private or local address; this server may not connect to it",
+            url.host_str().unwrap_or("")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct PublicOnly;
+    impl AddressGuard for PublicOnly {
+        fn allows(&self, _host: &str, ip: IpAddr) -> bool {
+            !(ip.is_loopback() || ip.is_unspecified())
+                && !matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+    }
+
+    #[test]
+    fn ip_literals_in_every_spelling_are_checked_before_a_request() {
+        let g: Arc<dyn AddressGuard> = Arc::new(PublicOnly);
+        for u in [
+            "https://127.0.0.1/token",
+            "https://2130706433/token",
+            "https://0177.0.0.1/token",
+            "https://0x7f000001/token",
+            "https://127.1/token",
+            "https://[::1]/token",
+            "https://[::ffff:127.0.0.1]/token",
+            "https://0.0.0.0/token",
+        ] {
+            let url = url::Url::parse(u).unwrap();
+            let err = check_url(Some(&g), &url).unwrap_err().to_string();
+            assert!(err.contains("private or local address"), "{u}: {err}");
+        }
+        let public = url::Url::parse("https://8.8.8.8/token").unwrap();
+        assert!(check_url(Some(&g), &public).is_ok());
+        let name = url::Url::parse("https://auth.example/token").unwrap();
+        assert!(
+            check_url(Some(&g), &name).is_ok(),
+            "names are checked by the resolver"
+        );
+        let local = url::Url::parse("https://127.0.0.1/token").unwrap();
+        assert!(check_url(None, &local).is_ok(), "no guard, no check");
     }
 }
