@@ -129,6 +129,17 @@ impl AddressGuard for AddressPolicy {
                 .iter()
                 .any(|a| a.host.eq_ignore_ascii_case(host))
     }
+
+    /// A host `--allow-private` names with a port is reachable on that port only: a
+    /// redirect or a token realm must not take the server to its other ports.
+    fn allows_port(&self, host: &str, port: u16) -> bool {
+        let mut named = self
+            .allow_private
+            .iter()
+            .filter(|a| a.host.eq_ignore_ascii_case(host))
+            .peekable();
+        named.peek().is_none() || named.any(|a| a.port.is_none_or(|p| p == port))
+    }
 }
 
 /// Whether `ip` is a globally routable unicast address: not loopback, private, link-local,
@@ -234,6 +245,10 @@ mod tests {
         assert!(p.check(&r("2130706433:5000/a:b")).is_ok());
         assert!(p.allows("127.0.0.1", ip("127.0.0.1")));
         assert!(!p.allows("evil.example", ip("127.0.0.1")));
+        // Redirects and token realms: the named port only.
+        assert!(p.allows_port("127.0.0.1", 5000));
+        assert!(!p.allows_port("127.0.0.1", 6379));
+        assert!(p.allows_port("registry.example", 443));
     }
 
     #[test]
