@@ -402,10 +402,13 @@ enum Ask {
 /// Parse a single `bytes=` range; anything else (several ranges, other units, bad syntax)
 /// is answered with the whole entity, as RFC 9110 allows.
 fn parse_range(v: Option<&HeaderValue>, len: u64) -> Ask {
-    let Some(spec) = v
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().strip_prefix("bytes="))
-    else {
+    // The range unit compares case-insensitively (RFC 9110, 14.1).
+    let Some(spec) = v.and_then(|v| v.to_str().ok()).and_then(|s| {
+        let s = s.trim();
+        s.get(..6)
+            .filter(|u| u.eq_ignore_ascii_case("bytes="))
+            .map(|_| &s[6..])
+    }) else {
         return Ask::Whole;
     };
     if spec.contains(',') {
@@ -520,5 +523,7 @@ mod tests {
         assert_eq!(ask("bytes=0-1,5-6", 100), Ask::Whole);
         assert_eq!(ask("items=0-1", 100), Ask::Whole);
         assert_eq!(ask("bytes=5-1", 100), Ask::Whole);
+        assert_eq!(ask("Bytes=0-9", 100), Ask::Part(0, 10));
+        assert_eq!(ask("bytes=-0", 100), Ask::Unsatisfiable);
     }
 }
