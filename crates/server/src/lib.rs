@@ -277,8 +277,17 @@ impl State {
         };
         let mut slot = slot.lock().await;
         if let Some((at, image)) = &*slot {
-            // A digest names the same image for ever; a tag for `tag_ttl`.
-            if r.digest().is_some() || at.elapsed() < self.config.tag_ttl {
+            // A digest names the same image for ever; a tag for `tag_ttl`. The manifests
+            // were stored when it was resolved and no job fetches them again: one evicted
+            // since (--cache-max-size, --cache-max-age) means resolving again, or every
+            // archive of the image would break where that manifest's bytes go.
+            let fresh = r.digest().is_some() || at.elapsed() < self.config.tag_ttl;
+            if fresh
+                && image
+                    .manifests
+                    .iter()
+                    .all(|m| self.store.contains(&m.digest))
+            {
                 return Ok(image.clone());
             }
         }

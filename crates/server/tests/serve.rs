@@ -1023,3 +1023,34 @@ async fn insecure_registry_accepts_an_unverifiable_certificate_for_that_registry
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(front.handshakes() > 0);
 }
+
+/// A remembered resolution whose manifests left the cache (evicted) is resolved again:
+/// the archive needs the manifests' bytes, and no job fetches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_whose_cached_blobs_were_evicted_is_served_whole_again() {
+    let img = sized_image(28, 2, 20_000);
+    let fake = fake_with("evicted/img", &img).await;
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/evicted/img:v1", srv.base, fake.host());
+    let (status, _, first) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    // Wait until the job has let go of its leases, then empty the cache as eviction would.
+    for _ in 0..100 {
+        if srv.state.jobs_in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let blobs = srv.state.store().root().join("blobs").join("sha256");
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    srv.state.store().rescan().unwrap();
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let again = resp
+        .bytes()
+        .await
+        .expect("the whole archive, not a cut body");
+    assert!(again == first, "the archive differs after eviction");
+}
