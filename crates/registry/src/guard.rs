@@ -105,8 +105,9 @@ mod tests {
     struct PublicOnly;
     impl AddressGuard for PublicOnly {
         fn allows(&self, _host: &str, ip: IpAddr) -> bool {
-            !(ip.is_loopback() || ip.is_unspecified())
-                && !matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+            let mapped_loopback = matches!(ip, IpAddr::V6(v6)
+                if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+            !(ip.is_loopback() || ip.is_unspecified() || mapped_loopback)
         }
     }
 
