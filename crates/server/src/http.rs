@@ -98,11 +98,17 @@ async fn tokens(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> R
     if authorized(&st, req.headers(), &query(req.uri().query())) {
         next.run(req).await
     } else {
-        ServeError::Unauthorized(
+        let mut resp = ServeError::Unauthorized(
             "this server wants a token: send Authorization: Bearer TOKEN or add ?token=TOKEN"
                 .into(),
         )
-        .into_response()
+        .into_response();
+        // A 401 names its scheme (RFC 9110, 11.6.1).
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"ferry serve\""),
+        );
+        resp
     }
 }
 

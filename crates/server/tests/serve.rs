@@ -483,8 +483,12 @@ async fn tokens_guard_everything_but_health() {
     let srv = start(&[], |c| c.tokens = vec!["s3cret".into()]).await;
     let (status, _, body) = get(&format!("{}/health", srv.base), &[]).await;
     assert_eq!((status, body.as_slice()), (200, &b"OK"[..]));
-    let (status, _, _) = get(&format!("{}/image?name=alpine", srv.base), &[]).await;
+    let (status, h, _) = get(&format!("{}/image?name=alpine", srv.base), &[]).await;
     assert_eq!(status, 401);
+    assert_eq!(
+        header(&h, "www-authenticate"),
+        "Bearer realm=\"ferry serve\""
+    );
     let (status, _, _) = get(&format!("{}/image?name=a%20b&token=s3cret", srv.base), &[]).await;
     assert_eq!(status, 400, "a good token passes on to the handler");
     let (status, _, _) = get(
