@@ -659,7 +659,8 @@ pub struct ServeArgs {
     /// Images fetched from registries at once; more requests get 429 [default: 32].
     #[arg(long, value_name = "N", env = "FERRY_SERVE_MAX_PULLS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_pulls: Option<u32>,
-    /// Downloads one client address may have in progress; more get 429 [default: 16].
+    /// Downloads one client address (an IPv6 /64) may have in progress; more get 429
+    /// [default: 16].
     /// Behind a reverse proxy every client has the proxy's address: raise it there.
     #[arg(long, value_name = "N", env = "FERRY_SERVE_MAX_DOWNLOADS_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_downloads_per_client: Option<u32>,

@@ -203,6 +203,9 @@ async fn fetch_token(
     };
     let mut url = Url::parse(realm)
         .map_err(|e| auth_err(format!("the token realm {realm:?} is not a URL: {e}")))?;
+    // The realm comes from the registry's answer: a public registry must not be able to
+    // point the token fetch at a private address by naming it as an IP literal.
+    crate::guard::check_url(client.opts.address_guard.as_ref(), &url)?;
     let realm_host = url.host_str().unwrap_or("").to_string();
     let realm_port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     if url.scheme() != "https" {

@@ -189,7 +189,7 @@ impl Client {
             b = b.redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 10 {
                     attempt.error("too many redirects")
-                } else if !crate::guard::redirect_allowed(g.as_ref(), attempt.url()) {
+                } else if !crate::guard::url_allowed(g.as_ref(), attempt.url()) {
                     // The redirect itself comes back as the answer: an error status.
                     attempt.stop()
                 } else {
@@ -270,6 +270,7 @@ impl Client {
             // a minute of silent retries. Drops in the middle of transfers keep their
             // patient retries.
             // One deadline for the headers and any error body read after them.
+            crate::guard::check_url(self.opts.address_guard.as_ref(), &url)?;
             let until = tokio::time::Instant::now() + self.opts.request_timeout;
             let resp = match tokio::time::timeout_at(until, self.http.get(url.clone()).send()).await
             {
@@ -433,6 +434,7 @@ impl Client {
             .base
             .join(path)
             .map_err(|e| RegistryError::Config(format!("bad path {path:?}: {e}")))?;
+        crate::guard::check_url(self.opts.address_guard.as_ref(), &url)?;
         // Credentials go only to the registry itself, never to a host an upload's Location
         // names.
         let own_url = same_origin(&url, &state.base);

@@ -93,6 +93,7 @@ impl Client {
         url: &Url,
         auth: Option<HeaderValue>,
     ) -> Result<Response, RegistryError> {
+        crate::guard::check_url(self.opts.address_guard.as_ref(), url)?;
         let mut req = self.http.get(url.clone());
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);

@@ -54,10 +54,15 @@ impl Pulls {
         let id = Digest::sha256_of(seed.as_bytes()).hex()[..16].to_string();
         let mut m = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= KEEP {
+            // The oldest finished pull goes first; when none has finished (many records of
+            // the same few running fetches: POST costs nothing once an image is being
+            // fetched) the oldest record goes, so the table stays bounded. The fetch itself
+            // goes on: only its record here is forgotten.
             let oldest = m
                 .iter()
                 .filter(|(_, r)| r.job.state().finished)
                 .min_by_key(|(_, r)| r.created)
+                .or_else(|| m.iter().min_by_key(|(_, r)| r.created))
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 m.remove(&k);
@@ -229,4 +234,32 @@ pub(crate) async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pull_table_stays_bounded_while_its_fetches_run() {
+        // Every POST for an image being fetched adds a record of the same running job:
+        // none has finished, and the table must still not grow past KEEP.
+        let pulls = Pulls::default();
+        let job = Job::running_for_test();
+        let mut ids = Vec::new();
+        for _ in 0..KEEP + 50 {
+            ids.push(pulls.insert(PullRecord {
+                name: "alpine".into(),
+                platform: None,
+                digest: Digest::sha256_of(b"x"),
+                job: job.clone(),
+                created: Instant::now(),
+            }));
+        }
+        assert_eq!(pulls.by_id.lock().unwrap().len(), KEEP);
+        assert!(
+            pulls.get(ids.last().unwrap()).is_some(),
+            "the newest is kept"
+        );
+    }
 }

@@ -98,11 +98,17 @@ async fn tokens(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> R
     if authorized(&st, req.headers(), &query(req.uri().query())) {
         next.run(req).await
     } else {
-        ServeError::Unauthorized(
+        let mut resp = ServeError::Unauthorized(
             "this server wants a token: send Authorization: Bearer TOKEN or add ?token=TOKEN"
                 .into(),
         )
-        .into_response()
+        .into_response();
+        // A 401 names its scheme (RFC 9110, 11.6.1).
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"ferry serve\""),
+        );
+        resp
     }
 }
 
@@ -402,10 +408,13 @@ enum Ask {
 /// Parse a single `bytes=` range; anything else (several ranges, other units, bad syntax)
 /// is answered with the whole entity, as RFC 9110 allows.
 fn parse_range(v: Option<&HeaderValue>, len: u64) -> Ask {
-    let Some(spec) = v
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().strip_prefix("bytes="))
-    else {
+    // The range unit compares case-insensitively (RFC 9110, 14.1).
+    let Some(spec) = v.and_then(|v| v.to_str().ok()).and_then(|s| {
+        let s = s.trim();
+        s.get(..6)
+            .filter(|u| u.eq_ignore_ascii_case("bytes="))
+            .map(|_| &s[6..])
+    }) else {
         return Ask::Whole;
     };
     if spec.contains(',') {
@@ -520,5 +529,7 @@ mod tests {
         assert_eq!(ask("bytes=0-1,5-6", 100), Ask::Whole);
         assert_eq!(ask("items=0-1", 100), Ask::Whole);
         assert_eq!(ask("bytes=5-1", 100), Ask::Whole);
+        assert_eq!(ask("Bytes=0-9", 100), Ask::Part(0, 10));
+        assert_eq!(ask("bytes=-0", 100), Ask::Unsatisfiable);
     }
 }

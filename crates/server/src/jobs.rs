@@ -41,8 +41,6 @@ pub struct Job {
     /// Bytes of each blob held so far (progress; not a readiness signal).
     held: Mutex<HashMap<Digest, u64>>,
     state: watch::Sender<JobState>,
-    /// Leases on every blob of the image against eviction while the job lives.
-    _pins: Vec<Pin>,
 }
 
 impl Job {
@@ -107,6 +105,20 @@ impl Job {
     }
 }
 
+#[cfg(test)]
+impl Job {
+    /// A job with no blobs that never finishes (tests of the tables that hold jobs).
+    pub(crate) fn running_for_test() -> Arc<Job> {
+        Arc::new(Job {
+            expected: HashSet::new(),
+            total_bytes: 0,
+            blobs: Vec::new(),
+            held: Mutex::default(),
+            state: watch::channel(JobState::default()).0,
+        })
+    }
+}
+
 /// The engine's events turned into job state and metrics.
 struct Arrived {
     job: Arc<Job>,
@@ -162,6 +174,10 @@ impl Progress for Arrived {
 pub struct JobHandle {
     pub job: Arc<Job>,
     abort: AbortHandle,
+    /// Leases on every blob of the image against eviction while the fetch runs or a
+    /// response reads it. Here, not on [`Job`]: the jobs API keeps a `Job` for its status
+    /// long after both, and must not keep its blobs from eviction for that.
+    _pins: Vec<Pin>,
 }
 
 impl Drop for JobHandle {
@@ -231,7 +247,6 @@ impl Jobs {
             blobs,
             held: Mutex::default(),
             state: tx,
-            _pins: pins,
         });
         let (client, store, images) = (client.clone(), store.clone(), vec![image.clone()]);
         let j = job.clone();
@@ -257,6 +272,7 @@ impl Jobs {
         let h = Arc::new(JobHandle {
             job,
             abort: task.abort_handle(),
+            _pins: pins,
         });
         running.insert(key, Arc::downgrade(&h));
         Some(h)

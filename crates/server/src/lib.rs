@@ -277,8 +277,17 @@ impl State {
         };
         let mut slot = slot.lock().await;
         if let Some((at, image)) = &*slot {
-            // A digest names the same image for ever; a tag for `tag_ttl`.
-            if r.digest().is_some() || at.elapsed() < self.config.tag_ttl {
+            // A digest names the same image for ever; a tag for `tag_ttl`. The manifests
+            // were stored when it was resolved and no job fetches them again: one evicted
+            // since (--cache-max-size, --cache-max-age) means resolving again, or every
+            // archive of the image would break where that manifest's bytes go.
+            let fresh = r.digest().is_some() || at.elapsed() < self.config.tag_ttl;
+            if fresh
+                && image
+                    .manifests
+                    .iter()
+                    .all(|m| self.store.contains(&m.digest))
+            {
                 return Ok(image.clone());
             }
         }
@@ -363,6 +372,7 @@ impl State {
                 ip: None,
             });
         };
+        let ip = client_key(ip);
         let mut m = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_default();
         if *n >= self.config.max_downloads_per_client {
@@ -373,6 +383,20 @@ impl State {
             state: Some(self.clone()),
             ip: Some(ip),
         })
+    }
+}
+
+/// The address a per-client limit counts under: an IPv6 client holds a whole /64 (one
+/// host picks any address in it at will), so it counts as one client; an IPv4-mapped
+/// address counts as its IPv4 address.
+fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -634,5 +658,20 @@ async fn upkeep(state: Arc<State>) {
         if let Ok(Err(e)) = r {
             tracing::warn!("cache upkeep: {}", error_chain(&e));
         }
+    }
+}
+
+#[cfg(test)]
+mod client_key_tests {
+    use super::client_key;
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_client() {
+        let k = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::");
+        assert_ne!(k("2001:db8:1:3::1"), "2001:db8:1:2::");
+        assert_eq!(k("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("192.0.2.7"), "192.0.2.7");
     }
 }

@@ -87,12 +87,17 @@ impl AddressPolicy {
         {
             return Err(Refused::NotAllowed { registry });
         }
+        // The URL the client builds reads every spelling of an IPv4 address (decimal
+        // `2130706433`, octal `0177.0.0.1`, hex, short `127.1`) as that address: judge the
+        // address the connection will use, and compare --allow-private with it.
+        let literal = ip_literal(host);
+        let canonical = literal.map(|ip| ip.to_string());
+        let host = canonical.as_deref().unwrap_or(host);
         let named = self.allow_private.iter().any(|a| a.matches(host, port));
         let host_named = self
             .allow_private
             .iter()
             .any(|a| a.host.eq_ignore_ascii_case(host));
-        let literal = host.parse::<IpAddr>().ok();
         let private_literal = literal.is_some_and(|ip| !is_public(ip));
         // A host allowed on another port only: its connections would pass the resolver
         // (which sees no port), so the port is enforced here.
@@ -103,6 +108,19 @@ impl AddressPolicy {
     }
 }
 
+/// The address `host` names when a URL is built on it, if it is an IP literal in any
+/// spelling the URL parser accepts.
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Ok(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        _ => None,
+    }
+}
+
 impl AddressGuard for AddressPolicy {
     fn allows(&self, host: &str, ip: IpAddr) -> bool {
         is_public(ip)
@@ -110,6 +128,17 @@ impl AddressGuard for AddressPolicy {
                 .allow_private
                 .iter()
                 .any(|a| a.host.eq_ignore_ascii_case(host))
+    }
+
+    /// A host `--allow-private` names with a port is reachable on that port only: a
+    /// redirect or a token realm must not take the server to its other ports.
+    fn allows_port(&self, host: &str, port: u16) -> bool {
+        let mut named = self
+            .allow_private
+            .iter()
+            .filter(|a| a.host.eq_ignore_ascii_case(host))
+            .peekable();
+        named.peek().is_none() || named.any(|a| a.port.is_none_or(|p| p == port))
     }
 }
 
@@ -151,7 +180,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64: an IPv4 address inside
-        || s[0] == 0x0100) // discard-only
+        || s[0] == 0x0100 // discard-only
+        || s[..6] == [0; 6]) // ::/96, IPv4-compatible (deprecated): never a public registry
 }
 
 #[cfg(test)]
@@ -177,6 +207,7 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
         ] {
             assert!(!is_public(ip(a)), "{a}");
         }
@@ -197,8 +228,27 @@ mod tests {
         assert!(p.check(&r("10.0.0.1:5000/a:b")).is_err());
         assert!(p.check(&r("localhost:5000/a:b")).is_err());
         assert!(p.check(&r("alpine")).is_ok());
+        // Other spellings of a private address, as the URL parser reads them.
+        for other in [
+            "2130706433:5001/a:b",
+            "0177.0.0.1:5001/a:b",
+            "0x7f000001:5001/a:b",
+            "127.1:5001/a:b",
+            "[::ffff:127.0.0.1]:5001/a:b",
+            "[::1]:5000/a:b",
+            "0.0.0.0:5000/a:b",
+        ] {
+            if let Ok(parsed) = other.parse::<Reference>() {
+                assert!(p.check(&parsed).is_err(), "{other}");
+            }
+        }
+        assert!(p.check(&r("2130706433:5000/a:b")).is_ok());
         assert!(p.allows("127.0.0.1", ip("127.0.0.1")));
         assert!(!p.allows("evil.example", ip("127.0.0.1")));
+        // Redirects and token realms: the named port only.
+        assert!(p.allows_port("127.0.0.1", 5000));
+        assert!(!p.allows_port("127.0.0.1", 6379));
+        assert!(p.allows_port("registry.example", 443));
     }
 
     #[test]

@@ -202,6 +202,66 @@ async fn a_registry_on_a_private_address_is_refused_without_allow_private() {
     assert_eq!(fake.requests().len(), 0, "a refused registry was contacted");
 }
 
+/// An IP literal is connected to without a lookup, so the resolver never sees it: the
+/// other spellings of 127.0.0.1 the URL parser accepts are refused before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_spellings_of_a_loopback_address_are_refused() {
+    let img = sized_image(26, 1, 1000);
+    let fake = fake_with("spell/img", &img).await;
+    let port = fake.host().rsplit(':').next().unwrap().to_string();
+    let srv = start(&[], |_| {}).await;
+    for host in [
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.1",
+        "[::ffff:127.0.0.1]",
+    ] {
+        let target = format!("{}/platforms?name={host}:{port}/spell/img:v1", srv.base);
+        let (status, _, body) = get(&target, &[]).await;
+        assert_eq!(status, 403, "{host}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(
+        fake.requests().len(),
+        0,
+        "a loopback registry was contacted"
+    );
+}
+
+/// The token realm comes from the registry's challenge: a registry the server may use
+/// must not send the token fetch to a private address it names as an IP literal (the
+/// fake's realm is `http://127.0.0.1:PORT/token`; only `localhost:PORT` is allowed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_realm_on_a_private_address_is_refused() {
+    let fake = FakeRegistry::start(FakeAuth::Bearer {
+        credentials: None,
+        token_field: ferry_testkit::fake::TokenField::Token,
+        expires_in: None,
+    })
+    .await;
+    fake.push_image("realm/img", "v1", &sized_image(27, 1, 1000));
+    let port = fake.host().rsplit(':').next().unwrap().to_string();
+    let allowed = format!("localhost:{port}");
+    let srv = start(&[&allowed], |_| {}).await;
+    let (status, _, body) = get(
+        &format!("{}/platforms?name={allowed}/realm/img:v1", srv.base),
+        &[],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&body);
+    assert_ne!(status, 200, "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port} is a private or local address")),
+        "{text}"
+    );
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter().all(|r| !r.path.starts_with("/token")),
+        "the token service was asked: {:?}",
+        reqs.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+}
+
 /// The check is on the connection: a host name that resolves to loopback is refused by the
 /// client's resolver, whatever the name looks like.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,8 +483,12 @@ async fn tokens_guard_everything_but_health() {
     let srv = start(&[], |c| c.tokens = vec!["s3cret".into()]).await;
     let (status, _, body) = get(&format!("{}/health", srv.base), &[]).await;
     assert_eq!((status, body.as_slice()), (200, &b"OK"[..]));
-    let (status, _, _) = get(&format!("{}/image?name=alpine", srv.base), &[]).await;
+    let (status, h, _) = get(&format!("{}/image?name=alpine", srv.base), &[]).await;
     assert_eq!(status, 401);
+    assert_eq!(
+        header(&h, "www-authenticate"),
+        "Bearer realm=\"ferry serve\""
+    );
     let (status, _, _) = get(&format!("{}/image?name=a%20b&token=s3cret", srv.base), &[]).await;
     assert_eq!(status, 400, "a good token passes on to the handler");
     let (status, _, _) = get(
@@ -962,4 +1026,35 @@ async fn insecure_registry_accepts_an_unverifiable_certificate_for_that_registry
     let (status, _, body) = get(&url(&srv), &[]).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(front.handshakes() > 0);
+}
+
+/// A remembered resolution whose manifests left the cache (evicted) is resolved again:
+/// the archive needs the manifests' bytes, and no job fetches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_whose_cached_blobs_were_evicted_is_served_whole_again() {
+    let img = sized_image(28, 2, 20_000);
+    let fake = fake_with("evicted/img", &img).await;
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let url = format!("{}/image?name={}/evicted/img:v1", srv.base, fake.host());
+    let (status, _, first) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    // Wait until the job has let go of its leases, then empty the cache as eviction would.
+    for _ in 0..100 {
+        if srv.state.jobs_in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let blobs = srv.state.store().root().join("blobs").join("sha256");
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    srv.state.store().rescan().unwrap();
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let again = resp
+        .bytes()
+        .await
+        .expect("the whole archive, not a cut body");
+    assert!(again == first, "the archive differs after eviction");
 }
