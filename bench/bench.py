@@ -193,6 +193,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller fixtures, for trying the script")
+    ap.add_argument("--push-only", action="store_true",
+                    help="only the push benchmark; rewrites only the Push section of docs/BENCHMARKS.md")
     args = ap.parse_args()
     for tool in ["docker-registry", "skopeo", "curl", "/usr/bin/time"]:
         if not shutil.which(tool):
@@ -207,6 +209,8 @@ def main():
         "sixty-small": [(16 + i) * 1024 for i in range(60)],
         "one-2gib": [2048 * MiB // scale],
     }
+    if args.push_only:
+        images = {"eight-64mib": images["eight-64mib"]}
     print("fixtures", flush=True)
     layouts = {n: make_image(n + ("-quick" if args.quick else ""), s) for n, s in images.items()}
     work = tempfile.mkdtemp(prefix="ferry-bench-", dir=OUT)
@@ -216,7 +220,7 @@ def main():
         for name, layout in layouts.items():
             subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
                             f"oci:{layout}", f"docker://{host}/bench/{name}:v1"], check=True)
-        for name in layouts:
+        for name in [] if args.push_only else layouts:
             ref = f"{host}/bench/{name}:v1"
             urls, total = blob_urls(host, f"bench/{name}", "v1")
             runs = {"curl": [], "ferry": [], "warm": [], "skopeo": []}
@@ -242,7 +246,10 @@ def main():
     finally:
         proc.kill()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args, pushes)
+    if args.push_only:
+        write_push_section(pushes, args)
+    else:
+        report(results, args, pushes)
 
 
 def bench_push(ferry, host, work, args):
@@ -294,12 +301,7 @@ def report(results, args, pushes):
         lines.append(f"| {name} | {r['bytes'] / MiB:.0f} MiB | {c:.2f} | {f:.2f} | {w:.2f} | {s:.2f} | {f / c:.2f}x | {s / f:.2f}x | {r['ferry']['peak_mib']:.0f} MiB | {r['skopeo']['peak_mib']:.0f} MiB |")
     table = "\n".join(lines)
     print(table)
-    push_rows = []
-    for label, f, k, size in [("ferry's archive", "ferry", "skopeo", pushes["sizes"]["archive"]),
-                              ("uncompressed layers", "ferry-legacy", "skopeo-legacy", pushes["sizes"]["legacy"])]:
-        fs, ks = pushes[f]["median_s"], pushes[k]["median_s"]
-        push_rows.append(f"| {label} | {size / MiB:.0f} MiB | {fs:.2f} | {ks:.2f} | {ks / fs:.2f}x | {pushes[f]['peak_mib']:.0f} MiB | {pushes[k]['peak_mib']:.0f} MiB |")
-    push_table = "\n".join(push_rows)
+    push_table = push_rows(pushes)
     print(push_table)
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
@@ -324,7 +326,28 @@ Targets (issue 2): the 8-layer pull within 1.5x of curl and at least 3x faster t
 the 60-layer pull at least 2x faster than skopeo; ferry's peak memory under 50 MiB for the
 2 GiB image. See the notes below the table for where a target is met or missed.
 
-## Push
+{push_section(push_table, args)}"""
+    notes_marker = "<!-- notes -->"
+    old = open(path).read() if os.path.exists(path) else ""
+    notes = old[old.index(notes_marker):] if notes_marker in old else notes_marker + "\n"
+    with open(path, "w") as f:
+        f.write(body + "\n" + notes)
+    print("wrote", path)
+
+
+def push_rows(pushes):
+    rows = []
+    for label, f, k, size in [("ferry's archive", "ferry", "skopeo", pushes["sizes"]["archive"]),
+                              ("uncompressed layers", "ferry-legacy", "skopeo-legacy", pushes["sizes"]["legacy"])]:
+        fs, ks = pushes[f]["median_s"], pushes[k]["median_s"]
+        rows.append(f"| {label} | {size / MiB:.0f} MiB | {fs:.2f} | {ks:.2f} | {ks / fs:.2f}x | {pushes[f]['peak_mib']:.0f} MiB | {pushes[k]['peak_mib']:.0f} MiB |")
+    return "\n".join(rows)
+
+
+def push_section(push_table, args):
+    return f"""## Push
+
+Produced by `python3 bench/bench.py --push-only --runs {args.runs}` (or a full run) on {time.strftime('%Y-%m-%d')}.
 
 The 8 x 64 MiB image pushed to an empty repository of a fresh docker-registry on 127.0.0.1
 (a new one per run, so no blob is found or mounted):
@@ -341,11 +364,28 @@ The 8 x 64 MiB image pushed to an empty repository of a fresh docker-registry on
 Targets (issue 7): ferry at least 1.5x faster than skopeo from ferry's archive; peak memory
 under 50 MiB.
 """
-    notes_marker = "<!-- notes -->"
-    old = open(path).read() if os.path.exists(path) else ""
-    notes = old[old.index(notes_marker):] if notes_marker in old else notes_marker + "\n"
+
+
+def write_push_section(pushes, args):
+    """Replace only the Push section of docs/BENCHMARKS.md (or add it before the notes)."""
+    push_table = push_rows(pushes)
+    print(push_table)
+    path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+    old = open(path).read()
+    new = push_section(push_table, args)
+    if "\n## Push\n" in old:
+        start = old.index("\n## Push\n") + 1
+        nxt = old.find("\n## ", start)
+        notes = old.find("<!-- notes -->", start)
+        candidates = [i for i in (nxt + 1 if nxt != -1 else -1, notes) if i != -1]
+        end = min(candidates) if candidates else len(old)
+        old = old[:start] + new + "\n" + old[end:]
+    else:
+        marker = "<!-- notes -->"
+        i = old.index(marker) if marker in old else len(old)
+        old = old[:i] + new + "\n" + old[i:]
     with open(path, "w") as f:
-        f.write(body + "\n" + notes)
+        f.write(old)
     print("wrote", path)
 
 
