@@ -260,6 +260,79 @@ async fn a_layer_not_matching_its_diff_id_fails_before_any_manifest_is_stored() 
 }
 
 #[tokio::test]
+async fn the_memo_learns_only_what_a_checked_pass_compressed() {
+    let cache = tempfile::tempdir().unwrap();
+    let memo = Arc::new(CompressedMemo::under(cache.path()));
+    let o = SendOptions {
+        memo: Some(memo.clone()),
+        ..opts(&["v1"])
+    };
+    // A layer not matching its diff_id: nothing remembered under that diff_id.
+    let mut src = MemSource::default();
+    let mut img = image(&mut src, false, true);
+    let claimed = Digest::sha256_of(b"not this layer");
+    img.platforms[0].layers[1].diff_id = Some(claimed.clone());
+    let dest = Arc::new(MemDest::default());
+    send(src, &img, &dest, &o).await.unwrap_err();
+    assert_eq!(memo.get(&claimed), None);
+
+    // No diff_id named: the uncompressed layer is checked against its own digest, the key
+    // the memo would keep it under.
+    let cache = tempfile::tempdir().unwrap();
+    let memo = Arc::new(CompressedMemo::under(cache.path()));
+    let o = SendOptions {
+        memo: Some(memo.clone()),
+        ..opts(&["v1"])
+    };
+    let mut src = MemSource::default();
+    let mut img = image(&mut src, false, true);
+    let l = &mut img.platforms[0].layers[0];
+    l.diff_id = None;
+    let named = l.descriptor.digest.clone();
+    src.blobs.get_mut(&named).unwrap()[10] ^= 0xff;
+    let dest = Arc::new(MemDest::default());
+    let err = send(src, &img, &dest, &o).await.unwrap_err();
+    assert!(matches!(err, CopyError::Content { .. }), "{err:?}");
+    assert_eq!(memo.get(&named), None);
+    assert!(dest.manifests.lock().unwrap().is_empty());
+}
+
+/// The decision documented in docs/NOTES.md: a layer the memo and the destination vouch
+/// for is not read again, as a blob skipped by its HEAD is not, and the image stored is
+/// right even when the source's copy of that layer is damaged.
+#[tokio::test]
+async fn a_layer_the_memo_and_the_destination_hold_is_not_read_again() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = SendOptions {
+        memo: Some(Arc::new(CompressedMemo::under(cache.path()))),
+        ..opts(&["v1"])
+    };
+    let mut src = MemSource::default();
+    let img = image(&mut src, false, true);
+    let mut blobs = src.blobs.clone();
+    let dest = Arc::new(MemDest::default());
+    let sent = send(src, &img, &dest, &o).await.unwrap();
+    let l = &img.platforms[0].layers[0].descriptor.digest;
+    blobs.get_mut(l).unwrap()[10] ^= 0xff;
+    let again = send(
+        MemSource {
+            blobs: blobs.clone(),
+        },
+        &img,
+        &dest,
+        &o,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.digest, sent.digest);
+    // Without the memo the damaged layer is read, and refused.
+    let err = send(MemSource { blobs }, &img, &dest, &opts(&["v1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CopyError::Content { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn a_compressed_layer_not_matching_its_digest_fails_before_any_manifest_is_stored() {
     let mut src = MemSource::default();
     let img = image(&mut src, true, true);
