@@ -198,10 +198,7 @@ impl ImageDestination for RegistryDestination {
             chunk_size: self.chunk_size,
             mount_from,
         };
-        let name = body
-            .known_digest()
-            .map(|d| format!("blob {d}"))
-            .unwrap_or_else(|| "a layer".into());
+        let name = body.describe();
         let upload = Upload(body);
         let (digest, size, how) = self
             .client
