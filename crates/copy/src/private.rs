@@ -27,11 +27,17 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let m = fs::symlink_metadata(dir)?;
-    if !m.is_dir() || m.uid() != euid() || m.mode() & 0o022 != 0 {
+    if !m.is_dir() || m.uid() != euid() {
         return Err(io::Error::other(format!(
-            "{} is not a private directory of this user",
+            "{} is not a directory of this user",
             dir.display()
         )));
+    }
+    // One of ours that others may write to (made under a permissive umask) is closed to
+    // them, as the store does for its own directories.
+    if m.mode() & 0o022 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }
@@ -99,6 +105,16 @@ mod tests {
         assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
         fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(read(&d.join("entry")), None);
-        assert!(ensure_dir(&d).is_err());
+        // Ours, so closed again by the next write.
+        write(&d.join("entry"), "y\n").unwrap();
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(read(&d.join("entry")).as_deref(), Some("y\n"));
+        // A link in place of the directory is refused.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+        assert!(write(&linked.join("entry"), "z\n").is_err());
+        assert!(!elsewhere.join("entry").exists());
     }
 }
