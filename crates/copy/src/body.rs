@@ -142,6 +142,15 @@ impl SendBody {
         }
     }
 
+    /// The blob's name for messages: its digest, or for a layer being compressed the
+    /// digest the source gives it (the compressed one is not known before the end).
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Verbatim { descriptor, .. } => format!("blob {}", descriptor.digest),
+            Kind::Gzip { layer, .. } => format!("layer {layer} (compressed on the way)"),
+        }
+    }
+
     /// Digest and size of the complete pass that last ended with every check passed.
     pub fn finished(&self) -> Option<(Digest, u64)> {
         self.state.lock().ok()?.finished.clone()

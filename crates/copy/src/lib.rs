@@ -31,6 +31,7 @@ mod body;
 mod direct;
 mod engine;
 mod memo;
+mod private;
 mod progress;
 mod registry_dest;
 mod seam;

@@ -31,21 +31,22 @@ impl CompressedMemo {
         ))
     }
 
-    /// The digest and size `diff_id` compressed to, if remembered. A damaged entry is as
-    /// good as none: the registry is asked for that digest, and it can only say no.
+    /// The digest and size `diff_id` compressed to, if remembered. An entry is written only
+    /// after a pass that checked the layer's content against `diff_id` and the registry
+    /// accepted the compressed digest, and it is read only from a private directory of this
+    /// user (see `crate::private`): a damaged entry names a digest the registry does not
+    /// hold (then the layer is compressed and sent as if there were none); a forged one
+    /// would take write access to the user's cache, which the blobs there already trust.
     pub fn get(&self, diff_id: &Digest) -> Option<(Digest, u64)> {
-        let text = std::fs::read_to_string(self.path(diff_id)).ok()?;
+        let text = crate::private::read(&self.path(diff_id))?;
         let (digest, size) = text.trim().split_once(' ')?;
         Some((digest.parse().ok()?, size.parse().ok()?))
     }
 
-    /// Remember that `diff_id` compressed to `digest` of `size` bytes (written atomically).
+    /// Remember that `diff_id` compressed to `digest` of `size` bytes (written atomically,
+    /// in a directory of mode 0700).
     pub fn put(&self, diff_id: &Digest, digest: &Digest, size: u64) -> io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        std::fs::write(tmp.path(), format!("{digest} {size}\n"))?;
-        tmp.persist(self.path(diff_id)).map_err(|e| e.error)?;
-        Ok(())
+        crate::private::write(&self.path(diff_id), &format!("{digest} {size}\n"))
     }
 }
 

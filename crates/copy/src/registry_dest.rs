@@ -92,24 +92,37 @@ impl MountHints {
 /// How many repositories are remembered (and tried) per blob.
 const MAX_KEPT: usize = 4;
 
+/// The repositories a hint file names. Only lines that are repository names are kept: a
+/// damaged or forged file can then at worst make a mount be tried from a repository that
+/// does not hold the blob, which fails, and the blob is uploaded.
 fn read_lines(f: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(f)
+    crate::private::read(f)
         .map(|t| {
             t.lines()
-                .filter(|l| !l.is_empty())
+                .filter(|l| is_repository_name(l))
                 .map(str::to_string)
                 .collect()
         })
         .unwrap_or_default()
 }
 
+/// The distribution spec's repository name: lowercase path components of `[a-z0-9]`
+/// separated by `.`, `_`, `__`, `-`, joined by `/` (checked loosely: the characters and no
+/// empty component).
+fn is_repository_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+                && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        })
+}
+
 fn write_atomic(f: &std::path::Path, text: &str) -> io::Result<()> {
-    let dir = f.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), text)?;
-    tmp.persist(f).map_err(|e| e.error)?;
-    Ok(())
+    crate::private::write(f, text)
 }
 
 /// One repository of one registry.
@@ -185,10 +198,7 @@ impl ImageDestination for RegistryDestination {
             chunk_size: self.chunk_size,
             mount_from,
         };
-        let name = body
-            .known_digest()
-            .map(|d| format!("blob {d}"))
-            .unwrap_or_else(|| "a layer".into());
+        let name = body.describe();
         let upload = Upload(body);
         let (digest, size, how) = self
             .client
@@ -301,4 +311,22 @@ fn block(
         }
     }
     Ok(Some((Bytes::from(buf), reader, left)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_keep_only_repository_names() {
+        let root = tempfile::tempdir().unwrap();
+        let hints = MountHints::kept_under(root.path(), "127.0.0.1:5000");
+        let d = Digest::sha256_of(b"blob");
+        hints.note(&d, "team/app");
+        let f = hints.file(&d).unwrap();
+        let forged = "team/app\n../x\nrepo?mount=1&from=y\nUpper\n\nother/app\n";
+        write_atomic(&f, forged).unwrap();
+        let fresh = MountHints::kept_under(root.path(), "127.0.0.1:5000");
+        assert_eq!(fresh.holders(&d, "mine"), vec!["other/app", "team/app"]);
+    }
 }

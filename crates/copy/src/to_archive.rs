@@ -109,13 +109,29 @@ pub fn archive_output(
             ..Descriptor::new(&media_type, Digest::sha256_of(&bytes), bytes.len() as u64)
         };
         small.insert(manifest.digest.clone(), bytes);
+        // Read again from the archive, so checked again: no more than its declared size,
+        // and its digest (the writer copies these bytes as they are).
         let mut config_bytes = Vec::new();
         source
             .open_blob(&p.config.at)
-            .and_then(|mut r| r.read_to_end(&mut config_bytes))
+            .and_then(|r| {
+                r.take(p.config.descriptor.size.saturating_add(1))
+                    .read_to_end(&mut config_bytes)
+            })
             .map_err(|e| CopyError::Source {
                 what: format!("reading the config of {}", image.name),
                 source: e,
+            })?;
+        let mut check = ferry_core::verify::Verifier::new(
+            p.config.descriptor.digest.clone(),
+            Some(p.config.descriptor.size),
+        );
+        check
+            .update(&config_bytes)
+            .and_then(|()| check.finish())
+            .map_err(|e| CopyError::Content {
+                image: image.name.clone(),
+                source: e.into(),
             })?;
         small.insert(p.config.descriptor.digest.clone(), config_bytes);
         for l in &p.layers {

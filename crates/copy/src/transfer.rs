@@ -194,8 +194,14 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
             ..d.clone()
         }
     };
-    // An uncompressed layer's own digest is its diff_id: the memo's key either way.
+    // An uncompressed layer's own digest is its diff_id: the memo's key either way, and
+    // always what the compressed pass checks the layer's bytes against, so the memo is
+    // only ever written under a key its content was verified to have.
     let diff = blob.diff_id.as_ref().unwrap_or(&d.digest);
+    // A layer the memo and the registry say is there already is not read from the source:
+    // like a blob skipped by its HEAD, its bytes at the destination are the ones verified
+    // (when the memo entry was written) to decompress to the config's diff_id, so the
+    // manifest names correct content even if the archive's own copy is damaged.
     // What the blob is called at the destination, when known without sending it.
     let known = if compress {
         memo.as_ref().and_then(|m| m.get(diff))
@@ -228,7 +234,7 @@ async fn send_one<S: ImageSource, D: ImageDestination>(
         at: blob.at.clone(),
     });
     let body = Arc::new(if compress {
-        SendBody::gzip(d.digest.clone(), blob.diff_id.clone(), open)
+        SendBody::gzip(d.digest.clone(), Some(diff.clone()), open)
     } else {
         SendBody::verbatim(d.clone(), blob.diff_id.clone(), open)
     });

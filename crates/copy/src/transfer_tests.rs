@@ -260,6 +260,79 @@ async fn a_layer_not_matching_its_diff_id_fails_before_any_manifest_is_stored() 
 }
 
 #[tokio::test]
+async fn the_memo_learns_only_what_a_checked_pass_compressed() {
+    let cache = tempfile::tempdir().unwrap();
+    let memo = Arc::new(CompressedMemo::under(cache.path()));
+    let o = SendOptions {
+        memo: Some(memo.clone()),
+        ..opts(&["v1"])
+    };
+    // A layer not matching its diff_id: nothing remembered under that diff_id.
+    let mut src = MemSource::default();
+    let mut img = image(&mut src, false, true);
+    let claimed = Digest::sha256_of(b"not this layer");
+    img.platforms[0].layers[1].diff_id = Some(claimed.clone());
+    let dest = Arc::new(MemDest::default());
+    send(src, &img, &dest, &o).await.unwrap_err();
+    assert_eq!(memo.get(&claimed), None);
+
+    // No diff_id named: the uncompressed layer is checked against its own digest, the key
+    // the memo would keep it under.
+    let cache = tempfile::tempdir().unwrap();
+    let memo = Arc::new(CompressedMemo::under(cache.path()));
+    let o = SendOptions {
+        memo: Some(memo.clone()),
+        ..opts(&["v1"])
+    };
+    let mut src = MemSource::default();
+    let mut img = image(&mut src, false, true);
+    let l = &mut img.platforms[0].layers[0];
+    l.diff_id = None;
+    let named = l.descriptor.digest.clone();
+    src.blobs.get_mut(&named).unwrap()[10] ^= 0xff;
+    let dest = Arc::new(MemDest::default());
+    let err = send(src, &img, &dest, &o).await.unwrap_err();
+    assert!(matches!(err, CopyError::Content { .. }), "{err:?}");
+    assert_eq!(memo.get(&named), None);
+    assert!(dest.manifests.lock().unwrap().is_empty());
+}
+
+/// The decision documented in docs/NOTES.md: a layer the memo and the destination vouch
+/// for is not read again, as a blob skipped by its HEAD is not, and the image stored is
+/// right even when the source's copy of that layer is damaged.
+#[tokio::test]
+async fn a_layer_the_memo_and_the_destination_hold_is_not_read_again() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = SendOptions {
+        memo: Some(Arc::new(CompressedMemo::under(cache.path()))),
+        ..opts(&["v1"])
+    };
+    let mut src = MemSource::default();
+    let img = image(&mut src, false, true);
+    let mut blobs = src.blobs.clone();
+    let dest = Arc::new(MemDest::default());
+    let sent = send(src, &img, &dest, &o).await.unwrap();
+    let l = &img.platforms[0].layers[0].descriptor.digest;
+    blobs.get_mut(l).unwrap()[10] ^= 0xff;
+    let again = send(
+        MemSource {
+            blobs: blobs.clone(),
+        },
+        &img,
+        &dest,
+        &o,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.digest, sent.digest);
+    // Without the memo the damaged layer is read, and refused.
+    let err = send(MemSource { blobs }, &img, &dest, &opts(&["v1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CopyError::Content { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn a_compressed_layer_not_matching_its_digest_fails_before_any_manifest_is_stored() {
     let mut src = MemSource::default();
     let img = image(&mut src, true, true);
@@ -397,4 +470,160 @@ async fn a_fetched_blob_reports_one_start_one_end_and_progress_that_only_grows()
         assert!(held.iter().all(|&h| h <= l.descriptor.size), "{held:?}");
         assert!(matches!(mine.last(), Some(crate::Event::BlobDone { .. })));
     }
+}
+
+/// A destination that holds nothing, counts the puts in flight, and fails the put of one
+/// blob while the others wait long.
+struct SlowDest {
+    fail: Option<Digest>,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    finished: AtomicUsize,
+    dropped: AtomicUsize,
+    manifests: AtomicUsize,
+}
+
+impl SlowDest {
+    fn new(fail: Option<Digest>) -> SlowDest {
+        SlowDest {
+            fail,
+            in_flight: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            manifests: AtomicUsize::new(0),
+        }
+    }
+}
+
+struct InFlight<'a>(&'a SlowDest);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl ImageDestination for SlowDest {
+    async fn has_blob(&self, _: &Digest) -> Result<bool, CopyError> {
+        Ok(false)
+    }
+
+    async fn put_blob(
+        &self,
+        body: Arc<SendBody>,
+        _: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(Digest, u64), CopyError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let _guard = InFlight(self);
+        let d = body.known_digest().cloned().unwrap();
+        if self.fail.as_ref() == Some(&d) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            return Err(CopyError::Task("refused".into()));
+        }
+        let wait = if self.fail.is_some() { 10_000 } else { 30 };
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok((d, body.size().unwrap()))
+    }
+
+    async fn put_manifest(&self, _: &str, _: &str, b: Vec<u8>) -> Result<Digest, CopyError> {
+        self.manifests.fetch_add(1, Ordering::SeqCst);
+        Ok(Digest::sha256_of(&b))
+    }
+}
+
+/// An image of `n` small blobs sent as they are (a config and `n - 1` layers).
+fn many(src: &mut MemSource, n: usize) -> CopyImage<Digest> {
+    let mut blobs: Vec<CopyBlob<Digest>> = (0..n)
+        .map(|i| {
+            let bytes = format!("blob {i}").into_bytes();
+            let d = Descriptor::new(
+                media::OCI_LAYER_GZIP,
+                Digest::sha256_of(&bytes),
+                bytes.len() as u64,
+            );
+            src.blobs.insert(d.digest.clone(), bytes);
+            CopyBlob {
+                at: d.digest.clone(),
+                descriptor: d,
+                diff_id: None,
+            }
+        })
+        .collect();
+    let config = blobs.remove(0);
+    CopyImage {
+        name: "many".into(),
+        index: None,
+        nested: Vec::new(),
+        platforms: vec![CopyPlatform {
+            platform: None,
+            manifest: None,
+            config,
+            layers: blobs,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn no_more_blobs_than_jobs_are_sent_at_once() {
+    let mut src = MemSource::default();
+    let img = many(&mut src, 8);
+    let dest = Arc::new(SlowDest::new(None));
+    let o = SendOptions {
+        jobs: 3,
+        compress: false,
+        ..opts(&["v1"])
+    };
+    send_image(Arc::new(src), &img, dest.clone(), &o, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(dest.finished.load(Ordering::SeqCst), 8);
+    assert_eq!(
+        dest.most.load(Ordering::SeqCst),
+        3,
+        "-j 3 is used, not exceeded"
+    );
+    assert_eq!(dest.manifests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_first_failed_blob_stops_the_others_and_no_manifest_is_stored() {
+    let mut src = MemSource::default();
+    let img = many(&mut src, 6);
+    let failing = img.platforms[0].layers[2].descriptor.digest.clone();
+    let dest = Arc::new(SlowDest::new(Some(failing)));
+    let o = SendOptions {
+        jobs: 4,
+        compress: false,
+        ..opts(&["v1"])
+    };
+    let started = std::time::Instant::now();
+    let err = send_image(Arc::new(src), &img, dest.clone(), &o, Arc::new(NoProgress))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CopyError::Task(ref m) if m == "refused"),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the others were waited for"
+    );
+    // Aborted tasks are dropped on the runtime shortly after the set is.
+    for _ in 0..100 {
+        if dest.in_flight.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        dest.in_flight.load(Ordering::SeqCst),
+        0,
+        "uploads left running"
+    );
+    assert_eq!(dest.finished.load(Ordering::SeqCst), 0);
+    assert_eq!(dest.manifests.load(Ordering::SeqCst), 0);
 }

@@ -105,7 +105,7 @@ fn classify(e: &anyhow::Error) -> (i32, Option<String>) {
                     return (NOT_FOUND, Some("choose one with --platform os/arch[/variant], or keep them all with --all-platforms --format oci".into()))
                 }
                 CopyError::Store { source, .. } => return store_hint(source),
-                CopyError::Content { .. } => return (VERIFY, Some("no manifest was pushed, so no tag names the damaged image (blobs already uploaded are harmless); check where the archive came from".into())),
+                CopyError::Content { .. } => return (VERIFY, Some("no manifest was stored, so no tag names the damaged image (blobs already uploaded are harmless); check where the source came from".into())),
                 CopyError::BadSource { .. } => return (USAGE, None),
                 _ => {}
             }

@@ -381,7 +381,7 @@ fn a_damaged_layer_fails_the_push_and_no_tag_is_written() {
             _ => "but the image config's diff_ids say",
         };
         assert!(err.contains(cause), "{format}: {err}");
-        assert!(err.contains("no manifest was pushed"), "{err}");
+        assert!(err.contains("no manifest was stored"), "{err}");
         assert_eq!(
             digest_of(&cache, &target),
             None,

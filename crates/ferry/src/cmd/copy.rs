@@ -50,6 +50,15 @@ impl std::str::FromStr for Location {
             if let Some(rest) = s.strip_prefix(prefix) {
                 // skopeo's syntax: the path, then an optional `:name`.
                 let (path, name) = match rest.split_once(':') {
+                    // skopeo cannot name a path with a colon at all; ferry takes the whole
+                    // of it as the path when that exists and the part before the colon does
+                    // not (an existing source, e.g. `docker-archive:/tmp/a:b.tar`).
+                    Some((p, _))
+                        if !std::path::Path::new(p).exists()
+                            && std::path::Path::new(rest).exists() =>
+                    {
+                        (rest, None)
+                    }
                     Some((p, n)) if !n.is_empty() => (p, Some(n.to_string())),
                     Some((p, _)) => (p, None),
                     None => (rest, None),
@@ -72,6 +81,12 @@ impl std::str::FromStr for Location {
                 "ostree",
                 "sif",
             ];
+            if scheme == "docker" && !std::path::Path::new(s).exists() {
+                return Err(exit::usage(
+                    format!("{s} is not a location"),
+                    Some("a registry image is docker://REF, e.g. docker://alpine:3.20"),
+                ));
+            }
             if known.contains(&scheme) {
                 return Err(exit::usage(
                     format!("{scheme}: locations are not supported"),
@@ -408,5 +423,33 @@ mod tests {
         );
         assert!("docker-daemon:alpine".parse::<Location>().is_err());
         assert!("oci:".parse::<Location>().is_err());
+        let e = "docker:alpine".parse::<Location>().unwrap_err();
+        assert_eq!(e.to_string(), "docker:alpine is not a location");
+    }
+
+    #[test]
+    fn an_existing_archive_whose_path_has_a_colon_is_found_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a:b.tar");
+        std::fs::write(&file, b"").unwrap();
+        let text = format!("docker-archive:{}", file.display());
+        assert_eq!(
+            text.parse::<Location>().unwrap(),
+            Location::Archive {
+                path: file.clone(),
+                kind: ArchiveKind::DockerArchive,
+                name: None
+            }
+        );
+        // A destination that does not exist yet: skopeo's reading, path then name.
+        let out = format!("oci-archive:{}:v1", dir.path().join("new.tar").display());
+        assert_eq!(
+            out.parse::<Location>().unwrap(),
+            Location::Archive {
+                path: dir.path().join("new.tar"),
+                kind: ArchiveKind::OciArchive,
+                name: Some("v1".into())
+            }
+        );
     }
 }
