@@ -344,7 +344,7 @@ The clients share the 2 cores with the server.
 | first byte of an uncached image under 10 % of the pull | {first / pull * 100:.1f} % | {verdict(first_ok)} |
 | last byte within 1.2x of the pull | {last / pull:.2f}x | {verdict(last_ok)} |
 | peak RSS under 100 MiB with 100 clients | {max(rss):.1f} MiB | {verdict(rss_ok)} |
-| peak RSS flat in the number of clients | {' / '.join(f'{r:.1f}' for r in rss)} MiB for {' / '.join(str(n) for n in clients)} clients | {verdict(flat_ok)} |
+| peak RSS flat in the number of clients (under 1 MiB per added client) | {' / '.join(f'{r:.1f}' for r in rss)} MiB for {' / '.join(str(n) for n in clients)} clients | {verdict(flat_ok)} |
 
 Reproduce: `apt-get install docker-registry skopeo curl time nginx-light`, then
 `{cmd}` from the repository root (it builds ferry in release mode, keeps the fixture in
