@@ -581,8 +581,8 @@ Every archive has an exact Content-Length, a strong ETag and honours Range and
 If-Range from the first request, while its layers still download.
 
 Every option is also a key of the --config TOML file (its name without the
-leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private,
-allow-registry, insecure-registry, default-platform, max-image-size, token,
+leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl,
+allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token,
 max-pulls, max-downloads-per-client, tls-cert, tls-key) and an environment variable
 FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists comma-separated).
 Flags win over the environment, which wins over the file.
@@ -606,6 +606,10 @@ pub struct ServeArgs {
     /// Evict blobs unused for longer than DUR (e.g. 30d, 12h, 90m, 3600s).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "FERRY_SERVE_CACHE_MAX_AGE")]
     pub cache_max_age: Option<std::time::Duration>,
+    /// How long a tag's digest is trusted before the registry is asked again (e.g. 10m,
+    /// 1h) [default: 10m]. Digests are cached until evicted.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, env = "FERRY_SERVE_TAG_TTL")]
+    pub tag_ttl: Option<std::time::Duration>,
     /// A TOML file with any of these options as keys.
     #[arg(long, value_name = "FILE", env = "FERRY_SERVE_CONFIG")]
     pub config: Option<PathBuf>,

@@ -245,3 +245,46 @@ fn upstream_credentials_come_from_the_config_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn tag_ttl_is_a_flag_an_env_var_and_a_config_key() {
+    let help = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--tag-ttl <DUR>"), "{help}");
+    assert!(help.contains("FERRY_SERVE_TAG_TTL"), "{help}");
+    // A bad value is refused wherever it comes from, naming the option.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--tag-ttl", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tag-ttl"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve"])
+        .env("FERRY_SERVE_TAG_TTL", "10x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tag-ttl"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, "tag-ttl = \"soon\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env_remove("FERRY_SERVE_TAG_TTL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tag-ttl: \"soon\" is not a duration"), "{err}");
+    // A good one starts the server.
+    std::fs::write(&file, "tag-ttl = \"1h\"\n").unwrap();
+    let (mut child, addr, _) = serve(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    let (status, _, _) = http_get(&addr, "/health", &[]).unwrap();
+    assert_eq!(status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -34,6 +34,7 @@ struct FileConfig {
     cache_dir: Option<PathBuf>,
     cache_max_size: Option<Size>,
     cache_max_age: Option<String>,
+    tag_ttl: Option<String>,
     #[serde(default)]
     allow_private: Vec<String>,
     #[serde(default)]
@@ -81,7 +82,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         exit::usage(
             format!("the configuration {} is not valid: {}", path.display(), e.message()),
-            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, [registries.\"HOST\"] with username and password"),
+            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, [registries.\"HOST\"] with username and password"),
         )
     })
 }
@@ -139,6 +140,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
             .transpose()?,
     };
+    if let Some(d) = match args.tag_ttl {
+        Some(d) => Some(d),
+        None => file
+            .tag_ttl
+            .map(|s| parse_duration(&s).map_err(|e| exit::usage(format!("tag-ttl: {e}"), None)))
+            .transpose()?,
+    } {
+        cfg.tag_ttl = d;
+    }
     cfg.max_image_size = match args.max_image_size {
         Some(n) => Some(n),
         None => file
