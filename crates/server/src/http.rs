@@ -175,7 +175,7 @@ async fn platforms(
 ) -> Result<Response, ServeError> {
     let q = query(q.as_deref());
     let r = names::image(q.get("name").map(String::as_str), "name")?;
-    let (digest, list) = list_platforms(&st, &r).await?;
+    let (digest, list) = st.platforms(&r).await?;
     let platforms: Vec<_> = list
         .iter()
         .map(|p| json!({"os": p.os, "architecture": p.architecture, "variant": p.variant}))
@@ -188,7 +188,8 @@ async fn platforms(
     .into_response())
 }
 
-/// The platforms `r` offers (an index's, or a single image's own) and its digest.
+/// The platforms `r` offers (an index's, or a single image's own) and its digest, asked
+/// of the registry (`State::platforms` caches them).
 pub(crate) async fn list_platforms(
     st: &State,
     r: &ferry_core::Reference,

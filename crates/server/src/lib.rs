@@ -161,6 +161,10 @@ const MAX_RESOLUTIONS: usize = 4096;
 /// A resolved image and when it was resolved (tags are asked again after `tag_ttl`).
 type Resolution = Arc<tokio::sync::Mutex<Option<(Instant, ArchiveImage)>>>;
 
+/// An image's platforms and its digest, and when they were asked for (`tag_ttl` as
+/// resolutions).
+type PlatformList = Arc<tokio::sync::Mutex<Option<(Instant, (String, Vec<Platform>))>>>;
+
 /// What every handler shares.
 pub struct State {
     pub config: Config,
@@ -176,6 +180,9 @@ pub struct State {
     downloads: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// By reference and platform; each entry single-flights its resolution.
     resolved: std::sync::Mutex<HashMap<String, Resolution>>,
+    /// `/platforms` and the page's answers by reference, single-flighted, fresh as
+    /// resolutions are.
+    platform_lists: std::sync::Mutex<HashMap<String, PlatformList>>,
     /// `/pull` fetches that failed, by image name as given, for its status.
     pull_errors: std::sync::Mutex<HashMap<String, String>>,
 }
@@ -215,6 +222,7 @@ impl State {
             pulls: api::Pulls::default(),
             downloads: Default::default(),
             resolved: Default::default(),
+            platform_lists: Default::default(),
             pull_errors: Default::default(),
             config,
         }))
@@ -319,6 +327,44 @@ impl State {
             .ok_or_else(|| ServeError::Upstream("the registry named no image".into()))?;
         *slot = Some((Instant::now(), image.clone()));
         Ok(image)
+    }
+
+    /// The platforms `r` offers and its digest, from the cache while fresh (a digest for
+    /// ever, a tag for `tag_ttl`); one upstream question at a time per reference.
+    pub(crate) async fn platforms(
+        &self,
+        r: &Reference,
+    ) -> Result<(String, Vec<Platform>), ServeError> {
+        self.config.policy.check(r)?;
+        let slot = {
+            let mut m = self
+                .platform_lists
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if m.len() >= MAX_RESOLUTIONS {
+                // As for resolutions: stale and unused answers go first, then all unused.
+                let ttl = self.config.tag_ttl;
+                m.retain(|_, v| {
+                    Arc::strong_count(v) > 1
+                        || v.try_lock().map_or(true, |g| {
+                            g.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl)
+                        })
+                });
+                if m.len() >= MAX_RESOLUTIONS {
+                    m.retain(|_, v| Arc::strong_count(v) > 1);
+                }
+            }
+            m.entry(r.to_string()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some((at, answer)) = &*slot {
+            if r.digest().is_some() || at.elapsed() < self.config.tag_ttl {
+                return Ok(answer.clone());
+            }
+        }
+        let answer = http::list_platforms(self, r).await?;
+        *slot = Some((Instant::now(), answer.clone()));
+        Ok(answer)
     }
 
     /// The image's fetch, started if none runs, kept going until it ends whether or not

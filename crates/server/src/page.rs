@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use ferry_core::Platform;
 
-use crate::http::{authorized, list_platforms, query};
+use crate::http::{authorized, query};
 use crate::{names, ServeError, State};
 
 const SCRIPT: &str = include_str!("page/page.js");
@@ -152,7 +152,7 @@ pub(crate) async fn page(
 async fn fill(st: &State, view: &mut View, platform: Option<&str>) -> Result<(), ServeError> {
     let r = names::image(Some(&view.name), "name")?;
     let chosen = parse_platform(platform.unwrap_or(""))?;
-    let (_, list) = list_platforms(st, &r).await?;
+    let (_, list) = st.platforms(&r).await?;
     view.platforms = list;
     if let Some(p) = &chosen {
         if !view.platforms.contains(p) {

@@ -1058,3 +1058,37 @@ async fn an_image_whose_cached_blobs_were_evicted_is_served_whole_again() {
         .expect("the whole archive, not a cut body");
     assert!(again == first, "the archive differs after eviction");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn platforms_and_the_page_reuse_the_tag_answer_within_the_ttl() {
+    let fake = FakeRegistry::start(FakeAuth::None).await;
+    let plats = [
+        Platform::new("linux", "amd64", None),
+        Platform::new("linux", "arm64", Some("v8")),
+    ];
+    let idx = random_index(31, &plats, false);
+    fake.push_index("ttl/arch", "v1", &idx);
+    let manifest_gets = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/manifests/"))
+            .count()
+    };
+    let srv = start(&[&fake.host()], |_| {}).await;
+    let name = format!("{}/ttl/arch:v1", fake.host());
+    for _ in 0..3 {
+        let (status, _, body) = get(&format!("{}/platforms?name={name}", srv.base), &[]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let (status, _, body) = get(&format!("{}/?name={name}", srv.base), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(manifest_gets(), 1, "{:?}", fake.requests());
+    // With a TTL that has passed, each question goes upstream again.
+    let srv = start(&[&fake.host()], |c| c.tag_ttl = Duration::ZERO).await;
+    let before = manifest_gets();
+    for _ in 0..2 {
+        let (status, _, _) = get(&format!("{}/platforms?name={name}", srv.base), &[]).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(manifest_gets() - before, 2);
+}
