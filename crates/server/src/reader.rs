@@ -34,24 +34,66 @@ pub enum Layout {
     Zip(ZipPlan),
 }
 
-/// Blobs' CRC-32s, each computed once (for the zip's data descriptor) and remembered.
+/// CRC-32s remembered before the oldest go (each entry is a digest and a number, about
+/// 100 bytes: a few MiB at most however many distinct blobs are served as zips).
+const MAX_CRCS: usize = 65_536;
+
+/// Blobs' CRC-32s, each computed once (for the zip's data descriptor) and remembered, the
+/// oldest forgotten past a cap (it is computed again if asked for once more).
+pub struct Crcs {
+    cap: usize,
+    inner: Mutex<CrcTable>,
+}
+
 #[derive(Default)]
-pub struct Crcs(Mutex<HashMap<Digest, u32>>);
+struct CrcTable {
+    by_digest: HashMap<Digest, u32>,
+    /// Insertion order, for dropping the oldest.
+    order: std::collections::VecDeque<Digest>,
+}
+
+impl Default for Crcs {
+    fn default() -> Self {
+        Crcs::with_cap(MAX_CRCS)
+    }
+}
 
 impl Crcs {
+    fn with_cap(cap: usize) -> Self {
+        Crcs {
+            cap: cap.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
     fn get(&self, d: &Digest) -> Option<u32> {
-        self.0
+        self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_digest
             .get(d)
             .copied()
     }
 
     fn put(&self, d: Digest, crc: u32) {
-        self.0
+        let mut t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if t.by_digest.insert(d.clone(), crc).is_none() {
+            t.order.push_back(d);
+            while t.order.len() > self.cap {
+                if let Some(old) = t.order.pop_front() {
+                    t.by_digest.remove(&old);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(d, crc);
+            .by_digest
+            .len()
     }
 }
 
@@ -309,4 +351,32 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<()> {
             e
         }
     })
+}
+
+#[cfg(test)]
+mod crc_tests {
+    use super::*;
+
+    fn digest(i: u32) -> Digest {
+        Digest::sha256_of(&i.to_be_bytes())
+    }
+
+    #[test]
+    fn the_crc_table_forgets_the_oldest_past_its_cap() {
+        let c = Crcs::with_cap(3);
+        for i in 0..10 {
+            c.put(digest(i), i);
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&digest(6)), None);
+        for i in 7..10 {
+            assert_eq!(c.get(&digest(i)), Some(i));
+        }
+        // Putting one again neither grows the table nor duplicates its place in line.
+        c.put(digest(9), 9);
+        c.put(digest(10), 10);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&digest(7)), None);
+        assert_eq!(c.get(&digest(8)), Some(8));
+    }
 }
