@@ -288,3 +288,42 @@ fn tag_ttl_is_a_flag_an_env_var_and_a_config_key() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_server_never_goes_through_an_environment_proxy() {
+    // A proxy would make the private-address guard see only the proxy's address.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(43, 1, 1_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::None));
+    fake.push_image("proxy/img", "v1", &img);
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    proxy.set_nonblocking(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = fake.host();
+    let mut env = Vec::new();
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        env.push((k, proxy_url.as_str()));
+    }
+    env.push(("NO_PROXY", ""));
+    env.push(("no_proxy", ""));
+    let (mut child, addr, _) = serve(dir.path(), &["--allow-private", &host], &env);
+    // Through the proxy (which never answers) the request would hang and time out.
+    let (status, _, body) = http_get(&addr, &format!("/platforms?name={host}/proxy/img:v1"), &[])
+        .unwrap_or((0, Vec::new(), Vec::new()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut connections = 0;
+    while proxy.accept().is_ok() {
+        connections += 1;
+    }
+    assert_eq!(connections, 0, "the server connected to the proxy");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}

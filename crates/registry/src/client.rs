@@ -88,6 +88,7 @@ pub struct ClientOptions {
     /// When set, connections go only to addresses it allows: host names are resolved
     /// through it and redirects to IP literals it refuses are not followed (a server
     /// refusing private networks). Hosts given as IP literals are the caller's to check.
+    /// A guarded client ignores proxies from the environment (HTTP(S)_PROXY).
     pub address_guard: Option<Arc<dyn crate::AddressGuard>>,
 }
 
@@ -184,6 +185,9 @@ impl Client {
             b = b.danger_accept_invalid_certs(true);
         }
         if let Some(guard) = &opts.address_guard {
+            // Through an HTTP(S)_PROXY from the environment the guard would see only the
+            // proxy's address, and the proxy would connect wherever it is told.
+            b = b.no_proxy();
             b = b.dns_resolver(Arc::new(crate::guard::GuardedResolver(guard.clone())));
             let g = guard.clone();
             b = b.redirect(reqwest::redirect::Policy::custom(move |attempt| {
