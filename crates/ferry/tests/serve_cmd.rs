@@ -280,11 +280,42 @@ fn tag_ttl_is_a_flag_an_env_var_and_a_config_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tag-ttl: \"soon\" is not a duration"), "{err}");
-    // A good one starts the server.
+    // It reaches the server: a tag is asked again once its answer is older than the TTL,
+    // and not before (the file's 1h loses to the flag's 1s).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(44, 1, 1_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::None));
+    fake.push_image("ttl/img", "v1", &img);
+    let host = fake.host();
+    let manifest_gets = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/manifests/"))
+            .count()
+    };
+    let path = format!("/platforms?name={host}/ttl/img:v1");
     std::fs::write(&file, "tag-ttl = \"1h\"\n").unwrap();
-    let (mut child, addr, _) = serve(dir.path(), &["--config", file.to_str().unwrap()], &[]);
-    let (status, _, _) = http_get(&addr, "/health", &[]).unwrap();
-    assert_eq!(status, 200);
+    let cfg = file.to_str().unwrap();
+    let (mut child, addr, _) = serve(
+        dir.path(),
+        &["--config", cfg, "--allow-private", &host],
+        &[],
+    );
+    for _ in 0..2 {
+        assert_eq!(http_get(&addr, &path, &[]).unwrap().0, 200);
+    }
+    assert_eq!(manifest_gets(), 1);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, addr, _) = serve(
+        dir.path(),
+        &["--config", cfg, "--allow-private", &host, "--tag-ttl", "1s"],
+        &[],
+    );
+    assert_eq!(http_get(&addr, &path, &[]).unwrap().0, 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(http_get(&addr, &path, &[]).unwrap().0, 200);
+    assert_eq!(manifest_gets(), 3);
     let _ = child.kill();
     let _ = child.wait();
 }
