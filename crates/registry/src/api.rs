@@ -372,7 +372,7 @@ impl Client {
             // loses nothing.
             match tokio::time::timeout_at(window_end, resp.chunk()).await {
                 Ok(Ok(Some(chunk))) => {
-                    out.append(&chunk).map_err(|source| RegistryError::Write {
+                    off_workers(|| out.append(&chunk)).map_err(|source| RegistryError::Write {
                         digest: desc.digest.to_string(),
                         source,
                     })?;
@@ -601,6 +601,19 @@ fn check_content_range(header: Option<&str>, offset: u64, size: u64) -> Result<(
         return Err(shown());
     }
     Ok(())
+}
+
+/// Run blocking work (a chunk's file write and hashing in the store's ingest) without
+/// holding up the async workers: on a multi-threaded runtime the worker hands its other tasks
+/// to another thread for the duration, so request handlers on the same runtime stay
+/// responsive while a slow disk is written. A current-thread runtime cannot hand off, so the
+/// work runs in place there. Order and the writer's offset stay exactly as if called directly.
+fn off_workers<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 #[cfg(test)]

@@ -854,3 +854,81 @@ async fn a_manifest_over_4_mib_is_refused_saying_its_size() {
         )
     );
 }
+
+/// A writer that takes `delay` per chunk, blocking its thread the way a slow disk does.
+struct SlowSink {
+    delay: Duration,
+    bytes: Vec<u8>,
+}
+
+impl ferry_core::ResumableWrite for SlowSink {
+    fn offset(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.bytes.extend_from_slice(buf);
+        Ok(())
+    }
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.bytes.clear();
+        Ok(())
+    }
+}
+
+/// Per-chunk writes must not hold up the async workers: on a runtime with a single worker,
+/// a ticker task keeps ticking while a multi-MiB blob goes through a slow writer.
+#[test]
+fn slow_chunk_writes_do_not_block_other_tasks_on_the_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let img = image(71, 2 << 20);
+        let reg = registry_with(FakeAuth::None, &img).await;
+        let layer = img.layers[0].clone();
+        let (host, d) = (reg.host(), desc(&layer));
+        let client = fast_client();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut worst = Duration::ZERO;
+                let mut last = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    worst = worst.max(last.elapsed());
+                    last = Instant::now();
+                }
+                worst
+            })
+        };
+        let mut sink = SlowSink {
+            // Longer than a tick may wait: one write on the worker would fail the test.
+            delay: Duration::from_millis(60),
+            bytes: Vec::new(),
+        };
+        let started = Instant::now();
+        // Spawned so the download runs on the worker (block_on's own future does not).
+        let download = tokio::spawn(async move {
+            client
+                .blob_into(&host, REPO, &d, &mut sink, &|_| {})
+                .await
+                .map(|()| sink.bytes)
+        });
+        let bytes = download.await.unwrap().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let worst = ticker.await.unwrap();
+        assert_eq!(Digest::sha256_of(&bytes), layer.digest);
+        assert!(
+            started.elapsed() > Duration::from_millis(100),
+            "the writer was slow enough to matter"
+        );
+        assert!(
+            worst <= Duration::from_millis(50),
+            "a tick waited {worst:?} while chunks were written"
+        );
+    });
+}
