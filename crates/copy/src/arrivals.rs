@@ -187,4 +187,23 @@ mod tests {
         let err = on_layer.recv_timeout(LONG).unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
     }
+
+    #[test]
+    fn a_waiting_reader_wakes_within_milliseconds_of_the_arrival() {
+        let a = Arrivals::new(Arc::new(crate::NoProgress));
+        let layer = digest("layer");
+        a.expect([layer.clone()]);
+        let on_layer = waiter(&a, &layer);
+        // Let the reader settle into its wait, well past any short polling period.
+        assert!(on_layer.recv_timeout(Duration::from_millis(250)).is_err());
+        let announced = std::time::Instant::now();
+        a.event(Event::BlobDone {
+            digest: layer.clone(),
+            size: 1,
+        });
+        on_layer.recv_timeout(LONG).unwrap().unwrap();
+        let woke = announced.elapsed();
+        // Woken by the notification, not by a timed poll (which took up to 200 ms).
+        assert!(woke < Duration::from_millis(30), "woke after {woke:?}");
+    }
 }
