@@ -805,9 +805,19 @@ async fn download_attempt(
                 digest: d.digest.clone(),
                 source,
             };
-            ingest.flush().map_err(store_err)?;
-            out.copy_partial(store, &d.digest, ingest.offset())
-                .map_err(output_err)?;
+            // Copying what an earlier run left (up to a whole blob) is file work: keep it off
+            // the async workers.
+            let (s, digest, o) = (store.clone(), d.digest.clone(), out.clone());
+            let (back, copied) = tokio::task::spawn_blocking(move || {
+                let copied = ingest
+                    .flush()
+                    .map(|()| o.copy_partial(&s, &digest, ingest.offset()));
+                (ingest, copied)
+            })
+            .await
+            .map_err(|e| CopyError::Task(e.to_string()))?;
+            ingest = back;
+            copied.map_err(store_err)?.map_err(output_err)?;
             let mut tee = Tee {
                 ingest: &mut ingest,
                 out: out.as_ref(),
