@@ -90,6 +90,12 @@ pub struct ClientOptions {
     /// refusing private networks). Hosts given as IP literals are the caller's to check.
     /// A guarded client ignores proxies from the environment (HTTP(S)_PROXY).
     pub address_guard: Option<Arc<dyn crate::AddressGuard>>,
+    /// Write downloaded blob bytes off the async workers (`block_in_place`, 512 KiB at a
+    /// time), so a slow disk does not hold up other tasks on the runtime: for a server,
+    /// whose workers also answer requests. Off for the command line, where nothing else
+    /// waits on the workers: each thread hand-off spreads allocations over more malloc
+    /// arenas (measured: peak memory of an 8-layer pull 18 → 47 MiB).
+    pub offload_writes: bool,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -112,6 +118,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("stall_min_bytes", &self.stall_min_bytes)
             .field("on_retry", &self.on_retry.is_some())
             .field("address_guard", &self.address_guard.is_some())
+            .field("offload_writes", &self.offload_writes)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +141,7 @@ impl Default for ClientOptions {
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
             on_retry: None,
             address_guard: None,
+            offload_writes: false,
         }
     }
 }

@@ -876,7 +876,8 @@ impl ferry_core::ResumableWrite for SlowSink {
     }
 }
 
-/// Per-chunk writes must not hold up the async workers: on a runtime with a single worker,
+/// With `offload_writes` (the server's setting), chunk writes must not hold up the async
+/// workers: on a runtime with a single worker,
 /// a ticker task keeps ticking while a multi-MiB blob goes through a slow writer.
 #[test]
 fn slow_chunk_writes_do_not_block_other_tasks_on_the_runtime() {
@@ -890,7 +891,11 @@ fn slow_chunk_writes_do_not_block_other_tasks_on_the_runtime() {
         let reg = registry_with(FakeAuth::None, &img).await;
         let layer = img.layers[0].clone();
         let (host, d) = (reg.host(), desc(&layer));
-        let client = fast_client();
+        let client = Client::new(ClientOptions {
+            offload_writes: true,
+            ..fast_opts()
+        })
+        .expect("client");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ticker = {
             let stop = stop.clone();

@@ -209,6 +209,8 @@ impl State {
             let mut o = config.client.clone();
             o.insecure = insecure;
             o.address_guard = Some(guard.clone());
+            // The workers also answer requests: a slow disk must not hold them up.
+            o.offload_writes = true;
             Client::new(o).map_err(StartError::Client)
         };
         let (client, insecure_client) = (make(false)?, make(true)?);
