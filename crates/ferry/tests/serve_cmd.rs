@@ -358,3 +358,45 @@ fn the_server_never_goes_through_an_environment_proxy() {
     assert_eq!(connections, 0, "the server connected to the proxy");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+#[test]
+fn min_rate_is_a_flag_an_env_var_and_a_config_key() {
+    let help = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--min-rate <SIZE>"), "{help}");
+    assert!(help.contains("FERRY_SERVE_MIN_RATE"), "{help}");
+    // A bad value is refused wherever it comes from, naming the option.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--min-rate", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-rate"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve"])
+        .env("FERRY_SERVE_MIN_RATE", "1Q")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-rate"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, "min-rate = \"fast\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env_remove("FERRY_SERVE_MIN_RATE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("min-rate: unknown unit \"fast\""), "{err}");
+    // A good value in the file is accepted: the server starts and answers.
+    std::fs::write(&file, "min-rate = \"2K\"\n").unwrap();
+    let (mut child, addr, _) = serve(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(http_get(&addr, "/health", &[]).unwrap().0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -67,6 +67,12 @@ pub struct Config {
     /// The registry client's options (credential files, timeouts); the address guard and
     /// `insecure` are set by the server.
     pub client: ClientOptions,
+    /// Bytes per second a client must take, averaged over `min_rate_window` of the time
+    /// the server had bytes for it that it did not take; slower connections are cut
+    /// (the client can resume with Range). 0: no minimum.
+    pub min_rate: u64,
+    /// The pending time `min_rate` is averaged over.
+    pub min_rate_window: Duration,
 }
 
 impl Config {
@@ -89,6 +95,8 @@ impl Config {
             tls: None,
             max_downloads_per_client: 16,
             client: ClientOptions::default(),
+            min_rate: 1024,
+            min_rate_window: Duration::from_secs(60),
         }
     }
 }
@@ -607,10 +615,12 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => {
-                    let io = stall::WriteStall::new(stream, state.config.idle_timeout);
+                    let io = stall::WriteStall::for_state(stream, &state);
                     serve_conn(TokioIo::new(io), peer, router, &state, watcher).await
                 }
                 Some(acceptor) => {
+                    // Paced under TLS too: a slow TLS client holds what a plain one does.
+                    let stream = stall::WriteStall::for_state(stream, &state);
                     // The handshake is bounded like the headers are.
                     let hs =
                         tokio::time::timeout(state.config.header_timeout, acceptor.accept(stream))
