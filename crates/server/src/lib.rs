@@ -246,15 +246,8 @@ impl State {
     }
 
     fn client_for(&self, r: &Reference) -> &Client {
-        let reg = r.registry();
-        let insecure = self.config.insecure_registries.iter().any(|h| {
-            let hp = match h.port {
-                Some(p) => format!("{}:{p}", h.host),
-                None => h.host.clone(),
-            };
-            reg.eq_ignore_ascii_case(&hp) || reg.eq_ignore_ascii_case(&h.host)
-        });
-        if insecure {
+        // HOST:PORT names that port only; HOST every port of it.
+        if policy::names_registry(&self.config.insecure_registries, r.registry()) {
             &self.insecure_client
         } else {
             &self.client
