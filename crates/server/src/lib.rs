@@ -672,6 +672,10 @@ async fn serve_conn<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let io = hyper_util::rt::TokioIo::new(stall::FirstBytes::new(
+        io.into_inner(),
+        state.config.header_timeout,
+    ));
     let conn = builder.serve_connection(io, service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!("connection from {peer}: {e}");
