@@ -9,6 +9,7 @@
 
 mod api;
 mod http;
+mod idle;
 mod jobs;
 mod metrics;
 mod names;
@@ -653,13 +654,21 @@ async fn serve_conn<I>(
 {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
     use hyper_util::server::conn::auto;
+    let activity = idle::Activity::new();
+    let act = activity.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             let mut router = router.clone();
+            let busy = act.begin();
             async move {
-                tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+                let resp =
+                    tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+                        .await?;
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|b| axum::body::Body::new(idle::Guarded::new(b, busy))),
+                )
             }
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -677,8 +686,16 @@ async fn serve_conn<I>(
         state.config.header_timeout,
     ));
     let conn = builder.serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!("connection from {peer}: {e}");
+    tokio::select! {
+        r = watcher.watch(conn) => {
+            if let Err(e) = r {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        }
+        // HTTP/2 has no bound of its own on a connection without requests.
+        _ = activity.idle_for(state.config.header_timeout) => {
+            tracing::debug!("connection from {peer}: no request for {:?}; closed", state.config.header_timeout);
+        }
     }
 }
 

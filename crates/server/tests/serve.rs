@@ -1114,6 +1114,58 @@ async fn a_client_waiting_for_upstream_bytes_is_not_cut_by_the_minimum_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_connection_without_requests_is_closed_but_a_long_download_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let img = sized_image(43, 1, 200_000);
+    let fake = fake_with("h2idle/img", &img).await;
+    // The layer takes about 2 s to arrive: longer than the header timeout.
+    fake.add_fault(Fault::ThrottleBlob {
+        digest: img.layers[0].digest.clone(),
+        bytes_per_sec: 100_000,
+    });
+    let srv = start(&[&fake.host()], |c| {
+        c.header_timeout = Duration::from_secs(1)
+    })
+    .await;
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "an HTTP/2 connection without requests stayed open"
+    );
+    // A request in progress keeps its connection, over HTTP/1.1 and HTTP/2.
+    let url = format!("{}/image?name={}/h2idle/img:v1", srv.base, fake.host());
+    let (status, h, body) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body.len(),
+        header(&h, "content-length").parse::<usize>().unwrap()
+    );
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2.get(format!("{}/health", srv.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The same client's connection was closed meanwhile; it connects again.
+    let resp = h2
+        .get(&url)
+        .header("Range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn insecure_registry_accepts_an_unverifiable_certificate_for_that_registry_only() {
     let img = sized_image(35, 1, 10_000);
     let fake = fake_with("tls/behind", &img).await;
