@@ -1034,7 +1034,7 @@ async fn a_client_reading_under_the_minimum_rate_is_cut() {
     let fake = fake_with("slow/img", &img).await;
     let srv = start(&[&fake.host()], |c| {
         c.idle_timeout = Duration::from_secs(60);
-        c.min_rate = 2 << 20;
+        c.min_rate = 1 << 20;
         c.min_rate_window = Duration::from_millis(500);
         c.max_downloads_per_client = 1;
     })
@@ -1047,7 +1047,7 @@ async fn a_client_reading_under_the_minimum_rate_is_cut() {
     assert_eq!(body.len(), full);
     assert_eq!(cuts(&srv, "slow").await, 0);
 
-    // About 800 KiB/s, under the 2 MiB/s asked for, and never idle.
+    // About 400 KiB/s, under the 1 MiB/s asked for, and never idle.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(32 * 1024).unwrap();
     let mut s = sock.connect(srv.addr).await.unwrap();
@@ -1064,13 +1064,13 @@ async fn a_client_reading_under_the_minimum_rate_is_cut() {
             Ok(Ok(n)) => got += n,
             Err(_) => panic!("the server sent nothing for 2 s"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
         if cuts(&srv, "slow").await >= 1 {
             freed = true;
             break;
         }
     }
-    assert!(freed, "a client at 800 KiB/s was not cut after {got} bytes");
+    assert!(freed, "a client at 400 KiB/s was not cut after {got} bytes");
     // The cut released its download slot at once...
     let (status, _, _) = get(&format!("{}{path}", srv.base), &[("Range", "bytes=0-9")]).await;
     assert_eq!(status, 206);
@@ -1096,7 +1096,7 @@ async fn a_client_waiting_for_upstream_bytes_is_not_cut_by_the_minimum_rate() {
         bytes_per_sec: 100_000,
     });
     let srv = start(&[&fake.host()], |c| {
-        c.min_rate = 2 << 20;
+        c.min_rate = 1 << 20;
         c.min_rate_window = Duration::from_millis(300);
     })
     .await;
