@@ -583,7 +583,7 @@ If-Range from the first request, while its layers still download.
 Every option is also a key of the --config TOML file (its name without the
 leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl,
 allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token,
-max-pulls, max-downloads-per-client, tls-cert, tls-key) and an environment variable
+max-pulls, max-downloads-per-client, tls-cert, tls-key, min-rate) and an environment variable
 FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists comma-separated).
 Flags win over the environment, which wins over the file.
 Upstream credentials come from the files ferry pull reads (docker's config.json,
@@ -684,6 +684,11 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Cut a client that takes less than SIZE per second (e.g. 1K), averaged over 60 s of
+    /// the time the server has bytes for it that it does not take; waiting for upstream
+    /// does not count. 0: no minimum [default: 1K].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FERRY_SERVE_MIN_RATE")]
+    pub min_rate: Option<u64>,
 }
 
 /// [`parse_size`] for the serve command's configuration file.

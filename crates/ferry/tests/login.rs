@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::terminal::Terminal;
 use common::*;
 use ferry_testkit::image::sized_image;
 use ferry_testkit::real::{self, RealRegistry, RegistryAuth};
@@ -600,9 +601,6 @@ fn files_ferry_reads_besides_the_one_written_are_named() {
 /// password (not echoed).
 #[tokio::test(flavor = "multi_thread")]
 async fn login_on_a_terminal_prompts_and_does_not_echo_the_password() {
-    use std::io::{Read as _, Write as _};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
     // `script` (util-linux) gives ferry a real terminal.
     let Some(script) = real::tool("script") else {
         return;
@@ -618,59 +616,20 @@ async fn login_on_a_terminal_prompts_and_does_not_echo_the_password() {
     );
     let none = work.path().join("none");
     let (screen, status) = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(script)
-            .args(["-qec", &cmdline, "/dev/null"])
-            .env("DOCKER_CONFIG", &none)
-            .env("REGISTRY_AUTH_FILE", none.join("auth.json"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("running script");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut screen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let wait_for = |screen: &mut Vec<u8>, what: &str| {
-            while !String::from_utf8_lossy(screen).contains(what) {
-                assert!(
-                    Instant::now() < deadline,
-                    "no {what:?}: {}",
-                    String::from_utf8_lossy(screen)
-                );
-                if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
-                    screen.extend(chunk);
-                }
-            }
-        };
-        wait_for(&mut screen, "Username: ");
-        stdin.write_all(b"alice\r").expect("typing the username");
-        wait_for(&mut screen, "Password for alice:");
-        // rpassword prints the prompt a moment before it turns echo off.
-        std::thread::sleep(Duration::from_millis(200));
-        stdin
-            .write_all(b"tty-pw-42\r")
-            .expect("typing the password");
-        wait_for(&mut screen, "Login succeeded");
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("waiting") {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "ferry did not finish");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        drop(stdin);
-        let _ = reader.join();
-        (String::from_utf8_lossy(&screen).to_string(), status)
+        let mut t = Terminal::start(
+            &script,
+            &cmdline,
+            &[
+                ("DOCKER_CONFIG", &none),
+                ("REGISTRY_AUTH_FILE", &none.join("auth.json")),
+            ],
+        );
+        t.wait_for("Username: ");
+        t.type_keys(b"alice\r");
+        t.wait_for("Password for alice:");
+        t.type_secret(b"tty-pw-42\r");
+        t.wait_for("Login succeeded");
+        t.finish()
     })
     .await
     .unwrap();

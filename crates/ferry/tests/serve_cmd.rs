@@ -358,3 +358,104 @@ fn the_server_never_goes_through_an_environment_proxy() {
     assert_eq!(connections, 0, "the server connected to the proxy");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+#[test]
+fn min_rate_is_a_flag_an_env_var_and_a_config_key() {
+    let help = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--min-rate <SIZE>"), "{help}");
+    assert!(help.contains("FERRY_SERVE_MIN_RATE"), "{help}");
+    // A bad value is refused wherever it comes from, naming the option.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--min-rate", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-rate"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve"])
+        .env("FERRY_SERVE_MIN_RATE", "1Q")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-rate"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, "min-rate = \"fast\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env_remove("FERRY_SERVE_MIN_RATE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("min-rate: unknown unit \"fast\""), "{err}");
+    // A good value in the file is accepted: the server starts and answers.
+    std::fs::write(&file, "min-rate = \"2K\"\n").unwrap();
+    let (mut child, addr, _) = serve(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(http_get(&addr, "/health", &[]).unwrap().0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn client_tokens_never_reach_the_log() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(45, 1, 1_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::None));
+    fake.push_image("logs/img", "v1", &img);
+    let host = fake.host();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(dir.path())
+        .args(["--allow-private", &host, "--token", "s3cret-t0ken"])
+        .env("FERRY_LOG", "debug")
+        .env("DOCKER_CONFIG", dir.path().join("no-docker"))
+        .env("REGISTRY_AUTH_FILE", dir.path().join("no-auth.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no start line");
+        if let Some(r) = line.strip_prefix("ferry serve: listening on ") {
+            break r.split(';').next().unwrap().to_string();
+        }
+    };
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        while err.read_line(&mut all).map(|n| n > 0).unwrap_or(false) {}
+        all
+    });
+    let name = format!("{host}/logs/img:v1");
+    // In the query, in the header, right and wrong, on every kind of route.
+    for path in [
+        format!("/image?name={name}&token=s3cret-t0ken"),
+        format!("/?name={name}&token=s3cret-t0ken"),
+        format!("/platforms?name={name}&token=s3cret-t0kenX"),
+        "/metrics?token=s3cret-t0ken".to_string(),
+        "/nowhere?token=s3cret-t0ken".to_string(),
+    ] {
+        http_get(&addr, &path, &[]).unwrap();
+    }
+    http_get(
+        &addr,
+        &format!("/image?name={name}"),
+        &[("Authorization", "Bearer s3cret-t0ken")],
+    )
+    .unwrap();
+    let (_, _, metrics) = http_get(&addr, "/metrics?token=s3cret-t0ken", &[]).unwrap();
+    assert!(!String::from_utf8_lossy(&metrics).contains("s3cret"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = log.join().unwrap();
+    assert!(all.contains("request"), "nothing was logged: {all}");
+    assert!(!all.contains("s3cret"), "{all}");
+}

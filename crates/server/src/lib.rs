@@ -9,6 +9,7 @@
 
 mod api;
 mod http;
+mod idle;
 mod jobs;
 mod metrics;
 mod names;
@@ -67,6 +68,12 @@ pub struct Config {
     /// The registry client's options (credential files, timeouts); the address guard and
     /// `insecure` are set by the server.
     pub client: ClientOptions,
+    /// Bytes per second a client must take, averaged over `min_rate_window` of the time
+    /// the server had bytes for it that it did not take; slower connections are cut
+    /// (the client can resume with Range). 0: no minimum.
+    pub min_rate: u64,
+    /// The pending time `min_rate` is averaged over.
+    pub min_rate_window: Duration,
 }
 
 impl Config {
@@ -89,6 +96,8 @@ impl Config {
             tls: None,
             max_downloads_per_client: 16,
             client: ClientOptions::default(),
+            min_rate: 1024,
+            min_rate_window: Duration::from_secs(60),
         }
     }
 }
@@ -240,15 +249,8 @@ impl State {
     }
 
     fn client_for(&self, r: &Reference) -> &Client {
-        let reg = r.registry();
-        let insecure = self.config.insecure_registries.iter().any(|h| {
-            let hp = match h.port {
-                Some(p) => format!("{}:{p}", h.host),
-                None => h.host.clone(),
-            };
-            reg.eq_ignore_ascii_case(&hp) || reg.eq_ignore_ascii_case(&h.host)
-        });
-        if insecure {
+        // HOST:PORT names that port only; HOST every port of it.
+        if policy::names_registry(&self.config.insecure_registries, r.registry()) {
             &self.insecure_client
         } else {
             &self.client
@@ -609,10 +611,12 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => {
-                    let io = stall::WriteStall::new(stream, state.config.idle_timeout);
+                    let io = stall::WriteStall::for_state(stream, &state);
                     serve_conn(TokioIo::new(io), peer, router, &state, watcher).await
                 }
                 Some(acceptor) => {
+                    // Paced under TLS too: a slow TLS client holds what a plain one does.
+                    let stream = stall::WriteStall::for_state(stream, &state);
                     // The handshake is bounded like the headers are.
                     let hs =
                         tokio::time::timeout(state.config.header_timeout, acceptor.accept(stream))
@@ -652,13 +656,21 @@ async fn serve_conn<I>(
 {
     use hyper_util::rt::{TokioExecutor, TokioTimer};
     use hyper_util::server::conn::auto;
+    let activity = idle::Activity::new();
+    let act = activity.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             let mut router = router.clone();
+            let busy = act.begin();
             async move {
-                tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+                let resp =
+                    tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+                        .await?;
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|b| axum::body::Body::new(idle::Guarded::new(b, busy))),
+                )
             }
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -671,9 +683,21 @@ async fn serve_conn<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let io = hyper_util::rt::TokioIo::new(stall::FirstBytes::new(
+        io.into_inner(),
+        state.config.header_timeout,
+    ));
     let conn = builder.serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!("connection from {peer}: {e}");
+    tokio::select! {
+        r = watcher.watch(conn) => {
+            if let Err(e) = r {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        }
+        // HTTP/2 has no bound of its own on a connection without requests.
+        _ = activity.idle_for(state.config.header_timeout) => {
+            tracing::debug!("connection from {peer}: no request for {:?}; closed", state.config.header_timeout);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `GET /metrics`: requests by route and status, bytes served, upstream bytes fetched, cache
-//! hits, misses, evictions and size, fetches in flight, upstream errors by kind.
+//! hits, misses, evictions and size, fetches in flight, upstream errors by kind, clients
+//! cut for reading too slowly by reason.
 
 use std::sync::Mutex;
 
@@ -19,6 +20,7 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     upstream_errors: Family<Labels, Counter>,
+    cuts: Family<Labels, Counter>,
     jobs_in_flight: Gauge,
     cache_bytes: Gauge,
     cache_blobs: Gauge,
@@ -37,6 +39,7 @@ impl Default for Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             upstream_errors: Family::default(),
+            cuts: Family::default(),
             jobs_in_flight: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_blobs: Gauge::default(),
@@ -94,6 +97,11 @@ impl Default for Metrics {
             "Failed upstream requests by kind",
             m.upstream_errors.clone(),
         );
+        registry.register(
+            "cut_connections",
+            "Connections cut because the client read too slowly, by reason (idle: nothing taken for the idle time; slow: under the minimum rate)",
+            m.cuts.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -111,6 +119,13 @@ impl Metrics {
     pub fn upstream_error(&self, kind: &str) {
         self.upstream_errors
             .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+    }
+
+    /// A client cut for `reason` (`idle` or `slow`).
+    pub fn cut(&self, reason: &str) {
+        self.cuts
+            .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
     }
 

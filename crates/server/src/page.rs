@@ -106,6 +106,9 @@ pub(crate) async fn page(
     let mut status = StatusCode::OK;
     if !name.is_empty() {
         if !authorized(&st, &headers, &q) {
+            // Without the token the page is the same for every request: nothing the
+            // visitor sent comes back, nothing is asked upstream.
+            view.name.clear();
             status = StatusCode::UNAUTHORIZED;
             view.error = Some("This server wants a token: type it in the Token field.".into());
         } else {

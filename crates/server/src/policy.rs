@@ -40,6 +40,13 @@ impl HostPort {
 }
 
 /// `host[:port]` split; IPv6 in brackets. `None` for a malformed port.
+/// Whether `registry` (a reference's registry, `HOST[:PORT]`) is one of `list`: the same
+/// host, and the same port when the entry names one.
+pub fn names_registry(list: &[HostPort], registry: &str) -> bool {
+    let (host, port) = split_host_port(registry).unwrap_or((registry, None));
+    list.iter().any(|h| h.matches(host, port))
+}
+
 fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
@@ -180,6 +187,16 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64: an IPv4 address inside
+        // 6to4: the IPv4 address in bits 16..48, reached through a relay or the host's
+        // own 6to4 tunnel; one that is not public is not either.
+        || (s[0] == 0x2002
+            && !is_public_v4(Ipv4Addr::new(
+                (s[1] >> 8) as u8,
+                s[1] as u8,
+                (s[2] >> 8) as u8,
+                s[2] as u8,
+            )))
+        || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0) // ::ffff:0:0/96, IPv4-translated
         || s[0] == 0x0100 // discard-only
         || s[..6] == [0; 6]) // ::/96, IPv4-compatible (deprecated): never a public registry
 }
@@ -214,6 +231,37 @@ mod tests {
         for a in ["8.8.8.8", "104.16.0.1", "2606:4700::1"] {
             assert!(is_public(ip(a)), "{a}");
         }
+    }
+
+    #[test]
+    fn ipv4_addresses_inside_ipv6_forms_are_judged_as_ipv4() {
+        // 6to4 of 127.0.0.1, 10.0.0.1, 192.168.1.1; IPv4-translated 127.0.0.1.
+        for a in [
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "2002:c0a8:101::5",
+            "::ffff:0:7f00:1",
+        ] {
+            assert!(!is_public(ip(a)), "{a}");
+        }
+        // 6to4 of a public address stays public.
+        assert!(is_public(ip("2002:808:808::1")));
+    }
+
+    #[test]
+    fn an_insecure_registry_with_a_port_names_that_port_only() {
+        let list = vec![HostPort::parse("reg.example:5000").unwrap()];
+        assert!(names_registry(&list, "reg.example:5000"));
+        assert!(names_registry(&list, "REG.example:5000"));
+        assert!(!names_registry(&list, "reg.example"));
+        assert!(!names_registry(&list, "reg.example:443"));
+        let list = vec![HostPort::parse("reg.example").unwrap()];
+        assert!(names_registry(&list, "reg.example"));
+        assert!(names_registry(&list, "reg.example:5000"));
+        assert!(!names_registry(&list, "other.example"));
+        let list = vec![HostPort::parse("[::1]:5000").unwrap()];
+        assert!(names_registry(&list, "[::1]:5000"));
+        assert!(!names_registry(&list, "[::1]:5001"));
     }
 
     #[test]

@@ -274,10 +274,11 @@ impl Archive {
                 ))
             }
             Err(_) => {
+                self.metrics.cut("idle");
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client read nothing for too long",
-                ))
+                ));
             }
         }
         self.metrics.bytes_served.inc_by(n);

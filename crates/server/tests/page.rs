@@ -484,6 +484,38 @@ async fn with_a_token_the_page_asks_for_it_and_never_keeps_it() {
     assert_eq!(status, 401);
     let html = String::from_utf8(body).unwrap();
     assert!(html.contains("This server wants a token: type it in the Token field."));
+    let before = fake.requests().len();
+    let (status, h, body) = get(
+        &format!(
+            "{}/?name={}/web/marker-xyz:v1&platform=linux/amd64",
+            srv.base,
+            fake.host()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        !String::from_utf8(body).unwrap().contains("marker-xyz"),
+        "the page without a token reflects what it was sent"
+    );
+    assert_eq!(header(&h, "referrer-policy"), "no-referrer");
+    assert_eq!(header(&h, "cache-control"), "no-store");
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "the page without a token asked upstream"
+    );
+    for path in ["/static/page.js", "/static/page.css", "/static/nope<b>.js"] {
+        let (_, _, body) = get(&format!("{}{path}?name={name}", srv.base), &[]).await;
+        let text = String::from_utf8(body).unwrap();
+        assert!(!text.contains("web/app") && !text.contains("<b>"), "{path}");
+    }
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "a static file asked upstream"
+    );
     let (status, _, body) = get(&format!("{}/?name={name}&token=nope", srv.base), &[]).await;
     assert_eq!(status, 401);
     assert!(

@@ -759,6 +759,15 @@ async fn slow_or_huge_request_headers_are_cut_off() {
         t.elapsed()
     );
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    // Nothing at all: closed after the timeout too (hyper's header timeout starts only
+    // once the first bytes told it the protocol).
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "the server kept a connection that sent nothing open"
+    );
     // Headers larger than the limit: refused, never served.
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     let big = format!(
@@ -1004,6 +1013,156 @@ async fn a_client_that_stops_reading_is_cut_after_the_idle_time() {
     }
     assert!(freed, "a client that reads nothing kept its slot");
     drop(s);
+}
+
+/// The count of `ferry_serve_cut_connections_total{reason}` in the server's metrics.
+async fn cuts(srv: &Server, reason: &str) -> u64 {
+    let (_, _, body) = get(&format!("{}/metrics", srv.base), &[]).await;
+    let text = String::from_utf8(body).unwrap();
+    let key = format!("ferry_serve_cut_connections_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_reading_under_the_minimum_rate_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Larger than what the sockets' buffers take in.
+    let img = sized_image(41, 2, 8_000_000);
+    let fake = fake_with("slow/img", &img).await;
+    let srv = start(&[&fake.host()], |c| {
+        c.idle_timeout = Duration::from_secs(60);
+        c.min_rate = 1 << 20;
+        c.min_rate_window = Duration::from_millis(500);
+        c.max_downloads_per_client = 1;
+    })
+    .await;
+    let path = format!("/image?name={}/slow/img:v1", fake.host());
+    // A client that takes what it is sent is not cut by the same rule.
+    let (status, h, body) = get(&format!("{}{path}", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let full: usize = header(&h, "content-length").parse().unwrap();
+    assert_eq!(body.len(), full);
+    assert_eq!(cuts(&srv, "slow").await, 0);
+
+    // About 400 KiB/s, under the 1 MiB/s asked for, and never idle.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(32 * 1024).unwrap();
+    let mut s = sock.connect(srv.addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    let start = std::time::Instant::now();
+    let mut freed = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the server sent nothing for 2 s"),
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if cuts(&srv, "slow").await >= 1 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "a client at 400 KiB/s was not cut after {got} bytes");
+    // The cut released its download slot at once...
+    let (status, _, _) = get(&format!("{}{path}", srv.base), &[("Range", "bytes=0-9")]).await;
+    assert_eq!(status, 206);
+    // ...and the response ends short (what the kernel had buffered still arrives).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the cut connection stayed open"),
+        }
+    }
+    assert!(got < full, "the whole archive arrived");
+    assert_eq!(cuts(&srv, "idle").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_waiting_for_upstream_bytes_is_not_cut_by_the_minimum_rate() {
+    let img = sized_image(42, 1, 400_000);
+    let fake = fake_with("slowup/img", &img).await;
+    // The layer takes about 4 s to arrive, far under the rate asked of clients.
+    fake.add_fault(Fault::ThrottleBlob {
+        digest: img.layers[0].digest.clone(),
+        bytes_per_sec: 100_000,
+    });
+    let srv = start(&[&fake.host()], |c| {
+        c.min_rate = 1 << 20;
+        c.min_rate_window = Duration::from_millis(300);
+    })
+    .await;
+    let url = format!("{}/image?name={}/slowup/img:v1", srv.base, fake.host());
+    let t = std::time::Instant::now();
+    let (status, h, body) = get(&url, &[]).await;
+    assert!(t.elapsed() > Duration::from_secs(2), "the layer came early");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body.len(),
+        header(&h, "content-length").parse::<usize>().unwrap()
+    );
+    assert_eq!(cuts(&srv, "slow").await, 0);
+    assert_eq!(cuts(&srv, "idle").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_connection_without_requests_is_closed_but_a_long_download_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let img = sized_image(43, 1, 200_000);
+    let fake = fake_with("h2idle/img", &img).await;
+    // The layer takes about 2 s to arrive: longer than the header timeout.
+    fake.add_fault(Fault::ThrottleBlob {
+        digest: img.layers[0].digest.clone(),
+        bytes_per_sec: 100_000,
+    });
+    let srv = start(&[&fake.host()], |c| {
+        c.header_timeout = Duration::from_secs(1)
+    })
+    .await;
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "an HTTP/2 connection without requests stayed open"
+    );
+    // A request in progress keeps its connection, over HTTP/1.1 and HTTP/2.
+    let url = format!("{}/image?name={}/h2idle/img:v1", srv.base, fake.host());
+    let (status, h, body) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body.len(),
+        header(&h, "content-length").parse::<usize>().unwrap()
+    );
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2.get(format!("{}/health", srv.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The same client's connection was closed meanwhile; it connects again.
+    let resp = h2
+        .get(&url)
+        .header("Range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

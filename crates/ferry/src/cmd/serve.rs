@@ -49,6 +49,7 @@ struct FileConfig {
     max_downloads_per_client: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    min_rate: Option<Size>,
     /// Upstream credentials per registry: `[registries."ghcr.io"]` with `username` and
     /// `password`.
     #[serde(default)]
@@ -82,7 +83,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         exit::usage(
             format!("the configuration {} is not valid: {}", path.display(), e.message()),
-            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, [registries.\"HOST\"] with username and password"),
+            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, min-rate, [registries.\"HOST\"] with username and password"),
         )
     })
 }
@@ -204,6 +205,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .or(file.max_downloads_per_client)
     {
         cfg.max_downloads_per_client = n.max(1) as usize;
+    }
+    if let Some(n) = match args.min_rate {
+        Some(n) => Some(n),
+        None => file.min_rate.map(|s| size(s, "min-rate")).transpose()?,
+    } {
+        cfg.min_rate = n;
     }
     if cfg.tokens.iter().any(String::is_empty) {
         return Err(exit::usage("a --token is empty", None));

@@ -13,6 +13,8 @@ use ferry_testkit::image::TestImage;
 use ferry_testkit::real::{self, Containerd, Podman};
 use sha2::Digest as _;
 
+pub mod terminal;
+
 /// Run `ferry` with `args`, a private cache and no credentials from the environment.
 pub fn ferry(cache: &Path, args: &[&str]) -> Output {
     ferry_cmd(cache, args).output().expect("running ferry")
