@@ -11,6 +11,7 @@ mod api;
 mod http;
 mod jobs;
 mod metrics;
+mod mirror;
 mod names;
 mod page;
 pub mod policy;
@@ -67,6 +68,8 @@ pub struct Config {
     /// The registry client's options (credential files, timeouts); the address guard and
     /// `insecure` are set by the server.
     pub client: ClientOptions,
+    /// The registry `/v2/` names without a registry host come from (`--mirror-of`).
+    pub mirror_of: String,
 }
 
 impl Config {
@@ -89,6 +92,7 @@ impl Config {
             tls: None,
             max_downloads_per_client: 16,
             client: ClientOptions::default(),
+            mirror_of: "docker.io".into(),
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct State {
     platform_lists: std::sync::Mutex<HashMap<String, PlatformList>>,
     /// `/pull` fetches that failed, by image name as given, for its status.
     pull_errors: std::sync::Mutex<HashMap<String, String>>,
+    /// The registry mirror's tags, repository facts and blob fetches.
+    mirror: mirror::Mirror,
 }
 
 impl State {
@@ -224,6 +230,7 @@ impl State {
             resolved: Default::default(),
             platform_lists: Default::default(),
             pull_errors: Default::default(),
+            mirror: Default::default(),
             config,
         }))
     }
