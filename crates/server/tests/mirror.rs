@@ -480,6 +480,10 @@ async fn tokens_make_the_mirror_challenge_with_basic() {
         let (status, h, body) = get(&url, &[]).await;
         assert_eq!(status, 401, "{path}");
         assert_eq!(header(&h, "www-authenticate"), "Basic realm=\"ferry\"");
+        assert_eq!(
+            header(&h, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
         assert_eq!(errors_code(&body), "UNAUTHORIZED");
         let wrong = format!("Basic {}", b64("anyone:nope"));
         let (status, _, _) = get(&url, &[("authorization", &wrong)]).await;
@@ -521,4 +525,92 @@ async fn metrics_count_v2_routes_and_cache_use() {
     assert!(value("ferry_serve_upstream_bytes_total") >= 50_000);
     assert!(value("ferry_serve_served_bytes_total") >= 100_000);
     assert!(value("ferry_serve_cache_hits_total") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mirror_and_an_archive_of_the_same_image_fetch_each_blob_once() {
+    let img = sized_image(18, 2, 1_000_000);
+    let fake = fake_with("app", &img).await;
+    for l in &img.layers {
+        fake.add_fault(Fault::ThrottleBlob {
+            digest: l.digest.clone(),
+            bytes_per_sec: 4_000_000,
+        });
+    }
+    let srv = mirror_of(&fake, |_| {}).await;
+    let host = fake.host();
+    let (status, _, _) = get(&format!("{}/v2/app/manifests/v1", srv.base), &[]).await;
+    assert_eq!(status, 200);
+    let archive = {
+        let url = format!("{}/image?name={host}/app:v1", srv.base);
+        tokio::spawn(async move { get(&url, &[]).await })
+    };
+    let mut blobs = Vec::new();
+    for l in &img.layers {
+        let url = format!("{}/v2/app/blobs/{}", srv.base, l.digest);
+        blobs.push((l.clone(), tokio::spawn(async move { get(&url, &[]).await })));
+    }
+    for (l, t) in blobs {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body == l.bytes.to_vec());
+    }
+    let (status, _, tar) = archive.await.unwrap();
+    assert_eq!(status, 200);
+    let files = tar_files(&tar);
+    for l in &img.layers {
+        let name = format!("blobs/sha256/{}", l.digest.hex());
+        assert!(files
+            .iter()
+            .any(|(n, b)| *n == name && b == &l.bytes.to_vec()));
+        assert_eq!(
+            fake.blob_gets(&l.digest),
+            1,
+            "blob {} fetched twice",
+            l.digest
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_streams_while_it_arrives_and_a_first_range_waits_for_its_bytes() {
+    let img = sized_image(19, 1, 2_000_000);
+    let fake = fake_with("app", &img).await;
+    let layer = img.layers[0].clone();
+    // Four seconds upstream for the whole blob.
+    fake.add_fault(Fault::ThrottleBlob {
+        digest: layer.digest.clone(),
+        bytes_per_sec: 500_000,
+    });
+    let srv = mirror_of(&fake, |_| {}).await;
+    let url = format!("{}/v2/app/blobs/{}", srv.base, layer.digest);
+    let t0 = std::time::Instant::now();
+    let mut resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let first = resp.chunk().await.unwrap().expect("a first chunk");
+    assert!(!first.is_empty());
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "the first bytes waited for the whole blob ({:?})",
+        t0.elapsed()
+    );
+    // Meanwhile a range near the end, asked while the blob is still arriving.
+    let (status, h, tail) = get(&url, &[("range", "bytes=-1000")]).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        format!(
+            "bytes {}-{}/{}",
+            layer.bytes.len() - 1000,
+            layer.bytes.len() - 1,
+            layer.bytes.len()
+        )
+    );
+    assert!(tail == layer.bytes[layer.bytes.len() - 1000..].to_vec());
+    let mut all = first.to_vec();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        all.extend_from_slice(&c);
+    }
+    assert!(all == layer.bytes.to_vec());
+    assert_eq!(fake.blob_gets(&layer.digest), 1);
 }

@@ -58,7 +58,7 @@ pub async fn guard(
         return next.run(req).await;
     }
     let label = super::route_label(req.uri().path());
-    let mut resp = V2Error::unauthorized().into_response();
+    let mut resp = super::with_version(V2Error::unauthorized().into_response());
     resp.extensions_mut().insert(RouteLabel(label));
     resp
 }
