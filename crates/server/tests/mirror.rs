@@ -614,3 +614,39 @@ async fn a_blob_streams_while_it_arrives_and_a_first_range_waits_for_its_bytes()
     assert!(all == layer.bytes.to_vec());
     assert_eq!(fake.blob_gets(&layer.digest), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_seen_before_is_served_from_the_cache_when_upstream_fails() {
+    let img = sized_image(20, 1, 1000);
+    let fake = fake_with("app", &img).await;
+    let srv = mirror_of(&fake, |c| c.tag_ttl = Duration::ZERO).await;
+    let url = format!("{}/v2/app/manifests/v1", srv.base);
+    let (status, _, _) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    fake.add_fault(Fault::ManifestError {
+        status: 503,
+        code: "UNAVAILABLE".into(),
+        message: "down for maintenance".into(),
+    });
+    let (status, h, body) = get(&url, &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, img.manifest.to_vec());
+    assert_eq!(
+        header(&h, "docker-content-digest"),
+        img.manifest_digest.to_string()
+    );
+    // A tag never seen has nothing to fall back on: the failure shows, in registry form.
+    let (status, _, body) = get(&format!("{}/v2/app/manifests/other", srv.base), &[]).await;
+    assert_eq!(status, 502);
+    assert_eq!(errors_code(&body), "UNKNOWN");
+    // "No such tag" is not a failure to paper over.
+    fake.clear_faults();
+    fake.add_fault(Fault::ManifestError {
+        status: 404,
+        code: "MANIFEST_UNKNOWN".into(),
+        message: "gone".into(),
+    });
+    let (status, _, body) = get(&url, &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(errors_code(&body), "MANIFEST_UNKNOWN");
+}

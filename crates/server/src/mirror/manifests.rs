@@ -1,7 +1,8 @@
 //! `GET|HEAD /v2/<name>/manifests/<reference>`: the exact bytes upstream sent, with their
 //! media type and digest. By digest a manifest is cached for ever (the store verifies it
 //! against its digest); by tag, the tag's digest is trusted for `--tag-ttl`, one upstream
-//! question at a time per repository and tag.
+//! question at a time per repository and tag; when upstream fails (5xx, 429, no
+//! connection) a tag already seen is answered with the digest it had.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -110,7 +111,24 @@ async fn by_tag(st: &Arc<State>, mr: &Reference) -> Result<(Digest, Vec<u8>, Str
             }
         }
     }
-    let got = upstream(st, mr).await?;
+    let got = match upstream(st, mr).await {
+        Ok(got) => got,
+        // Upstream down or overloaded (not "no such tag", not "refused"): the digest the
+        // tag had is better than a failed pull; it is asked again next time.
+        Err(e) if e.status >= 500 || e.status == 429 => {
+            if let Some((_, d)) = &*slot {
+                if let Some(hit) = cached(st, d).await {
+                    tracing::warn!(
+                        "{}: serving the tag's cached digest; the registry failed: {e}",
+                        mr.familiar()
+                    );
+                    return Ok(hit);
+                }
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     *slot = Some((Instant::now(), got.0.clone()));
     Ok(got)
 }
