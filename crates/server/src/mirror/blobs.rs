@@ -98,7 +98,7 @@ pub async fn serve(
         Source::Fetch(Fetches::join(st, r, desc)?)
     };
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let job = Send {
+    let job = Producer {
         st: st.clone(),
         digest: d,
         tx,
@@ -156,13 +156,13 @@ enum Source {
 }
 
 /// One response's producer.
-struct Send {
+struct Producer {
     st: Arc<State>,
     digest: Digest,
     tx: mpsc::Sender<io::Result<Bytes>>,
 }
 
-impl Send {
+impl Producer {
     async fn send(&self, b: Vec<u8>) -> io::Result<()> {
         let n = b.len() as u64;
         match tokio::time::timeout(
