@@ -650,3 +650,34 @@ async fn a_tag_seen_before_is_served_from_the_cache_when_upstream_fails() {
     assert_eq!(status, 404);
     assert_eq!(errors_code(&body), "MANIFEST_UNKNOWN");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_tag_is_checked_with_a_head_and_fetched_again_only_when_it_moved() {
+    let img = sized_image(21, 1, 1000);
+    let moved = sized_image(22, 1, 1000);
+    let fake = fake_with("app", &img).await;
+    let srv = mirror_of(&fake, |c| c.tag_ttl = Duration::ZERO).await;
+    let url = format!("{}/v2/app/manifests/v1", srv.base);
+    let manifest_requests = |method: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains("/manifests/"))
+            .count()
+    };
+    for _ in 0..3 {
+        let (status, _, body) = get(&url, &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, img.manifest.to_vec());
+    }
+    assert_eq!(manifest_requests("GET"), 1);
+    assert_eq!(manifest_requests("HEAD"), 2);
+    fake.push_image("app", "v1", &moved);
+    let (status, h, body) = get(&url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, moved.manifest.to_vec());
+    assert_eq!(
+        header(&h, "docker-content-digest"),
+        moved.manifest_digest.to_string()
+    );
+    assert_eq!(manifest_requests("GET"), 2);
+}
