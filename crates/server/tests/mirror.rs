@@ -681,3 +681,39 @@ async fn a_stale_tag_is_checked_with_a_head_and_fetched_again_only_when_it_moved
     );
     assert_eq!(manifest_requests("GET"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_while_its_range_waits_frees_its_download_slot_at_once() {
+    let img = sized_image(23, 1, 2_000_000);
+    let fake = fake_with("app", &img).await;
+    let layer = img.layers[0].clone();
+    // Ten seconds upstream: the last bytes are far off.
+    fake.add_fault(Fault::ThrottleBlob {
+        digest: layer.digest.clone(),
+        bytes_per_sec: 200_000,
+    });
+    let srv = mirror_of(&fake, |c| c.max_downloads_per_client = 1).await;
+    let url = format!("{}/v2/app/blobs/{}", srv.base, layer.digest);
+    let resp = http()
+        .get(&url)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 206);
+    drop(resp);
+    let config = format!("{}/v2/app/blobs/{}", srv.base, img.config.digest);
+    let t0 = std::time::Instant::now();
+    loop {
+        let (status, _, _) = get(&config, &[]).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the slot stayed taken by a client that left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -103,11 +103,20 @@ pub async fn serve(
         digest: d,
         tx,
     };
+    let gone = job.tx.clone();
     tokio::spawn(async move {
         let _held = (slot, pin);
-        let r = match source {
-            Source::Cached => job.cached(start, end).await,
-            Source::Fetch(f) => job.arriving(&f, start, end).await,
+        let work = async {
+            match source {
+                Source::Cached => job.cached(start, end).await,
+                Source::Fetch(f) => job.arriving(&f, start, end).await,
+            }
+        };
+        let r = tokio::select! {
+            r = work => r,
+            // The client left while this waited for bytes: free its slot and pin now, not
+            // when the bytes arrive.
+            _ = gone.closed() => Ok(()),
         };
         if let Err(e) = r {
             if e.kind() != io::ErrorKind::BrokenPipe {
