@@ -583,9 +583,16 @@ If-Range from the first request, while its layers still download.
 Every option is also a key of the --config TOML file (its name without the
 leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl,
 allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token,
-max-pulls, max-downloads-per-client, tls-cert, tls-key, min-rate) and an environment variable
+max-pulls, max-downloads-per-client, tls-cert, tls-key, min-rate,
+mirror-of) and an environment variable
 FERRY_SERVE_<NAME> (FERRY_SERVE_CACHE_MAX_SIZE; lists comma-separated).
 Flags win over the environment, which wins over the file.
+
+Registry mirror: /v2/ is a read-only pull-through registry (docker, podman,
+containerd, skopeo). Names without a registry host come from --mirror-of
+(default docker.io); /v2/HOST/REPO/... and containerd's ?ns=HOST pick another
+registry, under the same --allow-registry and --allow-private rules. With
+--token, clients log in with any user name and the token as the password.
 Upstream credentials come from the files ferry pull reads (docker's config.json,
 podman's auth.json), or per registry from the file: [registries.\"ghcr.io\"]
 with username and password (never logged). SIGTERM or Ctrl-C stops accepting,
@@ -689,6 +696,10 @@ pub struct ServeArgs {
     /// does not count. 0: no minimum [default: 1K].
     #[arg(long, value_name = "SIZE", value_parser = parse_size, env = "FERRY_SERVE_MIN_RATE")]
     pub min_rate: Option<u64>,
+    /// The registry the /v2/ mirror serves names without a registry host from
+    /// [default: docker.io, where alpine is library/alpine].
+    #[arg(long, value_name = "REGISTRY", env = "FERRY_SERVE_MIRROR_OF")]
+    pub mirror_of: Option<String>,
 }
 
 /// [`parse_size`] for the serve command's configuration file.

@@ -459,3 +459,55 @@ fn client_tokens_never_reach_the_log() {
     assert!(all.contains("request"), "nothing was logged: {all}");
     assert!(!all.contains("s3cret"), "{all}");
 }
+
+#[test]
+fn mirror_of_is_a_flag_an_env_var_and_a_config_key() {
+    let help = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--mirror-of <REGISTRY>"), "{help}");
+    assert!(help.contains("FERRY_SERVE_MIRROR_OF"), "{help}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, "mirror-of = \"not a host/x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env_remove("FERRY_SERVE_MIRROR_OF")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mirror-of: \"not a host/x\" is not HOST or HOST:PORT"),
+        "{err}"
+    );
+    // Unprefixed /v2/ names reach the registry it names, from the file or the env var.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let img = sized_image(45, 1, 1_000);
+    let fake = rt.block_on(FakeRegistry::start(FakeAuth::None));
+    fake.push_image("team/img", "v1", &img);
+    let host = fake.host();
+    std::fs::write(&file, format!("mirror-of = \"{host}\"\n")).unwrap();
+    let cfg = file.to_str().unwrap();
+    let (mut child, addr, _) = serve(
+        dir.path(),
+        &["--config", cfg, "--allow-private", &host],
+        &[],
+    );
+    let r = http_get(&addr, "/v2/team/img/manifests/v1", &[]).unwrap();
+    assert_eq!(r.0, 200);
+    assert!(r.2 == img.manifest.to_vec());
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, addr, _) = serve(
+        dir.path(),
+        &["--allow-private", &host],
+        &[("FERRY_SERVE_MIRROR_OF", &host)],
+    );
+    let r = http_get(&addr, "/v2/team/img/manifests/v1", &[]).unwrap();
+    assert_eq!(r.0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

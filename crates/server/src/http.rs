@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Path, RawQuery, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -36,6 +36,9 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/api/pulls", axum::routing::post(crate::api::create))
         .route("/api/pulls/{id}", get(crate::api::status))
         .route("/api/pulls/{id}/events", get(crate::api::events))
+        .route("/v2", any(crate::mirror::ping))
+        .route("/v2/", any(crate::mirror::ping))
+        .route("/v2/{*rest}", any(crate::mirror::dispatch))
         .fallback(|| async { ServeError::NotFound("no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), tokens))
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -63,6 +66,10 @@ async fn count(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> Re
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     let resp = next.run(req).await;
+    let route = match resp.extensions().get::<crate::mirror::RouteLabel>() {
+        Some(l) => l.0.to_string(),
+        None => route,
+    };
     st.metrics.request(&route, resp.status().as_u16());
     // The route's pattern, never the path or query: they may hold a ?token=.
     tracing::info!(%method, route, status = resp.status().as_u16(), peer, "request");
@@ -92,6 +99,9 @@ async fn tokens(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> R
     // The page checks the token itself once it is asked about an image: the empty form
     // and its script and style hold nothing, and a browser must get them to send a token.
     let path = req.uri().path();
+    if crate::mirror::is_v2(path) {
+        return crate::mirror::auth::guard(AxState(st), req, next).await;
+    }
     if path == "/health" || path == "/" || path.starts_with("/static/") {
         return next.run(req).await;
     }
@@ -399,7 +409,7 @@ fn tar_response(
 
 /// What a `Range` header asks of an entity of `len` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum Ask {
+pub(crate) enum Ask {
     Whole,
     /// Bytes `[start, end)`.
     Part(u64, u64),
@@ -408,7 +418,7 @@ enum Ask {
 
 /// Parse a single `bytes=` range; anything else (several ranges, other units, bad syntax)
 /// is answered with the whole entity, as RFC 9110 allows.
-fn parse_range(v: Option<&HeaderValue>, len: u64) -> Ask {
+pub(crate) fn parse_range(v: Option<&HeaderValue>, len: u64) -> Ask {
     // The range unit compares case-insensitively (RFC 9110, 14.1).
     let Some(spec) = v.and_then(|v| v.to_str().ok()).and_then(|s| {
         let s = s.trim();

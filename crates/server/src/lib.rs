@@ -12,6 +12,7 @@ mod http;
 mod idle;
 mod jobs;
 mod metrics;
+mod mirror;
 mod names;
 mod page;
 pub mod policy;
@@ -74,6 +75,8 @@ pub struct Config {
     pub min_rate: u64,
     /// The pending time `min_rate` is averaged over.
     pub min_rate_window: Duration,
+    /// The registry `/v2/` names without a registry host come from (`--mirror-of`).
+    pub mirror_of: String,
 }
 
 impl Config {
@@ -98,6 +101,7 @@ impl Config {
             client: ClientOptions::default(),
             min_rate: 1024,
             min_rate_window: Duration::from_secs(60),
+            mirror_of: "docker.io".into(),
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct State {
     platform_lists: std::sync::Mutex<HashMap<String, PlatformList>>,
     /// `/pull` fetches that failed, by image name as given, for its status.
     pull_errors: std::sync::Mutex<HashMap<String, String>>,
+    /// The registry mirror's tags, repository facts and blob fetches.
+    mirror: mirror::Mirror,
 }
 
 impl State {
@@ -235,6 +241,7 @@ impl State {
             resolved: Default::default(),
             platform_lists: Default::default(),
             pull_errors: Default::default(),
+            mirror: Default::default(),
             config,
         }))
     }

@@ -50,6 +50,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     min_rate: Option<Size>,
+    mirror_of: Option<String>,
     /// Upstream credentials per registry: `[registries."ghcr.io"]` with `username` and
     /// `password`.
     #[serde(default)]
@@ -83,7 +84,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         exit::usage(
             format!("the configuration {} is not valid: {}", path.display(), e.message()),
-            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, min-rate, [registries.\"HOST\"] with username and password"),
+            Some("keys are the options' names without the leading dashes: listen, cache-dir, cache-max-size, cache-max-age, tag-ttl, allow-private, allow-registry, insecure-registry, default-platform, max-image-size, token, max-pulls, max-downloads-per-client, tls-cert, tls-key, min-rate, mirror-of, [registries.\"HOST\"] with username and password"),
         )
     })
 }
@@ -214,6 +215,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if cfg.tokens.iter().any(String::is_empty) {
         return Err(exit::usage("a --token is empty", None));
+    }
+    if let Some(m) = args.mirror_of.or(file.mirror_of) {
+        let hp = HostPort::parse(&m).map_err(|e| {
+            exit::usage(
+                format!("mirror-of: {e}"),
+                Some("give a registry as HOST or HOST:PORT, e.g. docker.io or ghcr.io"),
+            )
+        })?;
+        cfg.mirror_of = match hp.port {
+            Some(p) => format!("{}:{p}", hp.host),
+            None => hp.host,
+        };
     }
     cfg.client.credential_files = CredentialFiles::from_env();
     // Credentials in the file win over the credential files for their registries.
