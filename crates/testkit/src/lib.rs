@@ -3,6 +3,7 @@
 //! start the real components on loopback — `docker-registry`, `skopeo`, `podman`,
 //! `containerd` ([`real`]).
 
+pub mod cutter;
 pub mod fake;
 pub mod files;
 pub mod image;
