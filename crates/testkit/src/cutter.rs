@@ -42,6 +42,8 @@ struct Shared {
     up: AtomicU64,
     down: AtomicU64,
     connections: AtomicUsize,
+    /// Server→client bytes per second per connection; 0: as fast as they come.
+    rate: AtomicU64,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Cutter {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            rate: AtomicU64::new(0),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -130,6 +133,12 @@ impl Cutter {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Send server→client bytes at no more than `bytes_per_sec` on each connection (0: no
+    /// limit), so a test can stop a client in the middle of a download.
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.shared.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// Set both byte counters back to zero.
@@ -171,7 +180,13 @@ async fn forward(client: TcpStream, s: Arc<Shared>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0u64;
     loop {
-        let n = match sr.read(&mut buf).await {
+        let rate = s.rate.load(Ordering::SeqCst);
+        let want = if rate > 0 {
+            (rate as usize / 20).clamp(1, buf.len())
+        } else {
+            buf.len()
+        };
+        let n = match sr.read(&mut buf[..want]).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -192,6 +207,10 @@ async fn forward(client: TcpStream, s: Arc<Shared>) {
             }
             sent += take as u64;
             s.down.fetch_add(take as u64, Ordering::SeqCst);
+            if rate > 0 {
+                let secs = take as f64 / rate as f64;
+                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+            }
         }
         if cut {
             s.cuts_done.fetch_add(1, Ordering::SeqCst);

@@ -177,7 +177,7 @@ pub(crate) fn apply(route: &Route, token: Option<&str>, opts: &mut ClientOptions
         Route::ServerArchive(_) => {}
     }
     let hook: MirrorHook = Arc::new(|n: &MirrorNotice| {
-        crate::progress::notice(&format!("warning: {n}"));
+        crate::progress::warning(&n.to_string());
     });
     opts.on_mirror = Some(hook);
 }
@@ -256,7 +256,18 @@ async fn import(
     let copy = ferry_copy::archive_image(&image, &choice)?;
     let source = Arc::new(ferry_copy::ArchiveSource { archive });
     let name = args.record_as.clone().unwrap_or_else(|| reference.clone());
-    let (img, blobs) = ferry_copy::archive_output(source, &copy, name)?;
+    // What the server's index.json recorded for the top manifest: a platform only when the
+    // image came from a multi-platform one.
+    let recorded = image.root.as_ref().map(|r| r.descriptor.platform.clone());
+    let (mut img, blobs) = ferry_copy::archive_output(source, &copy, name)?;
+    if let (Some(None), false) = (&recorded, ferry_core::media::is_index(&img.root.media_type)) {
+        // Written as a pull from the registry writes it, so the output is the same bytes
+        // either way: the platform comes from the config here, not from an index.
+        img.root.platform = None;
+        for part in &mut img.images {
+            part.platform = None;
+        }
+    }
     let scratch = store.root().join("ingest");
     let cache = store.root().to_path_buf();
     let (format, force, quiet) = (args.format, args.force, args.quiet);
