@@ -235,7 +235,10 @@ async fn a_malformed_config_file_is_a_usage_error_naming_file_and_line() {
 
 /// An in-process `ferry serve` fetching from `allow` (fake registries), whose `/v2/`
 /// answers 404 whatever the server build offers: the archive path of `--server`.
-async fn archive_server(allow: &[String]) -> (std::net::SocketAddr, tempfile::TempDir) {
+async fn archive_server(
+    allow: &[String],
+    tokens: &[&str],
+) -> (std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ferry_server::Config::new(dir.path().join("cache"));
     cfg.policy.allow_private = allow
@@ -245,6 +248,7 @@ async fn archive_server(allow: &[String]) -> (std::net::SocketAddr, tempfile::Te
     cfg.client.max_attempts = 3;
     cfg.client.base_backoff = Duration::from_millis(10);
     cfg.client.credential_files = ferry_registry::CredentialFiles::default();
+    cfg.tokens = tokens.iter().map(|t| t.to_string()).collect();
     let state = ferry_server::State::new(cfg).unwrap();
     let not_found = || async { axum::http::StatusCode::NOT_FOUND };
     let app = axum::Router::new()
@@ -263,7 +267,7 @@ async fn server_without_mirror_api_is_pulled_as_an_archive_through_cuts() {
     let img = sized_image(13, 3, 400_000);
     let registry = FakeRegistry::start(FakeAuth::None).await;
     registry.push_image(REPO, "v1", &img);
-    let (server, _sdir) = archive_server(&[registry.host()]).await;
+    let (server, _sdir) = archive_server(&[registry.host()], &[]).await;
     let cutter = Cutter::start(
         server,
         Some(CutPlan {
@@ -335,44 +339,28 @@ async fn server_without_mirror_api_is_pulled_as_an_archive_through_cuts() {
     assert_eq!(left, 0);
 }
 
-#[tokio::test]
-async fn a_killed_archive_download_resumes_on_the_next_run() {
-    let img = sized_image(14, 2, 600_000);
-    let registry = FakeRegistry::start(FakeAuth::None).await;
-    registry.push_image(REPO, "v1", &img);
-    let (server, _sdir) = archive_server(&[registry.host()]).await;
-    let counter = Cutter::start(server, None).await;
+/// Bytes of the partial archive downloads under `cache`.
+fn partial_len(cache: &Path) -> u64 {
+    std::fs::read_dir(cache.join("server-downloads"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "partial"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>()
+}
+
+/// Run ferry with `args` through `counter` slowed down, SIGKILL it once it holds 300 kB of
+/// the archive, and lift the slowdown; the bytes it had.
+async fn kill_midway(cache: &Path, args: &[&str], counter: &Cutter) -> u64 {
     counter.set_rate(400_000);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let image = format!("{}/{REPO}:v1", registry.host());
-    let out = dir.path().join("via.tar");
-    let url = format!("http://{}", counter.host());
-    let args = [
-        "pull",
-        "-q",
-        "--server",
-        &url,
-        &image,
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    let mut child = cmd(&cache, &args)
+    let mut child = cmd(cache, args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let partial_len = || {
-        std::fs::read_dir(cache.join("server-downloads"))
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "partial"))
-            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-            .sum::<u64>()
-    };
     let start = Instant::now();
-    while partial_len() < 300_000 {
+    while partial_len(cache) < 300_000 {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "no download progress"
@@ -385,10 +373,39 @@ async fn a_killed_archive_download_resumes_on_the_next_run() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let had = partial_len();
     counter.set_rate(0);
+    partial_len(cache)
+}
+
+#[tokio::test]
+async fn a_killed_archive_download_resumes_on_the_next_run() {
+    let img = sized_image(14, 2, 600_000);
+    let registry = FakeRegistry::start(FakeAuth::None).await;
+    registry.push_image(REPO, "v1", &img);
+    let (server, _sdir) = archive_server(&[registry.host()], &[]).await;
+    let counter = Cutter::start(server, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let image = format!("{}/{REPO}:v1", registry.host());
+    let out = dir.path().join("via.tar");
+    let url = format!("http://{}", counter.host());
+    let args = [
+        "pull",
+        "--server",
+        &url,
+        &image,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let had = kill_midway(&cache, &args, &counter).await;
+    assert!(had >= 300_000);
     let o = run_cmd(cmd(&cache, &args)).await;
     assert_ok(&o);
+    assert!(
+        stderr(&o).contains(&format!("resuming the download of {image} at byte {had}")),
+        "{}",
+        stderr(&o)
+    );
     assert_holds(&out, &img);
     let size = std::fs::metadata(&out).unwrap().len();
     assert!(
@@ -396,7 +413,137 @@ async fn a_killed_archive_download_resumes_on_the_next_run() {
         "{} bytes crossed for a {size}-byte archive (the first run had {had})",
         counter.down_bytes()
     );
-    assert!(had >= 300_000);
+}
+
+#[tokio::test]
+async fn a_partial_archive_whose_etag_changed_is_downloaded_again() {
+    let img = sized_image(18, 2, 600_000);
+    let registry = FakeRegistry::start(FakeAuth::None).await;
+    registry.push_image(REPO, "v1", &img);
+    let (server, _sdir) = archive_server(&[registry.host()], &[]).await;
+    let counter = Cutter::start(server, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let image = format!("{}/{REPO}:v1", registry.host());
+    let out = dir.path().join("via.tar");
+    let url = format!("http://{}", counter.host());
+    let args = [
+        "pull",
+        "--server",
+        &url,
+        &image,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    kill_midway(&cache, &args, &counter).await;
+    // As if the server now served other bytes under the name: the kept ETag no longer
+    // matches, and the kept bytes (spoilt here) must not be used.
+    for e in std::fs::read_dir(cache.join("server-downloads"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("etag") => std::fs::write(&p, "\"other\"").unwrap(),
+            Some("partial") => {
+                let mut b = std::fs::read(&p).unwrap();
+                b[1000] ^= 0xff;
+                std::fs::write(&p, b).unwrap();
+            }
+            _ => {}
+        }
+    }
+    let o = run_cmd(cmd(&cache, &args)).await;
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains(&format!(
+            "the server's archive of {image} changed; downloading it from the start"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_holds(&out, &img);
+}
+
+#[tokio::test]
+async fn the_server_token_is_sent_and_never_printed() {
+    let img = sized_image(19, 1, 20_000);
+    let registry = FakeRegistry::start(FakeAuth::None).await;
+    registry.push_image(REPO, "v1", &img);
+    let (server, _sdir) = archive_server(&[registry.host()], &["s3cret-token"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("{}/{REPO}:v1", registry.host());
+    let out = dir.path().join("via.tar");
+    let url = format!("http://{server}");
+    let args = [
+        "pull",
+        "--server",
+        &url,
+        &image,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = run_cmd(cmd(dir.path(), &args)).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("hint: give the server's token with --server-token or FERRY_SERVER_TOKEN"),
+        "{}",
+        stderr(&o)
+    );
+    let mut c = cmd(dir.path(), &args);
+    c.env("FERRY_SERVER_TOKEN", "s3cret-token");
+    let o = run_cmd(c).await;
+    assert_ok(&o);
+    assert_holds(&out, &img);
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    std::fs::remove_file(&out).unwrap();
+    let mut c = cmd(dir.path(), &args);
+    c.env("FERRY_SERVER_TOKEN", "wrong-token");
+    let o = run_cmd(c).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("wrong-token"), "{}", stderr(&o));
+}
+
+#[tokio::test]
+async fn a_server_mirror_pull_completes_through_cuts() {
+    let img = sized_image(20, 3, 300_000);
+    let Some(mirror) = real_mirror(&[("v1", &img)]) else {
+        return;
+    };
+    let cutter = Cutter::start(
+        mirror.host.parse().unwrap(),
+        Some(CutPlan {
+            seed: 9,
+            min_bytes: 50_000,
+            max_bytes: 200_000,
+            cuts: 3,
+        }),
+    )
+    .await;
+    let registry = format!("127.0.0.1:{}", closed_port());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.tar");
+    let url = format!("http://{}", cutter.host());
+    let image = format!("{registry}/{REPO}:v1");
+    let o = run_cmd(cmd(
+        dir.path(),
+        &[
+            "pull",
+            "--server",
+            &url,
+            &image,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_ok(&o);
+    assert_eq!(cutter.cuts_done(), 3, "{}", stderr(&o));
+    assert_holds(&out, &img);
+    let blobs: u64 = img.blobs().map(|b| b.size()).sum();
+    let resent = cutter.down_bytes().saturating_sub(blobs);
+    assert!(resent < 3 * (1 << 20), "{resent} bytes resent over 3 cuts");
 }
 
 #[tokio::test]

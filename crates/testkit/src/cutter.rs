@@ -223,3 +223,53 @@ async fn forward(client: TcpStream, s: Arc<Shared>) {
     let _ = cw.shutdown().await;
     let _ = up.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{CutPlan, Cutter};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A target that sends `n` bytes to every connection, then closes it.
+    async fn sender(n: usize) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.write_all(&vec![7u8; n]).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn read_all(c: &Cutter) -> usize {
+        let mut s = tokio::net::TcpStream::connect(c.addr()).await.unwrap();
+        let mut v = Vec::new();
+        let _ = s.read_to_end(&mut v).await;
+        v.len()
+    }
+
+    #[tokio::test]
+    async fn cuts_within_the_range_as_many_times_as_planned_and_counts() {
+        let target = sender(100_000).await;
+        let plan = CutPlan {
+            seed: 1,
+            min_bytes: 10_000,
+            max_bytes: 20_000,
+            cuts: 2,
+        };
+        let c = Cutter::start(target, Some(plan)).await;
+        let a = read_all(&c).await;
+        let b = read_all(&c).await;
+        let whole = read_all(&c).await;
+        assert!((10_000..20_000).contains(&a), "{a}");
+        assert!((10_000..20_000).contains(&b), "{b}");
+        assert_eq!(whole, 100_000);
+        assert_eq!(c.cuts_done(), 2);
+        assert_eq!(c.down_bytes(), (a + b + whole) as u64);
+        // The same seed cuts at the same points.
+        let again = Cutter::start(target, Some(plan)).await;
+        assert_eq!(read_all(&again).await, a);
+    }
+}
