@@ -491,7 +491,7 @@ pub struct MirrorArgs {
     /// Pull through this ferry server (or DockerImageSave v2 server): layer by layer through
     /// its registry mirror when it has one, else as a resumable archive download. Default:
     /// FERRY_SERVER, then `server` in the config file. Registries are not contacted.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "mirrors")]
     pub server: Option<String>,
     /// The server's token (sent as a Bearer token, or as the Basic password to its mirror).
     #[arg(

@@ -663,3 +663,56 @@ async fn config_server_and_env_server_are_used_and_no_mirror_bypasses_them() {
         stderr(&o)
     );
 }
+
+#[tokio::test]
+async fn the_server_token_is_the_basic_password_of_a_server_mirror() {
+    let img = sized_image(21, 1, 20_000);
+    let Some(mirror) = RealRegistry::start(RegistryAuth::Htpasswd {
+        user: "ferry".into(),
+        pass: "tok-123".into(),
+    }) else {
+        return;
+    };
+    if real::tool("skopeo").is_none() {
+        return;
+    }
+    push_with_skopeo(
+        &mirror,
+        &format!("{REPO}:v1"),
+        &img,
+        Some(("ferry", "tok-123")),
+    );
+    let registry = format!("127.0.0.1:{}", closed_port());
+    let image = format!("{registry}/{REPO}:v1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.tar");
+    let url = mirror.url();
+    let args = [
+        "pull",
+        "-q",
+        "--server",
+        &url,
+        &image,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = run_cmd(cmd(dir.path(), &args)).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("error: the server {url} refused the pull: GET {url}/v2/{REPO}/manifests/v1?… returned 401")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o)
+            .ends_with("hint: give the server's token with --server-token or FERRY_SERVER_TOKEN\n"),
+        "{}",
+        stderr(&o)
+    );
+    let mut c = cmd(dir.path(), &args);
+    c.env("FERRY_SERVER_TOKEN", "tok-123");
+    let o = run_cmd(c).await;
+    assert_ok(&o);
+    assert_holds(&out, &img);
+    assert!(!stderr(&o).contains("tok-123"));
+}

@@ -91,7 +91,9 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     distinct.sort();
     distinct.dedup();
     reporter.expect_images(distinct.len());
-    let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
+    let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref())
+        .await
+        .map_err(|e| pull_server::explain(&route, e.into()))?;
     // What the archive records; `images` keeps the references the blobs are fetched from.
     let planned = match (&args.record_as, images.as_slice()) {
         (Some(name), [image]) => vec![ArchiveImage {

@@ -182,6 +182,34 @@ pub(crate) fn apply(route: &Route, token: Option<&str>, opts: &mut ClientOptions
     opts.on_mirror = Some(hook);
 }
 
+/// An error of a pull through a server's mirror, said in the server's terms where the
+/// registry client's hint would mislead: a refusal is about the server's token, not about
+/// registry credentials.
+pub(crate) fn explain(route: &Route, e: anyhow::Error) -> anyhow::Error {
+    let Route::ServerMirror(url) = route else {
+        return e;
+    };
+    let refused = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<ferry_registry::RegistryError>())
+        .find(|r| {
+            matches!(
+                r,
+                ferry_registry::RegistryError::CredentialsRefused { .. }
+                    | ferry_registry::RegistryError::NotAuthorized { .. }
+            ) || matches!(r.status(), Some(401 | 403))
+        });
+    match refused {
+        Some(r) => exit::UserError {
+            message: format!("the server {} refused the pull: {r}", shown(url)),
+            hint: Some("give the server's token with --server-token or FERRY_SERVER_TOKEN".into()),
+            code: exit::AUTH,
+        }
+        .into(),
+        None => e,
+    }
+}
+
 /// `ferry pull --server URL IMAGE` against a server without the registry API: download its
 /// `/image` archive (resumably) into the cache directory, import it, remove it.
 pub(crate) async fn pull_archive(
