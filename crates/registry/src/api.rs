@@ -258,10 +258,23 @@ impl Client {
         let mut i = 0;
         loop {
             let c = self.for_route(&routes, i);
-            match c
-                .blob_via(host, &routes[i], repo, desc, out, progress)
-                .await
-            {
+            // A mirror with another endpoint after it is checked here, when the whole blob
+            // comes from it: wrong bytes fall back instead of failing the caller's check.
+            let check = routes[i].is_mirror() && i + 1 < routes.len() && out.offset() == 0;
+            let result = if check {
+                let mut checked = CheckedWrite::new(out, desc);
+                let r = c
+                    .blob_via(host, &routes[i], repo, desc, &mut checked, progress)
+                    .await;
+                match r {
+                    Ok(()) => checked.verify(),
+                    Err(e) => Err(e),
+                }
+            } else {
+                c.blob_via(host, &routes[i], repo, desc, out, progress)
+                    .await
+            };
+            match result {
                 Err(e) if self.next_route(host, repo, &routes, i, &e) => i += 1,
                 r => return r,
             }
@@ -566,6 +579,60 @@ impl Client {
             Ok((body, next))
         })
         .await
+    }
+}
+
+/// A download target that hashes what goes through it from byte 0, so a blob from a mirror
+/// is checked before it is handed on (the caller checks it again on commit).
+struct CheckedWrite<'a> {
+    inner: &'a mut dyn ResumableWrite,
+    verifier: Verifier,
+    desc: &'a Descriptor,
+}
+
+impl<'a> CheckedWrite<'a> {
+    fn new(inner: &'a mut dyn ResumableWrite, desc: &'a Descriptor) -> CheckedWrite<'a> {
+        CheckedWrite {
+            inner,
+            verifier: Verifier::new(desc.digest.clone(), Some(desc.size)),
+            desc,
+        }
+    }
+
+    /// Check the whole blob; on a mismatch the bytes are dropped (the next endpoint starts
+    /// from byte 0) and the error is the verification failure.
+    fn verify(self) -> Result<(), RegistryError> {
+        match self.verifier.finish() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.inner
+                    .restart()
+                    .map_err(|source| RegistryError::Write {
+                        digest: self.desc.digest.to_string(),
+                        source,
+                    })?;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl ResumableWrite for CheckedWrite<'_> {
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.append(buf)?;
+        // A size overrun is the inner target's to report (it knows the declared size).
+        let _ = self.verifier.update(buf);
+        Ok(())
+    }
+
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.inner.restart()?;
+        self.verifier = Verifier::new(self.desc.digest.clone(), Some(self.desc.size));
+        Ok(())
     }
 }
 

@@ -195,3 +195,26 @@ fn mirror_rules_parse_registry_and_endpoint() {
         assert!(MirrorRule::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_mirror_serving_wrong_bytes_falls_back_to_the_registry() {
+    let img = sized_image(6, 1, 30_000);
+    let registry = FakeRegistry::start(FakeAuth::None).await;
+    registry.push_image(REPO, "v1", &img);
+    let mirror = FakeRegistry::start(FakeAuth::None).await;
+    mirror.push_image(REPO, "v1", &img);
+    let layer = img.layers[0].digest.clone();
+    mirror.add_fault(Fault::WrongDigest {
+        digest: layer.clone(),
+    });
+    let (c, notes) = client(&[mirror.host()], false);
+    pull(&c, &registry.host(), &img).await.unwrap();
+    let notes = notes.lock().unwrap().clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains(&layer.to_string())
+            && notes[0].ends_with(&format!("; trying {} itself", registry.host())),
+        "{notes:?}"
+    );
+    assert_eq!(registry.blob_gets(&layer), 1);
+}
