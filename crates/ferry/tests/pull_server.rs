@@ -716,3 +716,50 @@ async fn the_server_token_is_the_basic_password_of_a_server_mirror() {
     assert_holds(&out, &img);
     assert!(!stderr(&o).contains("tok-123"));
 }
+
+#[tokio::test]
+async fn a_ferry_serve_wanting_a_token_is_pulled_from_with_it() {
+    let img = sized_image(22, 1, 30_000);
+    let registry = FakeRegistry::start(FakeAuth::None).await;
+    registry.push_image(REPO, "v1", &img);
+    // The server as `ferry serve` runs it (whatever it answers at /v2/).
+    let sdir = tempfile::tempdir().unwrap();
+    let mut cfg = ferry_server::Config::new(sdir.path().join("cache"));
+    cfg.policy.allow_private = vec![ferry_server::HostPort::parse(&registry.host()).unwrap()];
+    cfg.client.credential_files = ferry_registry::CredentialFiles::default();
+    cfg.tokens = vec!["tk-77".into()];
+    let state = ferry_server::State::new(cfg).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(ferry_server::serve(
+        listener,
+        state,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let image = format!("{}/{REPO}:v1", registry.host());
+    let out = dir.path().join("a.tar");
+    let args = [
+        "pull",
+        "-q",
+        "--server",
+        &url,
+        &image,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let o = run_cmd(cmd(dir.path(), &args)).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .ends_with("hint: give the server's token with --server-token or FERRY_SERVER_TOKEN\n"),
+        "{}",
+        stderr(&o)
+    );
+    let mut c = cmd(dir.path(), &args);
+    c.env("FERRY_SERVER_TOKEN", "tk-77");
+    let o = run_cmd(c).await;
+    assert_ok(&o);
+    assert_holds(&out, &img);
+}

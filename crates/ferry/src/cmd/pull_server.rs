@@ -85,19 +85,50 @@ pub(crate) async fn route(args: &PullArgs) -> anyhow::Result<Route> {
 async fn probe(server: &Url, args: &PullArgs) -> anyhow::Result<Route> {
     let http = http_client(args)?;
     let url = server.join("v2/").context("building the probe URL")?;
-    let resp = http
+    let mut req = http
         .get(url.clone())
-        .timeout(Duration::from_secs(args.net.timeout))
+        .timeout(Duration::from_secs(args.net.timeout));
+    if let Some(t) = &args.mirror.server_token {
+        // A server that wants a token everywhere answers the probe only with it.
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = req
         .send()
         .await
         .map_err(|e| unreachable_server(server, &e))?;
     let status = resp.status();
-    let challenged = resp.headers().contains_key(WWW_AUTHENTICATE);
-    if status.is_success() || (status == StatusCode::UNAUTHORIZED && challenged) {
+    // A registry's challenge: Basic, or Bearer with a token endpoint to ask. A Bearer
+    // challenge without one is a server wanting its own token on every route.
+    let challenge = resp
+        .headers()
+        .get(WWW_AUTHENTICATE)
+        .and_then(|h| h.to_str().ok())
+        .and_then(ferry_registry::challenge::Challenge::parse);
+    let registry_challenge = match &challenge {
+        Some(ferry_registry::challenge::Challenge::Basic { .. }) => true,
+        Some(ferry_registry::challenge::Challenge::Bearer { realm, .. }) => {
+            Url::parse(realm).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        }
+        None => false,
+    };
+    if status.is_success() || (status == StatusCode::UNAUTHORIZED && registry_challenge) {
         return Ok(Route::ServerMirror(server.clone()));
     }
     if status == StatusCode::NOT_FOUND {
         return Ok(Route::ServerArchive(server.clone()));
+    }
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        let given = if args.mirror.server_token.is_some() {
+            "refused the token given"
+        } else {
+            "wants a token"
+        };
+        return Err(exit::UserError {
+            message: format!("the server {} {given} ({status} for {url})", shown(server)),
+            hint: Some("give the server's token with --server-token or FERRY_SERVER_TOKEN".into()),
+            code: exit::AUTH,
+        }
+        .into());
     }
     Err(exit::UserError {
         message: format!(
