@@ -283,8 +283,11 @@ pub(crate) async fn pull_archive(
         quiet: args.quiet,
         timeout: Duration::from_secs(args.net.timeout),
         name: reference.to_string(),
+        bar: download_bar(args.quiet, &reference.to_string()),
     };
-    dl.run().await?;
+    let done = dl.run().await;
+    dl.bar.finish_and_clear();
+    done?;
     let done = dir.join(format!("{key}.tar"));
     std::fs::rename(&partial, &done).with_context(|| format!("renaming {}", partial.display()))?;
     let _ = std::fs::remove_file(&etag);
@@ -352,6 +355,8 @@ struct Download<'a> {
     quiet: bool,
     timeout: Duration,
     name: String,
+    /// Bytes of the download on a terminal (hidden otherwise, and with -q).
+    bar: indicatif::ProgressBar,
 }
 
 /// Attempts in a row without a new byte before the download gives up.
@@ -372,12 +377,12 @@ impl Download<'_> {
         let mut failures = 0u32;
         let mut furthest = self.have();
         if furthest > 0 && !self.quiet {
-            crate::progress::notice(&format!(
+            self.say(&format!(
                 "resuming the download of {} at byte {furthest}",
                 self.name
             ));
         } else if !self.quiet {
-            crate::progress::notice(&format!(
+            self.say(&format!(
                 "downloading {} from {}",
                 self.name,
                 self.url.origin().ascii_serialization()
@@ -387,11 +392,7 @@ impl Download<'_> {
             match self.attempt().await? {
                 Attempt::Done => {
                     if !self.quiet {
-                        crate::progress::notice(&format!(
-                            "downloaded {} ({} bytes)",
-                            self.name,
-                            self.have()
-                        ));
+                        self.say(&format!("downloaded {} ({} bytes)", self.name, self.have()));
                     }
                     return Ok(());
                 }
@@ -420,14 +421,17 @@ impl Download<'_> {
                         Duration::from_millis(200 * (1 << failures.min(5)))
                     };
                     if !self.quiet {
-                        crate::progress::notice(&format!(
-                            "retrying the download at byte {have}: {why}"
-                        ));
+                        self.say(&format!("retrying the download at byte {have}: {why}"));
                     }
                     tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+
+    /// A line above the bar.
+    fn say(&self, text: &str) {
+        self.bar.suspend(|| crate::progress::notice(text));
     }
 
     /// Bytes held from an earlier attempt (zero without a recorded ETag: they cannot be
@@ -495,7 +499,7 @@ impl Download<'_> {
                     write_atomic(self.etag, t.as_bytes())?;
                 }
                 if have > 0 && !self.quiet {
-                    crate::progress::notice(&format!(
+                    self.say(&format!(
                         "the server's archive of {} changed; downloading it from the start",
                         self.name
                     ));
@@ -557,6 +561,10 @@ impl Download<'_> {
             .append(true)
             .open(self.partial)
             .with_context(|| format!("opening {}", self.partial.display()))?;
+        if let Some(t) = total {
+            self.bar.set_length(t);
+        }
+        self.bar.set_position(start);
         let mut at = start;
         let mut resp = resp;
         loop {
@@ -579,6 +587,7 @@ impl Download<'_> {
                     file.write_all(&chunk)
                         .with_context(|| format!("writing {}", self.partial.display()))?;
                     at += chunk.len() as u64;
+                    self.bar.set_position(at);
                 }
             }
         }
@@ -592,6 +601,24 @@ impl Download<'_> {
             }),
         }
     }
+}
+
+/// The download's bar: bytes, rate and ETA on a terminal, nothing elsewhere or with -q.
+fn download_bar(quiet: bool, name: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_message(crate::sanitize::clean(name).to_string());
+    bar
 }
 
 /// `bytes START-END/TOTAL` → (START, TOTAL).
