@@ -642,6 +642,23 @@ async fn config_server_and_env_server_are_used_and_no_mirror_bypasses_them() {
         "{}",
         stderr(&o)
     );
+    // A --mirror flag sets FERRY_SERVER aside.
+    let mirror_url = mirror.url();
+    let mut c = cmd(
+        dir.path(),
+        &[
+            "pull",
+            "-q",
+            &image,
+            "--mirror",
+            &mirror_url,
+            "-o",
+            dir.path().join("m.tar").to_str().unwrap(),
+        ],
+    );
+    c.env("FERRY_SERVER", &gone);
+    let o = run_cmd(c).await;
+    assert_ok(&o);
     // --no-mirror: neither the server nor the file; the registry itself (unreachable here).
     let mut c = cmd(
         dir.path(),

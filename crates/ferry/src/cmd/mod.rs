@@ -14,6 +14,7 @@ mod pull;
 mod pull_server;
 mod push;
 mod serve;
+mod server_download;
 mod tags;
 mod user_config;
 
