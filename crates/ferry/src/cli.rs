@@ -408,6 +408,23 @@ skopeo (docker-archive: and oci-archive:). Interrupted pulls resume: run the
 same command again. The output location is checked before anything is fetched,
 and an image must fit the free disk space (or --max-size) before it is written.
 
+Mirrors and servers:
+  ferry pull --mirror docker.io=https://mirror.example alpine
+  ferry pull --server http://ferry.lan:8080 alpine    through a ferry server
+  FERRY_SERVER=http://ferry.lan:8080 ferry pull alpine
+
+The config file ($XDG_CONFIG_HOME/ferry/config.toml, or --config FILE) may hold
+  server = \"http://ferry.lan:8080\"
+  [mirrors]
+  \"docker.io\" = [\"https://mirror.example\", \"http://127.0.0.1:5000\"]
+  \"*\" = [\"https://all.example\"]
+--mirror flags come before the file's mirrors; --no-mirror ignores the file and
+FERRY_SERVER. A mirror is asked with ?ns=REGISTRY and gets only the credentials
+stored for its own host. A server with the registry API (/v2/) is used as the only
+mirror: only blobs missing from the cache cross the link. Otherwise its /image
+archive is downloaded (resumed with Range after a cut or a killed run) and imported,
+every blob verified.
+
 ",
     exit_codes!()
 );
@@ -460,10 +477,43 @@ pub struct PullArgs {
     pub max_size: Option<u64>,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
     /// The name to record the (one) image under instead of its reference: `ferry copy`'s
     /// `docker-archive:PATH:REF`. Not an option of `ferry pull`.
     #[arg(skip)]
     pub record_as: Option<ferry_core::Reference>,
+}
+
+/// Where `ferry pull` fetches from besides the registries: a ferry server, mirrors.
+#[derive(Debug, Default, Args)]
+pub struct MirrorArgs {
+    /// Pull through this ferry server (or DockerImageSave v2 server): layer by layer through
+    /// its registry mirror when it has one, else as a resumable archive download. Default:
+    /// FERRY_SERVER, then `server` in the config file. Registries are not contacted.
+    #[arg(long, value_name = "URL", conflicts_with = "mirrors")]
+    pub server: Option<String>,
+    /// The server's token (sent as a Bearer token, or as the Basic password to its mirror).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FERRY_SERVER_TOKEN",
+        hide_env_values = true
+    )]
+    pub server_token: Option<String>,
+    /// Ask this mirror before the registry (repeatable, tried in order). REGISTRY= limits it
+    /// to one registry (docker.io, ghcr.io, host:port); without it, it serves every one. A
+    /// failing mirror falls back to the next, then to the registry.
+    #[arg(long = "mirror", value_name = "[REGISTRY=]URL")]
+    pub mirrors: Vec<String>,
+    /// Ignore the mirrors and the server of the config file and FERRY_SERVER: go to the
+    /// registries.
+    #[arg(long, conflicts_with_all = ["mirrors", "server"])]
+    pub no_mirror: bool,
+    /// The user config file. Default: $XDG_CONFIG_HOME/ferry/config.toml
+    /// (~/.config/ferry/config.toml).
+    #[arg(long = "config", value_name = "FILE", env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

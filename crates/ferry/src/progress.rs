@@ -53,6 +53,20 @@ pub fn notice(text: &str) {
     }
 }
 
+/// A warning from below the engine (a mirror that failed): printed as [`notice`] is, with
+/// "warning: " before it, and with --quiet too.
+pub fn warning(text: &str) {
+    let text = format!("warning: {text}");
+    match live() {
+        Some(shared) => {
+            let st = shared.lock();
+            shared.say(&st, &text, false);
+        }
+        None if ABANDONED.load(Ordering::SeqCst) => {}
+        None => crate::stdio::say!("{}", clean(&text)),
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Quiet,

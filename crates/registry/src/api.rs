@@ -7,6 +7,7 @@ use ferry_core::{media, Descriptor, Digest, Manifest, Reference, ResumableWrite,
 
 use crate::client::{read_body, Client};
 use crate::error::RegistryError;
+use crate::mirror::Route;
 use crate::scope::Scopes;
 
 /// Manifests larger than this are refused (distribution's own limit).
@@ -53,6 +54,7 @@ impl Client {
     }
 
     /// Fetch the manifest `tag_or_digest` of `repo` on `host`.
+    /// Mirrors of `host` are asked first ([`crate::mirror`]).
     pub async fn manifest_at(
         &self,
         host: &str,
@@ -60,7 +62,31 @@ impl Client {
         tag_or_digest: &str,
         expected: Option<&Digest>,
     ) -> Result<FetchedManifest, RegistryError> {
-        let path = format!("v2/{repo}/manifests/{tag_or_digest}");
+        let routes = self.routes(host);
+        let mut i = 0;
+        loop {
+            let c = self.for_route(&routes, i);
+            match c
+                .manifest_via(host, &routes[i], repo, tag_or_digest, expected)
+                .await
+            {
+                Err(e) if self.next_route(host, repo, &routes, i, &e) => i += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Client::manifest_at`] along one route.
+    async fn manifest_via(
+        &self,
+        host: &str,
+        route: &Route,
+        repo: &str,
+        tag_or_digest: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let path = route.path(&format!("v2/{repo}/manifests/{tag_or_digest}"));
+        let host_key = route.key.as_str();
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
         let scope = pull_scope(repo);
@@ -70,7 +96,7 @@ impl Client {
                 // trickles a manifest a byte at a time must not hold a pull forever.
                 let until = tokio::time::Instant::now() + self.opts.request_timeout;
                 let resp = self
-                    .send(host, &scope, Method::GET, &path, headers.clone())
+                    .send(host_key, &scope, Method::GET, &path, headers.clone())
                     .await?;
                 let url = resp.url().clone();
                 let ct = resp
@@ -147,17 +173,26 @@ impl Client {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
         let scope = pull_scope(repo);
-        let head = self
-            .with_retries(|| self.send(host, &scope, Method::HEAD, &path, headers.clone()))
-            .await;
-        let header = match head {
-            Ok(resp) => resp
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<Digest>().ok()),
-            Err(e) if e.status() == Some(405) => None,
-            Err(e) => return Err(e),
+        let routes = self.routes(host);
+        let mut i = 0;
+        let header = loop {
+            let (c, route) = (self.for_route(&routes, i), &routes[i]);
+            let path = route.path(&path);
+            let head = c
+                .with_retries(|| c.send(&route.key, &scope, Method::HEAD, &path, headers.clone()))
+                .await;
+            match head {
+                Ok(resp) => {
+                    break resp
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<Digest>().ok())
+                }
+                Err(e) if e.status() == Some(405) => break None,
+                Err(e) if self.next_route(host, repo, &routes, i, &e) => i += 1,
+                Err(e) => return Err(e),
+            }
         };
         match header {
             Some(d) => Ok(d),
@@ -208,6 +243,9 @@ impl Client {
     /// furthest point reached so far arrives, so a slow link that drops often still
     /// finishes, and a server that keeps forcing restarts does not loop forever. The caller
     /// commits `out` (the final digest check) afterwards.
+    ///
+    /// Mirrors of `host` are asked first ([`crate::mirror`]); the next endpoint goes on from
+    /// the bytes the last one left in `out`.
     pub async fn blob_into(
         &self,
         host: &str,
@@ -216,8 +254,45 @@ impl Client {
         out: &mut dyn ResumableWrite,
         progress: ProgressFn<'_>,
     ) -> Result<(), RegistryError> {
+        let routes = self.routes(host);
+        let mut i = 0;
+        loop {
+            let c = self.for_route(&routes, i);
+            // A mirror with another endpoint after it is checked here, when the whole blob
+            // comes from it: wrong bytes fall back instead of failing the caller's check.
+            let check = routes[i].is_mirror() && i + 1 < routes.len() && out.offset() == 0;
+            let result = if check {
+                let mut checked = CheckedWrite::new(out, desc);
+                let r = c
+                    .blob_via(host, &routes[i], repo, desc, &mut checked, progress)
+                    .await;
+                match r {
+                    Ok(()) => checked.verify(),
+                    Err(e) => Err(e),
+                }
+            } else {
+                c.blob_via(host, &routes[i], repo, desc, out, progress)
+                    .await
+            };
+            match result {
+                Err(e) if self.next_route(host, repo, &routes, i, &e) => i += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Client::blob_into`] along one route.
+    async fn blob_via(
+        &self,
+        host: &str,
+        route: &Route,
+        repo: &str,
+        desc: &Descriptor,
+        out: &mut dyn ResumableWrite,
+        progress: ProgressFn<'_>,
+    ) -> Result<(), RegistryError> {
         let scope = pull_scope(repo);
-        let path = format!("v2/{repo}/blobs/{}", desc.digest);
+        let path = route.path(&format!("v2/{repo}/blobs/{}", desc.digest));
         let write_err = |source: std::io::Error| RegistryError::Write {
             digest: desc.digest.to_string(),
             source,
@@ -232,7 +307,7 @@ impl Client {
                 return Ok(());
             }
             let result = self
-                .blob_attempt(host, &scope, &path, desc, out, progress, &mut run)
+                .blob_attempt(&route.key, &scope, &path, desc, out, progress, &mut run)
                 .await;
             match result {
                 Ok(()) => return Ok(()),
@@ -525,6 +600,60 @@ impl Client {
             Ok((body, next))
         })
         .await
+    }
+}
+
+/// A download target that hashes what goes through it from byte 0, so a blob from a mirror
+/// is checked before it is handed on (the caller checks it again on commit).
+struct CheckedWrite<'a> {
+    inner: &'a mut dyn ResumableWrite,
+    verifier: Verifier,
+    desc: &'a Descriptor,
+}
+
+impl<'a> CheckedWrite<'a> {
+    fn new(inner: &'a mut dyn ResumableWrite, desc: &'a Descriptor) -> CheckedWrite<'a> {
+        CheckedWrite {
+            inner,
+            verifier: Verifier::new(desc.digest.clone(), Some(desc.size)),
+            desc,
+        }
+    }
+
+    /// Check the whole blob; on a mismatch the bytes are dropped (the next endpoint starts
+    /// from byte 0) and the error is the verification failure.
+    fn verify(self) -> Result<(), RegistryError> {
+        match self.verifier.finish() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.inner
+                    .restart()
+                    .map_err(|source| RegistryError::Write {
+                        digest: self.desc.digest.to_string(),
+                        source,
+                    })?;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl ResumableWrite for CheckedWrite<'_> {
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.append(buf)?;
+        // A size overrun is the inner target's to report (it knows the declared size).
+        let _ = self.verifier.update(buf);
+        Ok(())
+    }
+
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.inner.restart()?;
+        self.verifier = Verifier::new(self.desc.digest.clone(), Some(self.desc.size));
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use crate::auth::AuthState;
 use crate::body::{BodySource, BodyWatch, CountingStream};
 use crate::credentials::{Credential, CredentialFiles};
 use crate::error::{parse_codes, redact, secs, RegistryError};
+use crate::mirror::{MirrorHook, MirrorNotice, MirrorRule, Route};
 use crate::scope::Scopes;
 
 /// Called before each wait between attempts, so a user sees retries as they happen.
@@ -96,6 +97,14 @@ pub struct ClientOptions {
     /// waits on the workers: each thread hand-off spreads allocations over more malloc
     /// arenas (measured: peak memory of an 8-layer pull 18 → 47 MiB).
     pub offload_writes: bool,
+    /// Endpoints asked before a registry for reads (manifests, blobs), in order; see
+    /// [`crate::mirror`].
+    pub mirrors: Vec<MirrorRule>,
+    /// Never go to a registry directly for a read that has mirrors: when they all fail,
+    /// the read fails (`ferry pull --server`: the registries cannot be reached from here).
+    pub mirrors_only: bool,
+    /// Told about every mirror that fails, before the next endpoint is tried.
+    pub on_mirror: Option<MirrorHook>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -119,6 +128,8 @@ impl std::fmt::Debug for ClientOptions {
             .field("on_retry", &self.on_retry.is_some())
             .field("address_guard", &self.address_guard.is_some())
             .field("offload_writes", &self.offload_writes)
+            .field("mirrors", &self.mirrors)
+            .field("mirrors_only", &self.mirrors_only)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +153,9 @@ impl Default for ClientOptions {
             on_retry: None,
             address_guard: None,
             offload_writes: false,
+            mirrors: Vec::new(),
+            mirrors_only: false,
+            on_mirror: None,
         }
     }
 }
@@ -167,6 +181,9 @@ pub struct Client {
     /// its answer, and tasks for other registries are not held up. A failed ping leaves the
     /// cell empty, so a later call tries again.
     registries: Arc<std::sync::Mutex<HashMap<String, RegistryCell>>>,
+    /// Mirrors given up on for the rest of this client's life (down, or refusing us), so
+    /// each blob does not wait for the same failure again.
+    mirrors_down: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Client {
@@ -216,6 +233,7 @@ impl Client {
             http,
             opts: Arc::new(opts),
             registries: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            mirrors_down: Arc::default(),
         })
     }
 
@@ -238,6 +256,96 @@ impl Client {
             .cloned()
     }
 
+    /// Where a read for the registry at API host `host` goes, in order: its mirrors not
+    /// given up on, then the registry itself unless `mirrors_only` (with `mirrors_only`, a
+    /// mirror given up on is still tried: there is nothing else).
+    pub(crate) fn routes(&self, host: &str) -> Vec<Route> {
+        let down = self
+            .mirrors_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let ns = crate::mirror::user_name(host).to_string();
+        let mut out: Vec<Route> = Vec::new();
+        for rule in self.opts.mirrors.iter().filter(|r| r.applies_to(host)) {
+            let key = rule.endpoint.to_string();
+            let skip = !self.opts.mirrors_only && down.contains(&key);
+            if !skip && !out.iter().any(|r| r.key == key) {
+                out.push(Route {
+                    key,
+                    ns: Some(ns.clone()),
+                });
+            }
+        }
+        let has_mirrors = self.opts.mirrors.iter().any(|r| r.applies_to(host));
+        if !(self.opts.mirrors_only && has_mirrors) {
+            out.push(Route {
+                key: host.to_string(),
+                ns: None,
+            });
+        }
+        out
+    }
+
+    /// The client to send a read along route `i` of `routes` with: a mirror with another
+    /// endpoint after it gets two attempts, not the full budget, so a broken mirror costs
+    /// one short wait before the next endpoint is asked.
+    pub(crate) fn for_route(&self, routes: &[Route], i: usize) -> std::borrow::Cow<'_, Client> {
+        if i + 1 < routes.len() && routes[i].is_mirror() && self.opts.max_attempts > 2 {
+            let mut opts = (*self.opts).clone();
+            opts.max_attempts = 2;
+            std::borrow::Cow::Owned(Client {
+                http: self.http.clone(),
+                opts: Arc::new(opts),
+                registries: self.registries.clone(),
+                mirrors_down: self.mirrors_down.clone(),
+            })
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
+    /// After route `i` of `routes` failed with `err` for `repo`: whether to go on to the
+    /// next route. Tells the mirror hook, and gives up on a mirror that is down or refuses
+    /// us (not on one that merely lacks this object).
+    pub(crate) fn next_route(
+        &self,
+        host: &str,
+        repo: &str,
+        routes: &[Route],
+        i: usize,
+        err: &RegistryError,
+    ) -> bool {
+        let route = &routes[i];
+        if !route.is_mirror() || i + 1 >= routes.len() || !crate::mirror::falls_back(err) {
+            return false;
+        }
+        if crate::mirror::mirror_down(err) {
+            self.mirrors_down
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(route.key.clone());
+        }
+        let shown = |key: &str| {
+            Url::parse(key)
+                .map(|u| crate::mirror::shown(&u))
+                .unwrap_or_else(|_| key.to_string())
+        };
+        let next = &routes[i + 1];
+        let notice = MirrorNotice {
+            registry: crate::mirror::user_name(host).to_string(),
+            repository: repo.to_string(),
+            mirror: shown(&route.key),
+            reason: err.to_string(),
+            next: next.is_mirror().then(|| shown(&next.key)),
+        };
+        tracing::debug!("{notice}");
+        if let Some(hook) = &self.opts.on_mirror {
+            hook(&notice);
+        }
+        true
+    }
+
     /// Run `fut` (a request, its body, or both) until `until`, the request's deadline.
     pub(crate) async fn deadline_until<T>(
         &self,
@@ -257,7 +365,21 @@ impl Client {
     }
 
     /// Find the scheme and the authentication the registry wants.
-    async fn ping(&self, registry: &str) -> Result<RegistryState, RegistryError> {
+    /// `key` is an API host, or a mirror's endpoint URL (which fixes the scheme and may
+    /// hold a path).
+    async fn ping(&self, key: &str) -> Result<RegistryState, RegistryError> {
+        if key.contains("://") {
+            let base = Url::parse(key).map_err(|e| {
+                RegistryError::Config(format!("mirror {key:?} is not a valid URL: {e}"))
+            })?;
+            let host = base.host_str().unwrap_or_default();
+            let name = match base.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_string(),
+            };
+            return self.ping_bases(&name, vec![base]).await;
+        }
+        let registry = key;
         let loopback = ferry_core::reference::is_loopback_host(registry);
         // Loopback registries speak plain HTTP, as docker assumes; one given a CA certificate
         // or --insecure is tried over TLS first, as docker's localhost "insecure registry" is.
@@ -268,11 +390,25 @@ impl Client {
         } else {
             &["https"]
         };
-        let mut last_err = None;
+        let mut bases = Vec::new();
         for scheme in schemes {
-            let base = Url::parse(&format!("{scheme}://{registry}/")).map_err(|e| {
+            bases.push(Url::parse(&format!("{scheme}://{registry}/")).map_err(|e| {
                 RegistryError::Config(format!("registry {registry:?} is not a valid host: {e}"))
-            })?;
+            })?);
+        }
+        self.ping_bases(registry, bases).await
+    }
+
+    /// Ping `/v2/` under each of `bases` in turn; the first that answers is the registry's.
+    /// `registry` (host[:port]) names it in errors and chooses its credentials.
+    async fn ping_bases(
+        &self,
+        registry: &str,
+        bases: Vec<Url>,
+    ) -> Result<RegistryState, RegistryError> {
+        let loopback = ferry_core::reference::is_loopback_host(registry);
+        let mut last_err = None;
+        for base in bases {
             let url = base
                 .join("v2/")
                 .map_err(|e| RegistryError::Config(e.to_string()))?;

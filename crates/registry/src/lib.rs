@@ -8,7 +8,8 @@
 //! registry's offset), puts and deletes manifests, and asks for typed token [`Scopes`].
 //! A registry that cannot be reached on first contact fails at once; small requests
 //! have a deadline and blob bodies a minimum throughput; every retry is announced through
-//! [`ClientOptions::on_retry`]. Errors are a typed [`RegistryError`] with `is_not_found()` /
+//! [`ClientOptions::on_retry`]. Reads may go to mirrors first ([`mirror`]: `?ns=`, in
+//! order, falling back with a notice). Errors are a typed [`RegistryError`] with `is_not_found()` /
 //! `is_retryable()`, each rendering as one sentence.
 //!
 //! ```no_run
@@ -32,6 +33,7 @@ pub mod error;
 mod guard;
 mod login;
 mod manifest_write;
+pub mod mirror;
 mod mount;
 mod patch;
 mod refusal;
@@ -46,5 +48,6 @@ pub use credentials_store::{CredentialStore, StoredIn};
 pub use error::{RegistryError, RegistryErrorCode};
 pub use guard::AddressGuard;
 pub use login::LoginCheck;
+pub use mirror::{MirrorHook, MirrorNotice, MirrorRule};
 pub use scope::{Scope, Scopes};
 pub use upload::{Pushed, UploadOptions, DEFAULT_CHUNK_SIZE};

@@ -1,8 +1,10 @@
 //! `ferry-testkit` (dev only) gives ferry's tests their peers: an in-process fake registry
-//! with fault injection ([`fake`]), random but valid images ([`image`]), and harnesses that
+//! with fault injection ([`fake`]), random but valid images ([`image`]), a TCP proxy that
+//! counts bytes and cuts connections at random points ([`cutter`]), and harnesses that
 //! start the real components on loopback — `docker-registry`, `skopeo`, `podman`,
 //! `containerd` ([`real`]).
 
+pub mod cutter;
 pub mod fake;
 pub mod files;
 pub mod image;

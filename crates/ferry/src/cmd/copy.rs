@@ -301,6 +301,8 @@ async fn registry_to_archive(
         force: args.force,
         max_size: None,
         net: args.net,
+        // ferry copy does not take mirrors (yet): its registry reads go to the registry.
+        mirror: no_mirrors(),
         record_as,
     })
     .await
@@ -343,6 +345,7 @@ async fn archive_to_archive(
             force: args.force,
             max_size: None,
             net: args.net,
+            mirror: no_mirrors(),
             record_as: None,
         },
         &[],
@@ -376,6 +379,13 @@ async fn archive_to_archive(
         crate::progress::notice(&format!("wrote {}", p.display()));
     }
     Ok(())
+}
+
+fn no_mirrors() -> crate::cli::MirrorArgs {
+    crate::cli::MirrorArgs {
+        no_mirror: true,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,12 @@ mod login;
 mod logout;
 mod output;
 mod pull;
+mod pull_server;
 mod push;
 mod serve;
+mod server_download;
 mod tags;
+mod user_config;
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -99,6 +102,16 @@ pub fn cleanup_temp_outputs() {
 /// Build the registry client for `registries` (the user-facing names the credentials
 /// given on the command line apply to).
 pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyhow::Result<Client> {
+    client_with(net, registries, quiet, |_| {})
+}
+
+/// [`client`] with `extra` applied to the options last (mirrors, a server's token).
+pub(crate) fn client_with(
+    net: &NetArgs,
+    registries: &[String],
+    quiet: bool,
+    extra: impl FnOnce(&mut ClientOptions),
+) -> anyhow::Result<Client> {
     let mut opts = options(net, quiet)?;
     if let Some(user) = &net.username {
         let password = password(net, user, quiet)?;
@@ -112,6 +125,7 @@ pub(crate) fn client(net: &NetArgs, registries: &[String], quiet: bool) -> anyho
         }
         opts.credentials = map;
     }
+    extra(&mut opts);
     Ok(Client::new(opts)?)
 }
 

@@ -14,6 +14,7 @@ use ferry_core::{Platform, Reference};
 use ferry_store::Store;
 
 use super::output::{self, temp_name, Output};
+use super::pull_server;
 use crate::cli::{Format, PullArgs};
 use crate::exit;
 use crate::progress::Reporter;
@@ -61,9 +62,23 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             )
         })?,
     };
+    let route = pull_server::route(&args).await?;
+    if let pull_server::Route::ServerArchive(server) = &route {
+        let [reference] = refs.as_slice() else {
+            return Err(exit::usage(
+                "this server has no registry mirror, and its archives hold one image each",
+                Some("pull the images in separate runs"),
+            ));
+        };
+        return pull_server::pull_archive(&args, server, reference, &platform, output, &cache)
+            .await;
+    }
     let store =
         Store::open(&cache).with_context(|| format!("opening the cache at {}", cache.display()))?;
-    let client = super::client(&args.net, &registries, args.quiet)?;
+    let token = args.mirror.server_token.clone();
+    let client = super::client_with(&args.net, &registries, args.quiet, |o| {
+        pull_server::apply(&route, token.as_deref(), o)
+    })?;
     let opts = PullOptions {
         platform,
         platform_explicit: explicit,
@@ -76,7 +91,9 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     distinct.sort();
     distinct.dedup();
     reporter.expect_images(distinct.len());
-    let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref()).await?;
+    let images = ferry_copy::resolve_all(&client, &store, &refs, &opts, reporter.as_ref())
+        .await
+        .map_err(|e| pull_server::explain(&route, e.into()))?;
     // What the archive records; `images` keeps the references the blobs are fetched from.
     let planned = match (&args.record_as, images.as_slice()) {
         (Some(name), [image]) => vec![ArchiveImage {
